@@ -1,0 +1,7 @@
+//! Palisade's gRPC protocol, generated from `proto/*.proto`.
+
+/// Workload identity: `Identity.Certify`.
+pub mod identity {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("palisade.identity.v1");
+}
