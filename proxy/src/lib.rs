@@ -1,0 +1,111 @@
+//! Palisade sidecar proxy: identity, inbound mTLS termination, outbound mTLS
+//! origination, admin and graceful drain.
+
+pub mod admin;
+pub mod config;
+pub mod control;
+pub mod drain;
+pub mod inbound;
+pub mod outbound;
+pub mod relay;
+pub mod wire;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use anyhow::Context;
+use mesh_identity::{SpiffeId, Store, TrustBundle};
+use tokio::net::TcpListener;
+
+pub use config::RunArgs;
+
+/// Runs the proxy until SIGTERM/SIGINT, then drains.
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let identity = SpiffeId::workload(&args.trust_domain, &args.namespace, &args.service_account)
+        .context("--namespace/--service-account do not form a valid SPIFFE ID")?;
+    let bundle_pem = std::fs::read(&args.trust_bundle)
+        .with_context(|| format!("cannot read --trust-bundle {}", args.trust_bundle.display()))?;
+    let bundle = TrustBundle::from_pem(&bundle_pem)
+        .with_context(|| format!("--trust-bundle {}", args.trust_bundle.display()))?;
+    let metrics = mesh_admin::install_metrics().map_err(anyhow::Error::msg)?;
+    let store = Arc::new(Store::new(identity.clone(), bundle, mesh_identity::tls::provider()));
+
+    // Bind everything first: a port conflict is a startup error, not a
+    // surprise after certification.
+    let admin_listener = mesh_admin::bind(args.admin).await.map_err(anyhow::Error::msg)?;
+    let inbound_listener = TcpListener::bind(args.inbound)
+        .await
+        .with_context(|| format!("cannot listen on --inbound {}", args.inbound))?;
+    let mut route_listeners = Vec::new();
+    for r in &args.static_routes {
+        let l = TcpListener::bind(r.listen)
+            .await
+            .with_context(|| format!("cannot listen on static route {}", r.listen))?;
+        route_listeners.push((r.clone(), l));
+    }
+
+    let (trigger, drain) = drain::new();
+    tokio::spawn(mesh_admin::serve(
+        admin_listener,
+        Arc::new(admin::Admin {
+            store: store.clone(),
+            metrics,
+        }),
+        drain.receiver(),
+    ));
+    tokio::spawn(control::export_expiry(store.clone()));
+
+    let channel = control::channel(&store, &args.control_plane)?;
+    let certifier =
+        control::ControlPlaneCertifier::new(channel, args.token_file.clone(), args.cert_ttl);
+    {
+        let store = store.clone();
+        tokio::spawn(async move { store.run_renewal(certifier).await });
+    }
+    tracing::info!(identity = %identity, control_plane = %args.control_plane, "waiting for a certificate");
+
+    // Nothing is served before we hold a certificate.
+    let mut creds = store.subscribe();
+    tokio::select! {
+        r = creds.wait_for(|c| c.is_some()) => { r.context("credential store closed")?; }
+        _ = mesh_admin::shutdown_signal() => return Ok(()),
+    }
+    if let Some(c) = store.current() {
+        tracing::info!(identity = %c.identity, serial = %c.serial, "certificate received; serving");
+    }
+
+    let mut own_ports: HashSet<u16> = [args.inbound.port(), args.outbound.port(), args.admin.port()].into();
+    own_ports.extend(args.static_routes.iter().map(|r| r.listen.port()));
+    let inbound = Arc::new(inbound::Inbound {
+        tls: mesh_identity::tls::server_config(&store, true, &[mesh_identity::tls::ALPN_TCP])?,
+        app_addr: args.app_addr,
+        own_ports,
+        handshake_timeout: args.handshake_timeout,
+        idle_timeout: args.idle_timeout,
+    });
+    tokio::spawn(inbound.serve(inbound_listener, drain.clone()));
+    for (r, l) in route_listeners {
+        let tls = mesh_identity::tls::client_config(
+            &store,
+            r.identity.clone(),
+            &[mesh_identity::tls::ALPN_TCP],
+        )?;
+        let route = Arc::new(outbound::Route {
+            route: r,
+            tls,
+            handshake_timeout: args.handshake_timeout,
+            idle_timeout: args.idle_timeout,
+        });
+        tokio::spawn(route.serve(l, drain.clone()));
+    }
+
+    mesh_admin::shutdown_signal().await;
+    tracing::info!(deadline = ?args.drain_timeout, "draining");
+    let left = trigger.drain(args.drain_timeout).await;
+    if left > 0 {
+        tracing::warn!(open = left, "drain deadline reached; closing remaining connections");
+    } else {
+        tracing::info!("drained");
+    }
+    Ok(())
+}

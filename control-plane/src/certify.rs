@@ -1,0 +1,103 @@
+//! `Identity.Certify`: a join token proves namespace and service account; the
+//! CA signs the CSR for exactly that identity.
+
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use mesh_identity::token::{TokenError, TokenKey};
+use mesh_identity::{Ca, CaError, SpiffeId};
+use mesh_proto::identity::identity_server::Identity;
+use mesh_proto::identity::{CertifyRequest, CertifyResponse};
+use tonic::{Request, Response, Status};
+
+/// The Identity service.
+pub struct IdentityService {
+    ca: Arc<Ca>,
+    tokens: Arc<TokenKey>,
+    trust_domain: String,
+    default_ttl: Duration,
+    max_ttl: Duration,
+}
+
+impl IdentityService {
+    pub fn new(
+        ca: Arc<Ca>,
+        tokens: Arc<TokenKey>,
+        trust_domain: String,
+        default_ttl: Duration,
+        max_ttl: Duration,
+    ) -> Self {
+        Self {
+            ca,
+            tokens,
+            trust_domain,
+            default_ttl,
+            max_ttl,
+        }
+    }
+
+    /// The lifetime to issue: the request's, or the default, clamped to the
+    /// maximum (clamped, not refused: a workload asking too much still runs).
+    fn ttl(&self, requested_secs: u64) -> Duration {
+        let want = if requested_secs == 0 {
+            self.default_ttl
+        } else {
+            Duration::from_secs(requested_secs)
+        };
+        want.min(self.max_ttl)
+    }
+
+    fn certify_inner(&self, req: &CertifyRequest) -> Result<CertifyResponse, Status> {
+        let claims = self.tokens.verify(&req.credential).map_err(|e| {
+            Status::unauthenticated(match e {
+                TokenError::Expired => "credential refused: join token expired",
+                TokenError::BadSignature => {
+                    "credential refused: join token signature is invalid (forged, or from another control plane)"
+                }
+                TokenError::Malformed => "credential refused: join token is malformed",
+            })
+        })?;
+        let id = SpiffeId::workload(&self.trust_domain, &claims.namespace, &claims.service_account)
+            .map_err(|e| Status::unauthenticated(format!("credential names an invalid identity: {e}")))?;
+        let issued = self
+            .ca
+            .sign_csr(&req.csr_der, &id, self.ttl(req.requested_ttl_seconds))
+            .map_err(|e| match e {
+                CaError::Csr(r) => Status::invalid_argument(format!("CSR refused: {r}")),
+                CaError::IssuerExpired => Status::unavailable(e.to_string()),
+                other => Status::internal(other.to_string()),
+            })?;
+        tracing::info!(identity = %id, "certificate issued");
+        Ok(CertifyResponse {
+            leaf_der: issued.leaf.to_vec(),
+            intermediates_der: issued.intermediates.iter().map(|c| c.to_vec()).collect(),
+            trust_bundle_der: issued.bundle.roots().iter().map(|c| c.to_vec()).collect(),
+            valid_until_unix: issued
+                .not_after
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0),
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl Identity for IdentityService {
+    async fn certify(
+        &self,
+        request: Request<CertifyRequest>,
+    ) -> Result<Response<CertifyResponse>, Status> {
+        let result = self.certify_inner(request.get_ref());
+        let label = match &result {
+            Ok(_) => "issued",
+            Err(s) if s.code() == tonic::Code::Unauthenticated => "bad_credential",
+            Err(s) if s.code() == tonic::Code::InvalidArgument => "bad_csr",
+            Err(_) => "error",
+        };
+        metrics::counter!("mesh_certs_issued_total", "result" => label).increment(1);
+        if let Err(s) = &result {
+            tracing::warn!(reason = s.message(), "certificate request refused");
+        }
+        result.map(Response::new)
+    }
+}

@@ -1,0 +1,67 @@
+//! Control plane settings, parsed from flags (and `MESH_*` environment variables).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// Shortest certificate lifetime: below this, renewal traffic and clock skew
+/// dominate and a control plane restart could outlive every certificate.
+pub const MIN_CERT_TTL: Duration = Duration::from_secs(60);
+
+/// Where policy and workloads come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Source {
+    /// A watched folder of YAML (local mode).
+    File,
+    /// The Kubernetes API server.
+    Kubernetes,
+}
+
+/// mesh-control-plane: issues workload certificates (SPIFFE X.509-SVIDs) and
+/// serves the Identity API over TLS.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "mesh-control-plane", version, about, long_about = None)]
+pub struct Args {
+    /// Data directory: CA material (ca/), the join-token key (token.key) and
+    /// trust-bundle.pem. Created on first start; keys are mode 0600.
+    #[arg(long, env = "MESH_DATA_DIR")]
+    pub data_dir: PathBuf,
+
+    /// Folder of policy YAML to watch (local mode).
+    #[arg(long, env = "MESH_CONFIG_DIR")]
+    pub config_dir: Option<PathBuf>,
+
+    /// gRPC over TLS (Identity, Policy).
+    #[arg(long, env = "MESH_LISTEN", default_value = "0.0.0.0:8443")]
+    pub listen: SocketAddr,
+
+    /// Plain-HTTP admin endpoint: /live, /ready, /metrics, /status.
+    #[arg(long, env = "MESH_ADMIN", default_value = "127.0.0.1:9990")]
+    pub admin: SocketAddr,
+
+    /// The mesh's SPIFFE trust domain.
+    #[arg(long, env = "MESH_TRUST_DOMAIN", default_value = mesh_identity::DEFAULT_TRUST_DOMAIN)]
+    pub trust_domain: String,
+
+    /// Lifetime of issued workload certificates (e.g. 1m, 1h, 24h); at least 1m.
+    #[arg(long, env = "MESH_CERT_TTL", default_value = "24h", value_parser = parse_ttl)]
+    pub cert_ttl: Duration,
+
+    /// Longest lifetime a workload may ask for; longer requests are clamped to it.
+    #[arg(long, env = "MESH_MAX_CERT_TTL", default_value = "7d", value_parser = parse_ttl)]
+    pub max_cert_ttl: Duration,
+
+    /// Where policy comes from.
+    #[arg(long, env = "MESH_SOURCE", value_enum, default_value = "file")]
+    pub source: Source,
+}
+
+fn parse_ttl(s: &str) -> Result<Duration, String> {
+    let d = mesh_identity::duration::parse_duration(s)?;
+    if d < MIN_CERT_TTL {
+        return Err(format!("{s} is shorter than the minimum certificate TTL of 1m"));
+    }
+    Ok(d)
+}

@@ -1,0 +1,94 @@
+//! The proxy's admin endpoint: `/live`, `/ready`, `/metrics`, `/certs`.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use http::StatusCode;
+use mesh_admin::{Reply, Routes};
+use mesh_identity::Store;
+use mesh_identity::bundle::der_to_pem;
+use metrics_exporter_prometheus::PrometheusHandle;
+
+pub struct Admin {
+    pub store: Arc<Store>,
+    pub metrics: PrometheusHandle,
+}
+
+impl Routes for Admin {
+    fn get(&self, path: &str) -> Reply {
+        match path {
+            "/live" => Reply::text(StatusCode::OK, "live\n"),
+            "/ready" => {
+                if crate::control::has_valid_certificate(&self.store) {
+                    Reply::text(StatusCode::OK, "ready\n")
+                } else {
+                    Reply::text(StatusCode::SERVICE_UNAVAILABLE, "no valid certificate yet\n")
+                }
+            }
+            "/metrics" => Reply {
+                status: StatusCode::OK,
+                content_type: "text/plain; version=0.0.4",
+                body: self.metrics.render(),
+            },
+            "/certs" => self.certs(),
+            _ => Reply::not_found(),
+        }
+    }
+}
+
+impl Admin {
+    /// The certificate in force and the trust bundle: public material only.
+    fn certs(&self) -> Reply {
+        let Some(c) = self.store.current() else {
+            return Reply::json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &serde_json::json!({"error": "no certificate yet"}),
+            );
+        };
+        let mut chain = vec![der_to_pem(&c.leaf)];
+        chain.extend(c.intermediates.iter().map(|i| der_to_pem(i)));
+        let bundle: Vec<String> = self
+            .store
+            .current_bundle()
+            .roots()
+            .iter()
+            .map(|r| der_to_pem(r))
+            .collect();
+        Reply::json(
+            StatusCode::OK,
+            &serde_json::json!({
+                "identity": c.identity.as_str(),
+                "serial": c.serial,
+                "not_before": rfc3339(c.not_before),
+                "not_after": rfc3339(c.not_after),
+                "chain": chain,
+                "trust_bundle": bundle,
+            }),
+        )
+    }
+}
+
+/// RFC 3339 in UTC, second precision.
+pub fn rfc3339(t: SystemTime) -> String {
+    let secs = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    time::OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn rfc3339_formats() {
+        assert_eq!(rfc3339(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_795_584_204_900);
+        assert_eq!(rfc3339(t), "2026-11-25T05:23:24Z");
+    }
+}

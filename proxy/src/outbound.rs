@@ -1,0 +1,109 @@
+//! Outbound: accept the app's plaintext connection, open mTLS to the peer
+//! proxy, verify the peer is the SPIFFE ID the route names, send the target
+//! port, relay.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsConnector;
+
+use crate::config::StaticRoute;
+use crate::drain::Drain;
+use crate::relay::relay;
+use crate::wire;
+
+/// Connecting to a peer proxy: peers are in the same cluster, so a slow
+/// connect means it is gone.
+const DEFAULT_PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One explicit outbound route.
+pub struct Route {
+    pub route: StaticRoute,
+    pub tls: Arc<rustls::ClientConfig>,
+    pub handshake_timeout: Duration,
+    pub idle_timeout: Duration,
+}
+
+impl Route {
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, drain: Drain) {
+        let connector = TlsConnector::from(self.tls.clone());
+        loop {
+            let (app, client) = tokio::select! {
+                r = listener.accept() => match r {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "outbound accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = drain.signaled() => return,
+            };
+            let _ = app.set_nodelay(true);
+            let this = self.clone();
+            let connector = connector.clone();
+            let guard = drain.track();
+            tokio::spawn(async move {
+                if let Err((reason, e)) = this.handle(connector, app).await {
+                    metrics::counter!("mesh_tcp_connection_errors_total", "direction" => "outbound", "reason" => reason).increment(1);
+                    tracing::warn!(%client, peer = %this.route.peer, expected = %this.route.identity, reason, error = %e, "outbound connection failed");
+                }
+                drop(guard);
+            });
+        }
+    }
+
+    async fn handle(
+        &self,
+        connector: TlsConnector,
+        app: TcpStream,
+    ) -> Result<(), (&'static str, String)> {
+        let tcp = match tokio::time::timeout(
+            DEFAULT_PEER_CONNECT_TIMEOUT,
+            TcpStream::connect(&self.route.peer),
+        )
+        .await
+        {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(("peer_connect", e.to_string())),
+            Err(_) => return Err(("peer_connect_timeout", "timed out".into())),
+        };
+        let _ = tcp.set_nodelay(true);
+        let mut tls = match tokio::time::timeout(
+            self.handshake_timeout,
+            connector.connect(mesh_identity::tls::mesh_server_name(), tcp),
+        )
+        .await
+        {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                let reason = e
+                    .get_ref()
+                    .and_then(|i| i.downcast_ref::<rustls::Error>())
+                    .map(mesh_identity::verify::handshake_failure_reason)
+                    .unwrap_or("io");
+                metrics::counter!("mesh_tls_handshake_failures_total", "direction" => "outbound", "reason" => reason).increment(1);
+                return Err(("handshake", e.to_string()));
+            }
+            Err(_) => {
+                metrics::counter!("mesh_tls_handshake_failures_total", "direction" => "outbound", "reason" => "timeout").increment(1);
+                return Err(("handshake", "timed out".into()));
+            }
+        };
+        tls.write_all(&wire::encode(self.route.target_port))
+            .await
+            .map_err(|e| ("peer_write", e.to_string()))?;
+        metrics::counter!("mesh_tcp_connections_total", "direction" => "outbound", "tls" => "true").increment(1);
+        relay(app, tls, self.idle_timeout)
+            .await
+            .map(|_| ())
+            .or_else(|e| {
+                if e.kind() == std::io::ErrorKind::TimedOut {
+                    tracing::debug!(peer = %self.route.peer, "outbound connection idle, closed");
+                }
+                Ok(())
+            })
+    }
+}

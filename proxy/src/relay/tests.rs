@@ -1,0 +1,44 @@
+use tokio::io::{AsyncReadExt, AsyncWriteExt, duplex};
+
+use super::*;
+
+#[tokio::test]
+async fn half_close_keeps_the_other_direction() {
+    let (mut client, a) = duplex(1024);
+    let (b, mut server) = duplex(1024);
+    let task = tokio::spawn(relay(a, b, Duration::from_secs(5)));
+    client.write_all(b"request").await.unwrap();
+    client.shutdown().await.unwrap();
+    let mut got = Vec::new();
+    server.read_to_end(&mut got).await.unwrap();
+    assert_eq!(got, b"request");
+    // The client has finished sending; the response still flows back.
+    server.write_all(b"response").await.unwrap();
+    server.shutdown().await.unwrap();
+    let mut back = Vec::new();
+    client.read_to_end(&mut back).await.unwrap();
+    assert_eq!(back, b"response");
+    assert_eq!(task.await.unwrap().unwrap(), (7, 8));
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_connections_are_closed() {
+    let (_client, a) = duplex(1024);
+    let (b, _server) = duplex(1024);
+    let err = relay(a, b, Duration::from_secs(30)).await.unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+}
+
+#[tokio::test(start_paused = true)]
+async fn traffic_in_one_direction_keeps_the_connection() {
+    let (mut client, a) = duplex(1024);
+    let (b, mut server) = duplex(1024);
+    let task = tokio::spawn(relay(a, b, Duration::from_secs(30)));
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        client.write_all(b"x").await.unwrap();
+        let mut one = [0u8; 1];
+        server.read_exact(&mut one).await.unwrap();
+    }
+    assert!(!task.is_finished(), "active connection must not hit the idle timeout");
+}
