@@ -1,0 +1,335 @@
+//! The real binaries as child processes.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use mesh_identity::token::TokenKey;
+
+use crate::net::{free_port, http_get};
+use crate::wait_for;
+
+/// How long a process may take to become ready in tests.
+pub const READY_DEADLINE: Duration = Duration::from_secs(20);
+
+/// Path of a workspace binary, next to the test executable's directory.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe
+        .parent()
+        .and_then(|d| if d.ends_with("deps") { d.parent() } else { Some(d) })
+        .expect("target dir");
+    let p = dir.join(name);
+    assert!(
+        p.exists(),
+        "{} not found: build the binaries first (cargo build --workspace --bins)",
+        p.display()
+    );
+    p
+}
+
+/// A child process that is killed when dropped, with its output in a file.
+pub struct Proc {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn spawn(mut cmd: Command, log: PathBuf) -> Self {
+        let out = std::fs::File::create(&log).expect("log file");
+        let err = out.try_clone().expect("log file");
+        cmd.stdout(Stdio::from(out)).stderr(Stdio::from(err)).stdin(Stdio::null());
+        cmd.env("RUST_LOG", "info");
+        let child = cmd.spawn().expect("spawn");
+        Self { child, log }
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+    }
+
+    /// Waits for exit up to `deadline`; returns the exit status.
+    pub fn wait_exit(&mut self, deadline: Duration) -> Option<std::process::ExitStatus> {
+        let child = &mut self.child;
+        let end = std::time::Instant::now() + deadline;
+        loop {
+            if let Ok(Some(s)) = child.try_wait() {
+                return Some(s);
+            }
+            if std::time::Instant::now() > end {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Options for a control plane.
+#[derive(Clone)]
+pub struct CpOptions {
+    pub cert_ttl: &'static str,
+    pub max_cert_ttl: &'static str,
+    pub trust_domain: &'static str,
+}
+
+impl Default for CpOptions {
+    fn default() -> Self {
+        Self {
+            cert_ttl: "24h",
+            max_cert_ttl: "7d",
+            trust_domain: "cluster.local",
+        }
+    }
+}
+
+/// A running `mesh-control-plane` with its own data dir.
+pub struct ControlPlane {
+    pub dir: tempfile::TempDir,
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    pub opts: CpOptions,
+    pub proc: Option<Proc>,
+}
+
+impl ControlPlane {
+    pub fn start(opts: CpOptions) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut cp = Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            admin: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            dir,
+            opts,
+            proc: None,
+        };
+        cp.restart();
+        cp
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn trust_bundle(&self) -> PathBuf {
+        self.data_dir().join("trust-bundle.pem")
+    }
+
+    /// Starts (again) on the same data dir and ports, and waits for /ready.
+    pub fn restart(&mut self) {
+        let mut cmd = Command::new(bin("mesh-control-plane"));
+        cmd.arg("--data-dir")
+            .arg(self.data_dir())
+            .arg("--listen")
+            .arg(self.listen.to_string())
+            .arg("--admin")
+            .arg(self.admin.to_string())
+            .arg("--cert-ttl")
+            .arg(self.opts.cert_ttl)
+            .arg("--max-cert-ttl")
+            .arg(self.opts.max_cert_ttl)
+            .arg("--trust-domain")
+            .arg(self.opts.trust_domain);
+        let n = std::fs::read_dir(self.dir.path()).map(|d| d.count()).unwrap_or(0);
+        let log = self.dir.path().join(format!("control-plane-{n}.log"));
+        self.proc = Some(Proc::spawn(cmd, log));
+        let admin = self.admin;
+        wait_for("control plane /ready", READY_DEADLINE, || {
+            self.check_alive();
+            matches!(http_get(admin, "/ready"), Ok((200, _))).then_some(())
+        });
+    }
+
+    fn check_alive(&mut self) {
+        if let Some(p) = self.proc.as_mut()
+            && let Ok(Some(s)) = p.child.try_wait()
+        {
+            panic!("control plane exited ({s}):\n{}", p.logs());
+        }
+    }
+
+    /// Stops the control plane (the data dir stays).
+    pub fn stop(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.kill();
+        }
+    }
+
+    /// Writes a join token file for `ns`/`sa` and returns its path.
+    pub fn token_file(&self, ns: &str, sa: &str) -> PathBuf {
+        let token = self.token(ns, sa, Duration::from_secs(3600));
+        let p = self.dir.path().join(format!("{ns}-{sa}-{}.token", crate::random_hex(4)));
+        std::fs::write(&p, token).expect("write token");
+        p
+    }
+
+    /// A join token, as `meshctl token create` makes it.
+    pub fn token(&self, ns: &str, sa: &str, ttl: Duration) -> String {
+        TokenKey::load_or_generate(&self.data_dir())
+            .expect("token key")
+            .create(ns, sa, ttl)
+    }
+
+    /// Every log line the control plane wrote so far.
+    pub fn logs(&self) -> String {
+        let mut s = String::new();
+        if let Ok(rd) = std::fs::read_dir(self.dir.path()) {
+            for e in rd.flatten() {
+                if e.path().extension().is_some_and(|x| x == "log") {
+                    s.push_str(&std::fs::read_to_string(e.path()).unwrap_or_default());
+                }
+            }
+        }
+        s
+    }
+
+    pub fn issuer_pem(&self) -> (String, String) {
+        let ca = self.data_dir().join("ca");
+        (
+            std::fs::read_to_string(ca.join("issuer-cert.pem")).expect("issuer cert"),
+            std::fs::read_to_string(ca.join("issuer-key.pem")).expect("issuer key"),
+        )
+    }
+}
+
+/// A running `mesh-proxy run`.
+pub struct Proxy {
+    pub proc: Proc,
+    pub inbound: SocketAddr,
+    pub admin: SocketAddr,
+    pub identity: String,
+    pub token_file: PathBuf,
+}
+
+/// How to start a proxy.
+pub struct ProxyOptions<'a> {
+    pub namespace: &'a str,
+    pub service_account: &'a str,
+    /// `(listen, peer_inbound, target_port, spiffe_id)`.
+    pub routes: Vec<(SocketAddr, SocketAddr, u16, String)>,
+    pub extra: Vec<String>,
+}
+
+impl<'a> ProxyOptions<'a> {
+    pub fn new(namespace: &'a str, service_account: &'a str) -> Self {
+        Self {
+            namespace,
+            service_account,
+            routes: vec![],
+            extra: vec![],
+        }
+    }
+
+    /// Adds a static route listening on a fresh port; returns that address.
+    pub fn route(&mut self, peer: &Proxy, target_port: u16, id: &str) -> SocketAddr {
+        let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        self.routes.push((listen, peer.inbound, target_port, id.to_string()));
+        listen
+    }
+}
+
+impl Proxy {
+    pub fn start(cp: &ControlPlane, opts: ProxyOptions<'_>) -> Self {
+        let p = Self::spawn(cp, opts);
+        p.wait_ready();
+        p
+    }
+
+    /// Starts without waiting for readiness.
+    pub fn spawn(cp: &ControlPlane, opts: ProxyOptions<'_>) -> Self {
+        let inbound = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let outbound = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let token_file = cp.token_file(opts.namespace, opts.service_account);
+        let mut cmd = Command::new(bin("mesh-proxy"));
+        cmd.arg("run")
+            .arg("--control-plane")
+            .arg(cp.listen.to_string())
+            .arg("--trust-bundle")
+            .arg(cp.trust_bundle())
+            .arg("--namespace")
+            .arg(opts.namespace)
+            .arg("--service-account")
+            .arg(opts.service_account)
+            .arg("--token-file")
+            .arg(&token_file)
+            .arg("--trust-domain")
+            .arg(cp.opts.trust_domain)
+            .arg("--inbound")
+            .arg(inbound.to_string())
+            .arg("--outbound")
+            .arg(outbound.to_string())
+            .arg("--admin")
+            .arg(admin.to_string());
+        for (listen, peer, port, id) in &opts.routes {
+            cmd.arg("--static-route").arg(format!("{listen}={peer}/{port}@{id}"));
+        }
+        cmd.args(&opts.extra);
+        let log = cp.dir.path().join(format!(
+            "proxy-{}-{}-{}.out",
+            opts.namespace,
+            opts.service_account,
+            crate::random_hex(4)
+        ));
+        Self {
+            proc: Proc::spawn(cmd, log),
+            inbound,
+            admin,
+            identity: format!(
+                "spiffe://{}/ns/{}/sa/{}",
+                cp.opts.trust_domain, opts.namespace, opts.service_account
+            ),
+            token_file,
+        }
+    }
+
+    pub fn wait_ready(&self) {
+        wait_for("proxy /ready", READY_DEADLINE, || {
+            matches!(http_get(self.admin, "/ready"), Ok((200, _))).then_some(())
+        });
+    }
+
+    pub fn admin_get(&self, path: &str) -> (u16, String) {
+        http_get(self.admin, path).unwrap_or((0, String::new()))
+    }
+
+    pub fn metrics(&self) -> String {
+        self.admin_get("/metrics").1
+    }
+
+    /// The serial of the certificate in force, from /certs.
+    pub fn serial(&self) -> Option<String> {
+        let (status, body) = self.admin_get("/certs");
+        if status != 200 {
+            return None;
+        }
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        v["serial"].as_str().map(str::to_string)
+    }
+
+    pub fn logs(&self) -> String {
+        self.proc.logs()
+    }
+}
+
+/// Reads a file to a string, empty if missing.
+pub fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_default()
+}
