@@ -114,13 +114,9 @@ pub fn incoming(
                             .await;
                     }
                     Ok(Err(e)) => {
-                        let reason = e
-                            .get_ref()
-                            .and_then(|i| i.downcast_ref::<rustls::Error>())
-                            .map(mesh_identity::verify::handshake_failure_reason)
-                            .unwrap_or("io");
+                        let (reason, message) = mesh_identity::verify::describe_handshake_error(&e);
                         metrics::counter!("mesh_tls_handshake_failures_total", "direction" => "control_plane", "reason" => reason).increment(1);
-                        tracing::debug!(%addr, error = %e, "TLS handshake failed");
+                        tracing::debug!(%addr, reason, error = %message, "TLS handshake failed");
                     }
                     Err(_) => {
                         metrics::counter!("mesh_tls_handshake_failures_total", "direction" => "control_plane", "reason" => "timeout").increment(1);

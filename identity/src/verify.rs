@@ -185,6 +185,26 @@ pub fn handshake_failure_reason(e: &rustls::Error) -> &'static str {
     }
 }
 
+/// Why a TLS handshake (as an I/O error from tokio-rustls) failed: a metric
+/// label and a message an operator can act on.
+pub fn describe_handshake_error(e: &std::io::Error) -> (&'static str, String) {
+    let Some(tls) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) else {
+        return ("io", e.to_string());
+    };
+    let reason = handshake_failure_reason(tls);
+    let message = match tls {
+        rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(inner))) => inner
+            .downcast_ref::<VerifyError>()
+            .map(|v| format!("peer certificate refused: {v}"))
+            .unwrap_or_else(|| tls.to_string()),
+        rustls::Error::NoCertificatesPresented => {
+            "peer presented no certificate (not a mesh proxy?)".to_string()
+        }
+        other => other.to_string(),
+    };
+    (reason, message)
+}
+
 /// Verifies the server side of a mesh connection: a valid SVID whose SPIFFE
 /// ID is exactly the one the route or discovery data says the destination has.
 #[derive(Debug)]

@@ -66,17 +66,12 @@ impl Inbound {
         let (tls, port) = match tokio::time::timeout(self.handshake_timeout, handshake).await {
             Ok(Ok(v)) => v,
             Ok(Err(e)) => {
-                let reason = e
-                    .get_ref()
-                    .and_then(|i| i.downcast_ref::<rustls::Error>())
-                    .map(mesh_identity::verify::handshake_failure_reason)
-                    .unwrap_or(if e.kind() == std::io::ErrorKind::InvalidData {
-                        "bad_preamble"
-                    } else {
-                        "io"
-                    });
+                let (mut reason, message) = mesh_identity::verify::describe_handshake_error(&e);
+                if reason == "io" && e.kind() == std::io::ErrorKind::InvalidData {
+                    reason = "bad_preamble";
+                }
                 metrics::counter!("mesh_tls_handshake_failures_total", "direction" => "inbound", "reason" => reason).increment(1);
-                tracing::info!(%peer, reason, error = %e, "inbound connection refused");
+                tracing::info!(%peer, reason, error = %message, "inbound connection refused");
                 return;
             }
             Err(_) => {

@@ -79,13 +79,9 @@ impl Route {
         {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
-                let reason = e
-                    .get_ref()
-                    .and_then(|i| i.downcast_ref::<rustls::Error>())
-                    .map(mesh_identity::verify::handshake_failure_reason)
-                    .unwrap_or("io");
+                let (reason, message) = mesh_identity::verify::describe_handshake_error(&e);
                 metrics::counter!("mesh_tls_handshake_failures_total", "direction" => "outbound", "reason" => reason).increment(1);
-                return Err(("handshake", e.to_string()));
+                return Err(("handshake", message));
             }
             Err(_) => {
                 metrics::counter!("mesh_tls_handshake_failures_total", "direction" => "outbound", "reason" => "timeout").increment(1);

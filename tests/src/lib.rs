@@ -9,6 +9,7 @@
 
 pub mod net;
 pub mod process;
+pub mod tls;
 
 pub use net::*;
 pub use process::*;
