@@ -1,0 +1,108 @@
+//! mesh-echo: a small demo and test app. Speaks just enough HTTP/1.1 to answer
+//! `curl` with what it received (method, path, headers); anything that is not
+//! HTTP is echoed back byte for byte.
+//!
+//! Usage: mesh-echo [LISTEN_ADDR] (default 127.0.0.1:8080); the name in
+//! replies comes from $ECHO_NAME.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::thread;
+
+/// Requests with larger heads are refused; this is a demo app, not a server.
+const MAX_HEAD: usize = 16 * 1024;
+const METHODS: [&str; 7] = ["GET ", "POST", "PUT ", "HEAD", "DELE", "PATC", "OPTI"];
+
+fn main() {
+    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:8080".into());
+    let name = std::env::var("ECHO_NAME").unwrap_or_else(|_| "echo".into());
+    let listener = match TcpListener::bind(&addr) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("mesh-echo: cannot listen on {addr}: {e}");
+            std::process::exit(1);
+        }
+    };
+    eprintln!("mesh-echo: {name} listening on {addr}");
+    for conn in listener.incoming().flatten() {
+        let name = name.clone();
+        thread::spawn(move || serve(conn, &name));
+    }
+}
+
+fn serve(conn: TcpStream, name: &str) {
+    let peer = conn.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    let mut reader = BufReader::new(match conn.try_clone() {
+        Ok(c) => c,
+        Err(_) => return,
+    });
+    let mut conn = conn;
+    let looks_http = reader
+        .fill_buf()
+        .map(|b| b.len() >= 4 && METHODS.iter().any(|m| b.starts_with(m.as_bytes())))
+        .unwrap_or(false);
+    if !looks_http {
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            match reader.read(&mut buf) {
+                Ok(0) | Err(_) => {
+                    let _ = conn.shutdown(Shutdown::Write);
+                    return;
+                }
+                Ok(n) => {
+                    if conn.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+    loop {
+        let mut head = Vec::new();
+        let mut content_length = 0usize;
+        loop {
+            let mut line = String::new();
+            match reader.read_line(&mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+            if head.len() + line.len() > MAX_HEAD {
+                let _ = conn.write_all(b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                return;
+            }
+            if let Some((k, v)) = line.split_once(':')
+                && k.eq_ignore_ascii_case("content-length")
+            {
+                content_length = v.trim().parse().unwrap_or(0);
+            }
+            let end = line == "\r\n" || line == "\n";
+            head.push(line);
+            if end {
+                break;
+            }
+        }
+        let mut body = vec![0u8; content_length.min(1 << 20)];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        let request_line = head.first().map(|l| l.trim_end().to_string()).unwrap_or_default();
+        let mut text = format!("{name} received {request_line:?} from {peer}\n");
+        for h in head.iter().skip(1) {
+            if !h.trim().is_empty() {
+                text.push_str("  ");
+                text.push_str(h.trim_end());
+                text.push('\n');
+            }
+        }
+        if !body.is_empty() {
+            text.push_str(&format!("  body: {} bytes\n", body.len()));
+        }
+        let resp = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{text}",
+            text.len()
+        );
+        if conn.write_all(resp.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
