@@ -1,0 +1,5 @@
+//! The library behind `meshctl`: each subcommand is a module that tests can
+//! call without going through the command line.
+
+pub mod cert;
+pub mod token;
