@@ -1,6 +1,7 @@
 //! `meshctl`, the Palisade operator CLI. This file only parses flags; the
 //! work happens in the library modules so tests can call it directly.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -151,8 +152,7 @@ fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<()> {
                     a.data_dir.display()
                 );
             }
-            println!("{}", created.token);
-            Ok(())
+            write_stdout(&format!("{}\n", created.token))
         }
         Command::Cert(CertCommand::Inspect(a)) => {
             let inspect_matches = matches
@@ -169,7 +169,7 @@ fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<()> {
                 .build()
                 .context("cannot start the async runtime")?;
             let report = runtime.block_on(cert::inspect(&opts))?;
-            print!("{}", report.render(a.output)?);
+            write_stdout(&report.render(a.output)?)?;
             // The report says why; the exit code lets scripts act on it.
             if let Some(Verification {
                 trust_bundle,
@@ -183,6 +183,18 @@ fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<()> {
             }
             Ok(())
         }
+    }
+}
+
+/// Writes to stdout without `print!`'s panic when the reader has gone away
+/// (`meshctl … | head`); a closed pipe is not an error worth reporting.
+fn write_stdout(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(e).context("cannot write to stdout")
+        }
+        _ => Ok(()),
     }
 }
 

@@ -212,14 +212,15 @@ fn chain_from_response(
 fn quote(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
     let mut out: String = text
+        .trim()
         .chars()
         .take(MAX_QUOTED_BODY)
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect();
-    if text.chars().count() > MAX_QUOTED_BODY {
+    if text.trim().chars().count() > MAX_QUOTED_BODY {
         out.push('…');
     }
-    if out.trim().is_empty() {
+    if out.is_empty() {
         out = "(empty body)".into();
     }
     out

@@ -107,7 +107,7 @@ async fn unexpected_answers_are_errors() {
         matches!(err, AdminError::Status { status: 404, .. }),
         "{err}"
     );
-    assert!(err.to_string().contains("not found"), "{err}");
+    assert!(err.to_string().contains(": not found (is this"), "{err}");
 
     // JSON, but not a /certs document.
     let (addr, _s) = admin_answering(http("200 OK", r#"{"hello": 1}"#)).await;
