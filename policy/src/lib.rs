@@ -1,1 +1,33 @@
-//! Palisade policy (work in progress).
+//! Palisade policy: the resource model (Kubernetes-style YAML), its
+//! compilation, and the one evaluator that the proxy, the control plane and
+//! `meshctl policy check` share.
+//!
+//! ```text
+//! YAML files ──load_dir──▶ Snapshot ──for_workload──▶ Snapshot (one proxy's share)
+//!                            │  ▲                          │
+//!                   to_json  ▼  │ from_json                │
+//!                          JSON on the wire        Evaluator::compile
+//!                                                          │
+//!                     Request ──▶ Evaluator::{inbound, outbound, check} ──▶ Decision
+//! ```
+//!
+//! Semantics are Istio's for AuthorizationPolicy and PeerAuthentication and
+//! Kubernetes' for NetworkPolicy; docs/policy.md is the reference, and each
+//! test names the rule it checks.
+
+mod compile;
+mod error;
+mod evaluate;
+mod load;
+mod path;
+pub mod resource;
+mod select;
+
+pub use error::Error;
+pub use evaluate::{
+    DEFAULT_MTLS_MODE, DEFAULT_TRUST_DOMAIN, DecidedBy, Decision, DryRunDeny, Evaluator, Headers,
+    Http, Peer, Request, Stage, Verdict, Workload,
+};
+pub use load::{Loaded, MAX_FILE_BYTES, SNAPSHOT_ORIGIN, load_dir, parse_yaml};
+pub use path::normalize_path;
+pub use resource::{Labels, MtlsMode, Object, ObjectRef, Snapshot};

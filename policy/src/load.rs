@@ -1,0 +1,306 @@
+//! Loading policy from YAML: one file, or a directory of them.
+//!
+//! A load either succeeds completely or returns every error it found; the
+//! caller keeps its last good snapshot in the second case (DESIGN.md: "the
+//! last good configuration stays in force").
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::Error;
+use crate::compile::check_object;
+use crate::resource::{
+    AuthorizationPolicy, CORE_API_VERSION, NETWORKING_API_VERSION, Namespace, NetworkPolicy,
+    Object, PeerAuthentication, SECURITY_API_VERSIONS, Snapshot,
+};
+
+/// What errors name when the objects came over the wire instead of from a file.
+pub const SNAPSHOT_ORIGIN: &str = "<snapshot>";
+
+/// Largest policy file read. Policy files are small; a multi-megabyte file in
+/// the config directory is a mistake (or an attack on the control plane's
+/// memory), and refusing it keeps the last good policy in force.
+pub const MAX_FILE_BYTES: u64 = 8 * 1024 * 1024;
+
+/// Kinds the mesh will model later: parsed past with a warning, so a folder
+/// can already hold them, while their apiVersion is still checked.
+const LATER_KINDS: [(&str, &[&str]); 3] = [
+    ("Service", &[CORE_API_VERSION]),
+    ("HTTPRoute", &["gateway.networking.k8s.io/v1"]),
+    ("RateLimitPolicy", &["policy.palisade.dev/v1alpha1"]),
+];
+
+/// A successful load: the objects, and notes about what was skipped.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Loaded {
+    pub snapshot: Snapshot,
+    /// Documents that were read but are not policy (unknown kinds...), one
+    /// line each, naming the file and the object.
+    pub warnings: Vec<String>,
+}
+
+/// Parses one YAML file (several documents separated by `---`). `file` is
+/// only used in messages.
+pub fn parse_yaml(file: &str, text: &str) -> Result<Loaded, Error> {
+    let mut loaded = Loaded::default();
+    let mut errors = Vec::new();
+    parse_into(file, text, &mut loaded, &mut errors);
+    errors.extend(check_duplicates(file, &loaded.snapshot.objects));
+    match Error::from_list(errors) {
+        Some(error) => Err(error),
+        None => Ok(loaded),
+    }
+}
+
+/// Loads every `*.yaml` / `*.yml` file of `dir` (not its subdirectories),
+/// in file-name order. Hidden files are skipped: Kubernetes ConfigMap mounts
+/// keep their bookkeeping in `..data`-style entries.
+pub fn load_dir(dir: &Path) -> Result<Loaded, Error> {
+    let io = |path: &Path, e: std::io::Error| Error::Io {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    };
+    let mut names = BTreeSet::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| io(dir, e))? {
+        let entry = entry.map_err(|e| io(dir, e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.starts_with('.') || !(name.ends_with(".yaml") || name.ends_with(".yml")) {
+            continue;
+        }
+        names.insert(name.to_owned());
+    }
+    let mut loaded = Loaded::default();
+    let mut errors = Vec::new();
+    for name in names {
+        let path = dir.join(&name);
+        let shown = path.display().to_string();
+        // Follows symlinks, as ConfigMap mounts are made of them.
+        match std::fs::metadata(&path) {
+            Ok(m) if !m.is_file() => continue,
+            Ok(m) if m.len() > MAX_FILE_BYTES => {
+                errors.push(Error::Io {
+                    path: shown,
+                    message: format!("larger than {MAX_FILE_BYTES} bytes; refusing to read it"),
+                });
+                continue;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                errors.push(io(&path, e));
+                continue;
+            }
+        }
+        match std::fs::read_to_string(&path) {
+            Ok(text) => parse_into(&shown, &text, &mut loaded, &mut errors),
+            Err(e) => errors.push(io(&path, e)),
+        }
+    }
+    errors.extend(check_duplicates(
+        &dir.display().to_string(),
+        &loaded.snapshot.objects,
+    ));
+    match Error::from_list(errors) {
+        Some(error) => Err(error),
+        None => Ok(loaded),
+    }
+}
+
+fn parse_into(file: &str, text: &str, loaded: &mut Loaded, errors: &mut Vec<Error>) {
+    let documents: Vec<Value> = match serde_saphyr::from_multiple(text) {
+        Ok(documents) => documents,
+        Err(e) => {
+            errors.push(Error::Syntax {
+                file: file.to_owned(),
+                message: yaml_message(&e),
+            });
+            return;
+        }
+    };
+    for (index, document) in documents.into_iter().enumerate() {
+        match parse_value(file, index + 1, document, &mut loaded.warnings) {
+            Ok(objects) => loaded.snapshot.objects.extend(objects),
+            Err(e) => errors.extend(e),
+        }
+    }
+}
+
+/// One line with the position, without the source snippet the crate can draw.
+fn yaml_message(e: &serde_saphyr::Error) -> String {
+    let message = e.without_snippet().to_string();
+    let first = message.lines().next().unwrap_or("invalid YAML").to_owned();
+    match e.location() {
+        Some(at) if !first.contains("line") => {
+            format!("line {} column {}: {first}", at.line(), at.column())
+        }
+        _ => first,
+    }
+}
+
+fn str_field<'a>(map: &'a serde_json::Map<String, Value>, key: &str) -> Option<&'a str> {
+    map.get(key).and_then(Value::as_str)
+}
+
+/// Turns one document into objects (a `List` holds several; an empty
+/// document holds none), with every check applied.
+pub(crate) fn parse_value(
+    file: &str,
+    document: usize,
+    value: Value,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<Object>, Vec<Error>> {
+    let doc_error = |message: String| {
+        vec![Error::Document {
+            file: file.to_owned(),
+            document,
+            message,
+        }]
+    };
+    let mut map = match value {
+        Value::Null => return Ok(Vec::new()),
+        Value::Object(map) => map,
+        _ => {
+            return Err(doc_error(
+                "expected a Kubernetes object (a mapping with apiVersion, kind and metadata)"
+                    .to_owned(),
+            ));
+        }
+    };
+    let Some(kind) = str_field(&map, "kind").map(str::to_owned) else {
+        return Err(doc_error("missing `kind`".to_owned()));
+    };
+    let api_version = str_field(&map, "apiVersion").unwrap_or_default().to_owned();
+    let metadata = map.get("metadata").and_then(Value::as_object);
+    let name = metadata
+        .and_then(|m| str_field(m, "name"))
+        .unwrap_or_default()
+        .to_owned();
+    let namespace = metadata
+        .and_then(|m| str_field(m, "namespace"))
+        .unwrap_or(crate::resource::DEFAULT_NAMESPACE)
+        .to_owned();
+
+    if kind == "List" && api_version == CORE_API_VERSION {
+        let Some(Value::Array(items)) = map.remove("items") else {
+            return Err(doc_error("a List needs `items`".to_owned()));
+        };
+        let mut objects = Vec::new();
+        let mut errors = Vec::new();
+        for item in items {
+            match parse_value(file, document, item, warnings) {
+                Ok(o) => objects.extend(o),
+                Err(e) => errors.extend(e),
+            }
+        }
+        return if errors.is_empty() {
+            Ok(objects)
+        } else {
+            Err(errors)
+        };
+    }
+
+    let cluster_scoped = kind == "Namespace";
+    let object = if name.is_empty() {
+        format!("{kind} (unnamed)")
+    } else if cluster_scoped {
+        format!("{kind} {name}")
+    } else {
+        format!("{kind} {namespace}/{name}")
+    };
+    let object_error = |message: String| {
+        vec![Error::Object {
+            file: file.to_owned(),
+            object: object.clone(),
+            message,
+        }]
+    };
+    let accepted: &[&str] = match kind.as_str() {
+        "AuthorizationPolicy" | "PeerAuthentication" => &SECURITY_API_VERSIONS,
+        "NetworkPolicy" => &[NETWORKING_API_VERSION],
+        "Namespace" => &[CORE_API_VERSION],
+        other => match LATER_KINDS.iter().find(|(k, _)| *k == other) {
+            Some((_, versions)) => versions,
+            None => {
+                warnings.push(format!(
+                    "{file}: {object}: kind {other} ({api_version}) is not policy; ignored"
+                ));
+                return Ok(Vec::new());
+            }
+        },
+    };
+    if !accepted.contains(&api_version.as_str()) {
+        return Err(object_error(format!(
+            "apiVersion {api_version:?} is not supported for {kind}; use {}",
+            accepted.join(" or ")
+        )));
+    }
+    if name.is_empty() {
+        return Err(object_error("metadata.name is required".to_owned()));
+    }
+    if LATER_KINDS.iter().any(|(k, _)| *k == kind) {
+        warnings.push(format!(
+            "{file}: {object}: {kind} is not modeled by mesh-policy yet; ignored"
+        ));
+        return Ok(Vec::new());
+    }
+
+    // `kind` selected the type; `status` is written by controllers, not users.
+    map.remove("kind");
+    map.remove("status");
+    let value = Value::Object(map);
+    let typed = |result: Result<Object, (String, String)>| match result {
+        Ok(o) => Ok(o),
+        Err((field, message)) => Err(vec![Error::Field {
+            file: file.to_owned(),
+            object: object.clone(),
+            field,
+            message,
+        }]),
+    };
+    let parsed = match kind.as_str() {
+        "AuthorizationPolicy" => {
+            typed(deserialize::<AuthorizationPolicy>(value).map(Object::AuthorizationPolicy))?
+        }
+        "PeerAuthentication" => {
+            typed(deserialize::<PeerAuthentication>(value).map(Object::PeerAuthentication))?
+        }
+        "NetworkPolicy" => typed(deserialize::<NetworkPolicy>(value).map(Object::NetworkPolicy))?,
+        _ => typed(deserialize::<Namespace>(value).map(Object::Namespace))?,
+    };
+    let errors = check_object(file, &parsed);
+    if errors.is_empty() {
+        Ok(vec![parsed])
+    } else {
+        Err(errors)
+    }
+}
+
+/// Deserializes with the path of the offending field in the error.
+fn deserialize<T: DeserializeOwned>(value: Value) -> Result<T, (String, String)> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." { String::new() } else { path };
+        (path, e.into_inner().to_string())
+    })
+}
+
+/// Kubernetes allows one object per kind, namespace and name; two files
+/// defining the same one would make the result depend on file order.
+pub(crate) fn check_duplicates(origin: &str, objects: &[Object]) -> Vec<Error> {
+    let mut seen = BTreeSet::new();
+    let mut errors = Vec::new();
+    for object in objects {
+        let id = object.object_ref();
+        if !seen.insert(id.clone()) {
+            errors.push(Error::Object {
+                file: origin.to_owned(),
+                object: id.to_string(),
+                message: "defined more than once".to_owned(),
+            });
+        }
+    }
+    errors
+}

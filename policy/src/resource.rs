@@ -1,0 +1,284 @@
+//! The resource model: Kubernetes-style objects exactly as users write them.
+//!
+//! These types keep the user's spelling (strings stay strings, ports stay
+//! `"9000"`), so a snapshot serializes back to the same objects the operator
+//! wrote. Checking and turning them into something fast is the job of
+//! [`crate::compile`]; here we only describe the shape.
+//!
+//! Serialization is the Kubernetes shape (`apiVersion`, `kind`, `metadata`,
+//! `spec`), in JSON as well: that is what the control plane sends to proxies.
+//! Deserialization goes through the same checks as the YAML loader, so a
+//! snapshot that arrives over the wire cannot hold anything a file could not.
+
+mod authorization;
+mod namespace;
+mod network_policy;
+mod peer_authentication;
+mod scalar;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+pub use authorization::{
+    Action, AuthorizationPolicy, AuthorizationPolicySpec, Condition, Operation, Rule, RuleFrom,
+    RuleTo, Source, WorkloadSelector,
+};
+pub use namespace::Namespace;
+pub use network_policy::{
+    EgressRule, IngressRule, IntOrString, IpBlock, LabelSelector, LabelSelectorRequirement,
+    NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec, PolicyType,
+};
+pub use peer_authentication::{Mtls, MtlsMode, PeerAuthentication, PeerAuthenticationSpec};
+pub use scalar::Scalar;
+
+/// Labels of a workload or a namespace (`metadata.labels`).
+pub type Labels = BTreeMap<String, String>;
+
+/// The root namespace: policies here apply to the whole mesh, as in Istio.
+/// Palisade's control plane runs in `mesh-system`, so that is its root.
+pub const ROOT_NAMESPACE: &str = "mesh-system";
+
+/// The namespace of an object that names none. Kubernetes tooling puts such an
+/// object in the current context's namespace, which is `default` unless the
+/// user changed it; a folder of YAML has no context, so we use that default.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// The trust domain `cluster.local` in a policy means "this mesh's trust
+/// domain", as in Istio, so policies copied from a default install keep working.
+pub const TRUST_DOMAIN_ALIAS: &str = "cluster.local";
+
+/// Annotation: `"true"` evaluates and reports the object, never enforces it.
+pub const ANNOTATION_DRY_RUN: &str = "palisade.dev/dry-run";
+
+/// Annotation: an RFC 3339 instant after which the object no longer applies.
+pub const ANNOTATION_EXPIRES_AT: &str = "palisade.dev/expires-at";
+
+/// The label Kubernetes puts on every namespace (since 1.21), so a
+/// namespaceSelector can pick one namespace by name.
+pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+
+/// apiVersions accepted for the Istio-compatible kinds.
+pub const SECURITY_API_VERSIONS: [&str; 3] = [
+    "security.palisade.dev/v1",
+    "security.istio.io/v1",
+    "security.istio.io/v1beta1",
+];
+
+/// apiVersion of Kubernetes NetworkPolicy.
+pub const NETWORKING_API_VERSION: &str = "networking.k8s.io/v1";
+
+/// apiVersion of the Kubernetes core kinds (Namespace, Service).
+pub const CORE_API_VERSION: &str = "v1";
+
+/// `metadata` of any object. Fields the mesh does not use (uid,
+/// resourceVersion, managedFields...) are accepted and dropped, so objects
+/// exported from a cluster load as they are.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectMeta {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "scalar::string_map"
+    )]
+    pub labels: Labels,
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "scalar::string_map"
+    )]
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl ObjectMeta {
+    /// The namespace the object lives in, with the documented default.
+    pub fn namespace_or_default(&self) -> &str {
+        self.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE)
+    }
+}
+
+/// The kinds Palisade models.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Kind {
+    AuthorizationPolicy,
+    PeerAuthentication,
+    NetworkPolicy,
+    Namespace,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::AuthorizationPolicy => "AuthorizationPolicy",
+            Kind::PeerAuthentication => "PeerAuthentication",
+            Kind::NetworkPolicy => "NetworkPolicy",
+            Kind::Namespace => "Namespace",
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which object: what a decision names and what errors point at.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjectRef {
+    pub kind: Kind,
+    /// Empty for cluster-scoped kinds (Namespace).
+    pub namespace: String,
+    pub name: String,
+}
+
+impl fmt::Display for ObjectRef {
+    /// `<kind> <namespace>/<name>`, the form DESIGN.md fixes for denials.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.namespace.is_empty() {
+            write!(f, "{} {}", self.kind, self.name)
+        } else {
+            write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+        }
+    }
+}
+
+/// One policy object.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind")]
+pub enum Object {
+    AuthorizationPolicy(AuthorizationPolicy),
+    PeerAuthentication(PeerAuthentication),
+    NetworkPolicy(NetworkPolicy),
+    Namespace(Namespace),
+}
+
+impl Object {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Object::AuthorizationPolicy(_) => Kind::AuthorizationPolicy,
+            Object::PeerAuthentication(_) => Kind::PeerAuthentication,
+            Object::NetworkPolicy(_) => Kind::NetworkPolicy,
+            Object::Namespace(_) => Kind::Namespace,
+        }
+    }
+
+    pub fn metadata(&self) -> &ObjectMeta {
+        match self {
+            Object::AuthorizationPolicy(o) => &o.metadata,
+            Object::PeerAuthentication(o) => &o.metadata,
+            Object::NetworkPolicy(o) => &o.metadata,
+            Object::Namespace(o) => &o.metadata,
+        }
+    }
+
+    /// `kind namespace/name`; namespaced kinds get the default namespace when
+    /// they name none.
+    pub fn object_ref(&self) -> ObjectRef {
+        let metadata = self.metadata();
+        let namespace = match self {
+            Object::Namespace(_) => String::new(),
+            _ => metadata.namespace_or_default().to_owned(),
+        };
+        ObjectRef {
+            kind: self.kind(),
+            namespace,
+            name: metadata.name.clone(),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Object {
+    /// Goes through the loader's checks: a JSON snapshot is held to the same
+    /// rules as a YAML file (known apiVersions, no unknown fields, valid values).
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = serde_json::Value::deserialize(deserializer)?;
+        let mut warnings = Vec::new();
+        match crate::load::parse_value(crate::load::SNAPSHOT_ORIGIN, 1, value, &mut warnings) {
+            Ok(mut objects) if objects.len() == 1 => objects
+                .pop()
+                .ok_or_else(|| serde::de::Error::custom("empty object")),
+            Ok(_) => Err(serde::de::Error::custom(
+                "a snapshot entry must be exactly one AuthorizationPolicy, PeerAuthentication, \
+                 NetworkPolicy or Namespace",
+            )),
+            Err(errors) => Err(serde::de::Error::custom(
+                Error::from_list(errors).map_or_else(String::new, |e| e.to_string()),
+            )),
+        }
+    }
+}
+
+use crate::Error;
+
+/// The whole policy in force: what the control plane holds, pushes (a
+/// per-workload subset of it) and what a proxy compiles.
+///
+/// JSON form: `{"objects": [<Kubernetes-shaped objects>...]}`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub objects: Vec<Object>,
+}
+
+impl Snapshot {
+    /// JSON for the wire (the control plane embeds it in its protobuf message).
+    pub fn to_json(&self) -> String {
+        // Serializing plain data (strings, maps, vectors) cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// Reads a snapshot received from the control plane, with every check the
+    /// YAML loader applies; errors name `<snapshot>`, the object and the field.
+    pub fn from_json(text: &str) -> Result<Snapshot, Error> {
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| Error::Syntax {
+                file: crate::load::SNAPSHOT_ORIGIN.to_owned(),
+                message: e.to_string(),
+            })?;
+        let items = match value {
+            serde_json::Value::Object(mut map) => match map.remove("objects") {
+                Some(serde_json::Value::Array(items)) => items,
+                None => Vec::new(),
+                Some(_) => {
+                    return Err(Error::Syntax {
+                        file: crate::load::SNAPSHOT_ORIGIN.to_owned(),
+                        message: "`objects` must be a list".to_owned(),
+                    });
+                }
+            },
+            _ => {
+                return Err(Error::Syntax {
+                    file: crate::load::SNAPSHOT_ORIGIN.to_owned(),
+                    message: "a snapshot is a JSON object with an `objects` list".to_owned(),
+                });
+            }
+        };
+        let mut objects = Vec::with_capacity(items.len());
+        let mut errors = Vec::new();
+        let mut warnings = Vec::new();
+        for (index, item) in items.into_iter().enumerate() {
+            match crate::load::parse_value(
+                crate::load::SNAPSHOT_ORIGIN,
+                index + 1,
+                item,
+                &mut warnings,
+            ) {
+                Ok(parsed) => objects.extend(parsed),
+                Err(e) => errors.extend(e),
+            }
+        }
+        errors.extend(crate::load::check_duplicates(
+            crate::load::SNAPSHOT_ORIGIN,
+            &objects,
+        ));
+        match Error::from_list(errors) {
+            Some(error) => Err(error),
+            None => Ok(Snapshot { objects }),
+        }
+    }
+}

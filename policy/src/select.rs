@@ -1,0 +1,53 @@
+//! The part of a snapshot one workload needs, for the control plane to push
+//! to that workload's proxy.
+//!
+//! The subset gives the same decisions as the whole snapshot for every
+//! request where the workload is the destination (inbound) or the source
+//! (outbound): it keeps every object that can apply to the workload, whatever
+//! its annotations (expiry is judged by the proxy at request time, dry-run
+//! objects are reported by it), and every Namespace (namespaceSelectors look
+//! at the caller's namespace, which can be any).
+
+use crate::compile::selector::Selector;
+use crate::resource::{Labels, Object, ROOT_NAMESPACE, Snapshot, WorkloadSelector};
+
+fn selects(selector: Option<&WorkloadSelector>, labels: &Labels) -> bool {
+    match selector.and_then(|s| s.match_labels.as_ref()) {
+        None => true,
+        Some(wanted) => wanted.iter().all(|(k, v)| labels.get(k) == Some(v)),
+    }
+}
+
+impl Snapshot {
+    /// The objects that apply to a workload in `namespace` with `labels`.
+    pub fn for_workload(&self, namespace: &str, labels: &Labels) -> Snapshot {
+        let in_scope = |object_namespace: &str| {
+            object_namespace == namespace || object_namespace == ROOT_NAMESPACE
+        };
+        let objects = self
+            .objects
+            .iter()
+            .filter(|object| match object {
+                Object::AuthorizationPolicy(p) => {
+                    in_scope(p.metadata.namespace_or_default())
+                        && selects(p.spec.selector.as_ref(), labels)
+                }
+                Object::PeerAuthentication(p) => {
+                    in_scope(p.metadata.namespace_or_default())
+                        && selects(p.spec.selector.as_ref(), labels)
+                }
+                // NetworkPolicies select pods of their own namespace only,
+                // for both ingress to and egress from them.
+                Object::NetworkPolicy(p) => {
+                    p.metadata.namespace_or_default() == namespace
+                        // A selector that does not compile is kept: the proxy's
+                        // compile then fails loudly instead of losing a policy.
+                        && Selector::compile(&p.spec.pod_selector).map_or(true, |s| s.matches(labels))
+                }
+                Object::Namespace(_) => true,
+            })
+            .cloned()
+            .collect();
+        Snapshot { objects }
+    }
+}
