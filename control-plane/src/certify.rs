@@ -57,8 +57,14 @@ impl IdentityService {
                 TokenError::Malformed => "credential refused: join token is malformed",
             })
         })?;
-        let id = SpiffeId::workload(&self.trust_domain, &claims.namespace, &claims.service_account)
-            .map_err(|e| Status::unauthenticated(format!("credential names an invalid identity: {e}")))?;
+        let id = SpiffeId::workload(
+            &self.trust_domain,
+            &claims.namespace,
+            &claims.service_account,
+        )
+        .map_err(|e| {
+            Status::unauthenticated(format!("credential names an invalid identity: {e}"))
+        })?;
         let issued = self
             .ca
             .sign_csr(&req.csr_der, &id, self.ttl(req.requested_ttl_seconds))

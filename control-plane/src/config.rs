@@ -61,7 +61,9 @@ pub struct Args {
 fn parse_ttl(s: &str) -> Result<Duration, String> {
     let d = mesh_identity::duration::parse_duration(s)?;
     if d < MIN_CERT_TTL {
-        return Err(format!("{s} is shorter than the minimum certificate TTL of 1m"));
+        return Err(format!(
+            "{s} is shorter than the minimum certificate TTL of 1m"
+        ));
     }
     Ok(d)
 }

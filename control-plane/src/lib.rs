@@ -42,7 +42,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .create(&args.data_dir)
         .with_context(|| format!("cannot create data dir {}", args.data_dir.display()))?;
     let tokens = Arc::new(TokenKey::load_or_generate(&args.data_dir)?);
-    let ca = Arc::new(Ca::load_or_generate(&args.data_dir.join("ca"), &args.trust_domain)?);
+    let ca = Arc::new(Ca::load_or_generate(
+        &args.data_dir.join("ca"),
+        &args.trust_domain,
+    )?);
     let bundle_path = args.data_dir.join("trust-bundle.pem");
     mesh_identity::secret::write_public_atomic(&bundle_path, ca.bundle().to_pem().as_bytes())?;
 
@@ -67,7 +70,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on --listen {}", args.listen))?;
-    let admin = mesh_admin::bind(args.admin).await.map_err(anyhow::Error::msg)?;
+    let admin = mesh_admin::bind(args.admin)
+        .await
+        .map_err(anyhow::Error::msg)?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
 
     let status = Arc::new(Status {
@@ -124,8 +129,13 @@ impl Routes for Status {
         match path {
             "/live" => Reply::text(StatusCode::OK, "live\n"),
             "/ready" => match self.store.current() {
-                Some(c) if c.is_valid_at(SystemTime::now()) => Reply::text(StatusCode::OK, "ready\n"),
-                _ => Reply::text(StatusCode::SERVICE_UNAVAILABLE, "no valid serving certificate\n"),
+                Some(c) if c.is_valid_at(SystemTime::now()) => {
+                    Reply::text(StatusCode::OK, "ready\n")
+                }
+                _ => Reply::text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "no valid serving certificate\n",
+                ),
             },
             "/metrics" => Reply {
                 status: StatusCode::OK,

@@ -104,8 +104,9 @@ pub fn incoming(
             tokio::spawn(async move {
                 match tokio::time::timeout(DEFAULT_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => {
-                        let identity =
-                            mesh_identity::verify::peer_identity(stream.get_ref().1.peer_certificates());
+                        let identity = mesh_identity::verify::peer_identity(
+                            stream.get_ref().1.peer_certificates(),
+                        );
                         let _ = tx
                             .send(Ok(TlsConn {
                                 stream,

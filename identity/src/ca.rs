@@ -14,8 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use aws_lc_rs::rand::SecureRandom;
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
-    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
-    SerialNumber,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, CertificateSigningRequestDer};
@@ -117,7 +116,9 @@ impl Ca {
         let issuer_cert = ca_dir.join(ISSUER_CERT_FILE);
         let issuer_key = ca_dir.join(ISSUER_KEY_FILE);
         let root_cert = ca_dir.join(ROOT_CERT_FILE);
-        let any = [&issuer_cert, &issuer_key, &root_cert].iter().any(|p| p.exists());
+        let any = [&issuer_cert, &issuer_key, &root_cert]
+            .iter()
+            .any(|p| p.exists());
         if !any {
             generate(ca_dir, trust_domain)?;
         }
@@ -151,8 +152,8 @@ impl Ca {
         if extra.exists() {
             roots.extend(read_certs(&extra)?);
         }
-        let bundle = TrustBundle::new(roots)
-            .map_err(|e| file_reason(&root_cert, &e.to_string()))?;
+        let bundle =
+            TrustBundle::new(roots).map_err(|e| file_reason(&root_cert, &e.to_string()))?;
         let issuer_not_after = not_after_of(&issuer_der)
             .ok_or_else(|| file_reason(&issuer_cert, "issuer certificate cannot be parsed"))?;
         let issuer = Issuer::from_ca_cert_der(&issuer_der, key)
@@ -186,15 +187,14 @@ impl Ca {
         if csr_der.len() > MAX_CSR_LEN {
             return Err(CaError::Csr(CsrRefusal::TooLarge));
         }
-        let csr = CertificateSigningRequestParams::from_der(&CertificateSigningRequestDer::from(
-            csr_der,
-        ))
-        .map_err(|e| {
-            CaError::Csr(match e {
-                rcgen::Error::UnsupportedExtension => CsrRefusal::UnsupportedExtension,
-                _ => CsrRefusal::Invalid,
-            })
-        })?;
+        let csr =
+            CertificateSigningRequestParams::from_der(&CertificateSigningRequestDer::from(csr_der))
+                .map_err(|e| {
+                    CaError::Csr(match e {
+                        rcgen::Error::UnsupportedExtension => CsrRefusal::UnsupportedExtension,
+                        _ => CsrRefusal::Invalid,
+                    })
+                })?;
         check_csr(&csr, identity).map_err(CaError::Csr)?;
         let now = SystemTime::now();
         if now >= self.issuer_not_after {
@@ -203,12 +203,10 @@ impl Ca {
         let not_after = (now + ttl).min(self.issuer_not_after);
         let mut params = CertificateParams::default();
         params.distinguished_name = DistinguishedName::new();
-        params.subject_alt_names = vec![SanType::URI(
-            identity
-                .as_str()
-                .try_into()
-                .map_err(|_| CaError::Sign("identity is not an IA5 string".into()))?,
-        )];
+        params.subject_alt_names =
+            vec![SanType::URI(identity.as_str().try_into().map_err(
+                |_| CaError::Sign("identity is not an IA5 string".into()),
+            )?)];
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![
@@ -249,13 +247,13 @@ fn check_csr(csr: &CertificateSigningRequestParams, identity: &SpiffeId) -> Resu
     if uris.len() > 1 {
         return Err(CsrRefusal::MultipleUris);
     }
-    if let Some(u) = uris.first() {
-        if u != identity.as_str() {
-            return Err(CsrRefusal::IdentityMismatch {
-                requested: u.clone(),
-                proven: identity.to_string(),
-            });
-        }
+    if let Some(u) = uris.first()
+        && u != identity.as_str()
+    {
+        return Err(CsrRefusal::IdentityMismatch {
+            requested: u.clone(),
+            proven: identity.to_string(),
+        });
     }
     Ok(())
 }
@@ -266,9 +264,12 @@ fn generate(ca_dir: &Path, trust_domain: &str) -> Result<(), CaError> {
         .map_err(|e| CaError::Sign(e.to_string()))?;
     let mut root = CertificateParams::default();
     root.distinguished_name = DistinguishedName::new();
-    root.distinguished_name.push(DnType::OrganizationName, "Palisade");
     root.distinguished_name
-        .push(DnType::CommonName, format!("Palisade root CA {trust_domain}"));
+        .push(DnType::OrganizationName, "Palisade");
+    root.distinguished_name.push(
+        DnType::CommonName,
+        format!("Palisade root CA {trust_domain}"),
+    );
     root.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     root.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
@@ -286,9 +287,13 @@ fn generate(ca_dir: &Path, trust_domain: &str) -> Result<(), CaError> {
         .map_err(|e| CaError::Sign(e.to_string()))?;
     let mut inter = CertificateParams::default();
     inter.distinguished_name = DistinguishedName::new();
-    inter.distinguished_name.push(DnType::OrganizationName, "Palisade");
-    inter.distinguished_name
-        .push(DnType::CommonName, format!("Palisade issuer {trust_domain}"));
+    inter
+        .distinguished_name
+        .push(DnType::OrganizationName, "Palisade");
+    inter.distinguished_name.push(
+        DnType::CommonName,
+        format!("Palisade issuer {trust_domain}"),
+    );
     // The issuer signs leaves only.
     inter.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     inter.key_usages = vec![
@@ -344,7 +349,10 @@ fn to_offset(t: SystemTime) -> time::OffsetDateTime {
 }
 
 fn truncate_to_secs(t: SystemTime) -> SystemTime {
-    let secs = t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let secs = t
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     UNIX_EPOCH + Duration::from_secs(secs)
 }
 

@@ -45,7 +45,10 @@ pub enum CertifyError {
 /// Something that turns a CSR into a certificate: the control plane's
 /// `Identity.Certify` for proxies, the local CA for the control plane itself.
 pub trait Certifier: Send + Sync + 'static {
-    fn certify(&self, csr_der: Vec<u8>) -> impl Future<Output = Result<Issued, CertifyError>> + Send;
+    fn certify(
+        &self,
+        csr_der: Vec<u8>,
+    ) -> impl Future<Output = Result<Issued, CertifyError>> + Send;
 }
 
 /// A certificate with its key, ready for TLS.
@@ -251,12 +254,10 @@ async fn continue_retrying<C: Certifier>(store: &Store, certifier: &C, backoff: 
 pub fn csr_for(identity: &SpiffeId, key: &KeyPair) -> Result<Vec<u8>, CertifyError> {
     let mut params = CertificateParams::default();
     params.distinguished_name = DistinguishedName::new();
-    params.subject_alt_names = vec![SanType::URI(
-        identity
-            .as_str()
-            .try_into()
-            .map_err(|_| CertifyError::Key("identity is not an IA5 string".into()))?,
-    )];
+    params.subject_alt_names =
+        vec![SanType::URI(identity.as_str().try_into().map_err(
+            |_| CertifyError::Key("identity is not an IA5 string".into()),
+        )?)];
     let csr = params
         .serialize_request(key)
         .map_err(|e| CertifyError::Key(e.to_string()))?;

@@ -18,7 +18,7 @@ pub mod testing;
 
 pub use bundle::TrustBundle;
 pub use ca::{Ca, CaError, CsrRefusal, Issued};
-pub use credentials::{CertifyError, Certifier, Credentials, Store};
+pub use credentials::{Certifier, CertifyError, Credentials, Store};
 pub use spiffe::{DEFAULT_TRUST_DOMAIN, SpiffeId, SpiffeIdError};
 pub use verify::VerifyError;
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::ca::{Ca, Issued};
-use crate::credentials::{CertifyError, Certifier};
+use crate::credentials::{Certifier, CertifyError};
 use crate::spiffe::SpiffeId;
 
 /// Signs CSRs for one identity with a local CA.

@@ -86,7 +86,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("k");
         write_new_secret(&p, b"secret").unwrap();
-        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         assert_eq!(read_secret(&p).unwrap(), b"secret");
         // An existing key is never overwritten.
         assert!(write_new_secret(&p, b"other").is_err());

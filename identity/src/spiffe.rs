@@ -34,11 +34,15 @@ pub enum SpiffeIdError {
     EmptySegment,
     #[error("SPIFFE ID path has a '.' or '..' segment")]
     DotSegment,
-    #[error("SPIFFE ID path may only contain letters, digits, '.', '-' and '_' (no query or fragment)")]
+    #[error(
+        "SPIFFE ID path may only contain letters, digits, '.', '-' and '_' (no query or fragment)"
+    )]
     BadPathChar,
     #[error("SPIFFE ID path must not end with '/'")]
     TrailingSlash,
-    #[error("not a workload ID of the form spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>")]
+    #[error(
+        "not a workload ID of the form spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>"
+    )]
     NotWorkload,
 }
 
@@ -78,8 +82,15 @@ impl SpiffeId {
         namespace: &str,
         service_account: &str,
     ) -> Result<Self, SpiffeIdError> {
-        if namespace.is_empty() || service_account.is_empty() {
-            return Err(SpiffeIdError::EmptySegment);
+        // Each must be one path segment: a namespace "a/sa/b" would otherwise
+        // forge another workload's ID.
+        for part in [namespace, service_account] {
+            if part.is_empty() {
+                return Err(SpiffeIdError::EmptySegment);
+            }
+            if part.contains('/') {
+                return Err(SpiffeIdError::NotWorkload);
+            }
         }
         Self::parse(&format!(
             "{SCHEME}{trust_domain}/ns/{namespace}/sa/{service_account}"
@@ -104,7 +115,13 @@ impl SpiffeId {
     /// Namespace and service account when the path is `/ns/<ns>/sa/<sa>`.
     pub fn namespace_and_service_account(&self) -> Option<(&str, &str)> {
         let mut parts = self.path().strip_prefix('/')?.split('/');
-        match (parts.next(), parts.next(), parts.next(), parts.next(), parts.next()) {
+        match (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) {
             (Some("ns"), Some(ns), Some("sa"), Some(sa), None) => Some((ns, sa)),
             _ => None,
         }

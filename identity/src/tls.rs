@@ -37,7 +37,10 @@ impl CurrentCertificate {
     }
 
     fn key(&self) -> Option<Arc<CertifiedKey>> {
-        self.creds.borrow().as_ref().map(|c| c.certified_key.clone())
+        self.creds
+            .borrow()
+            .as_ref()
+            .map(|c| c.certified_key.clone())
     }
 }
 

@@ -158,7 +158,10 @@ mod tests {
         let k = TokenKey::from_bytes(&[7; 32]);
         let t = k.create("shop", "api", Duration::from_secs(60));
         let c = k.verify(&t).unwrap();
-        assert_eq!((c.namespace.as_str(), c.service_account.as_str()), ("shop", "api"));
+        assert_eq!(
+            (c.namespace.as_str(), c.service_account.as_str()),
+            ("shop", "api")
+        );
     }
 
     #[test]
@@ -169,7 +172,8 @@ mod tests {
         // Signed by another key: forged.
         assert_eq!(other.verify(&t), Err(TokenError::BadSignature));
         // Payload swapped for another identity keeps the old signature: forged.
-        let forged_claims = URL_SAFE_NO_PAD.encode(br#"{"ns":"shop","sa":"db","exp":99999999999,"iat":0}"#);
+        let forged_claims =
+            URL_SAFE_NO_PAD.encode(br#"{"ns":"shop","sa":"db","exp":99999999999,"iat":0}"#);
         let parts: Vec<&str> = t.split('.').collect();
         let forged = format!("{}.{}.{}", parts[0], forged_claims, parts[2]);
         assert_eq!(k.verify(&forged), Err(TokenError::BadSignature));
@@ -177,7 +181,14 @@ mod tests {
         let c = k.verify(&t).unwrap();
         assert_eq!(k.verify_at(&t, c.expires_at), Err(TokenError::Expired));
         // Garbage.
-        for g in ["", "x", "pal1..", "a.b.c", "pal1.!!.??", &"a".repeat(10_000)] {
+        for g in [
+            "",
+            "x",
+            "pal1..",
+            "a.b.c",
+            "pal1.!!.??",
+            &"a".repeat(10_000),
+        ] {
             assert_eq!(k.verify(g), Err(TokenError::Malformed), "{g:.20}");
         }
     }

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, OtherError, SignatureScheme};
+use rustls::{
+    CertificateError, DigitallySignedStruct, DistinguishedName, OtherError, SignatureScheme,
+};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use tokio::sync::watch;
 use x509_parser::extensions::{GeneralName, ParsedExtension};
@@ -114,7 +116,8 @@ pub fn verify_svid(
 /// The SPIFFE ID of a leaf certificate, checking it is not a CA and has
 /// exactly one URI SAN. Does not verify the chain.
 pub fn svid_identity(leaf: &[u8]) -> Result<SpiffeId, VerifyError> {
-    let (_, cert) = x509_parser::parse_x509_certificate(leaf).map_err(|_| VerifyError::Unparsable)?;
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(leaf).map_err(|_| VerifyError::Unparsable)?;
     let mut uris = Vec::new();
     for ext in cert.extensions() {
         match ext.parsed_extension() {
@@ -140,11 +143,11 @@ fn map_webpki(e: webpki::Error) -> VerifyError {
     match e {
         E::CertExpired { .. } => VerifyError::Expired,
         E::CertNotValidYet { .. } => VerifyError::NotYetValid,
-        E::UnknownIssuer => VerifyError::UnknownIssuer,
+        // A root or intermediate with a trusted name but another key is, for
+        // the operator, a certificate from another CA.
+        E::UnknownIssuer | E::InvalidSignatureForPublicKey => VerifyError::UnknownIssuer,
         E::CaUsedAsEndEntity => VerifyError::CaAsLeaf,
-        E::RequiredEkuNotFoundContext(_) => {
-            VerifyError::Usage("missing extended key usage".into())
-        }
+        E::RequiredEkuNotFoundContext(_) => VerifyError::Usage("missing extended key usage".into()),
         other => VerifyError::Chain(format!("{other:?}")),
     }
 }
@@ -178,9 +181,7 @@ pub fn handshake_failure_reason(e: &rustls::Error) -> &'static str {
         rustls::Error::AlertReceived(_) => "peer_alert",
         rustls::Error::NoApplicationProtocol => "alpn",
         rustls::Error::PeerIncompatible(_) => "incompatible",
-        rustls::Error::InvalidMessage(_) | rustls::Error::InappropriateMessage { .. } => {
-            "not_tls"
-        }
+        rustls::Error::InvalidMessage(_) | rustls::Error::InappropriateMessage { .. } => "not_tls",
         _ => "other",
     }
 }

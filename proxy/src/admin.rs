@@ -22,7 +22,10 @@ impl Routes for Admin {
                 if crate::control::has_valid_certificate(&self.store) {
                     Reply::text(StatusCode::OK, "ready\n")
                 } else {
-                    Reply::text(StatusCode::SERVICE_UNAVAILABLE, "no valid certificate yet\n")
+                    Reply::text(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "no valid certificate yet\n",
+                    )
                 }
             }
             "/metrics" => Reply {
@@ -76,7 +79,10 @@ pub fn rfc3339(t: SystemTime) -> String {
         .unwrap_or(0);
     time::OffsetDateTime::from_unix_timestamp(secs)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_default()
 }
 

@@ -69,7 +69,11 @@ pub struct RunArgs {
 
     /// Explicit outbound route without iptables:
     /// LISTEN=PEER_INBOUND/TARGET_PORT@SPIFFE_ID (repeatable).
-    #[arg(long = "static-route", env = "MESH_STATIC_ROUTE", value_delimiter = ' ')]
+    #[arg(
+        long = "static-route",
+        env = "MESH_STATIC_ROUTE",
+        value_delimiter = ' '
+    )]
     pub static_routes: Vec<StaticRoute>,
 
     /// Requested certificate lifetime (0 = the control plane's default).
@@ -103,8 +107,12 @@ impl FromStr for StaticRoute {
     fn from_str(s: &str) -> Result<Self, String> {
         let usage = "expected LISTEN=PEER_INBOUND/TARGET_PORT@SPIFFE_ID, e.g. 127.0.0.1:15000=127.0.0.1:4143/8080@spiffe://cluster.local/ns/default/sa/api";
         let (listen, rest) = s.split_once('=').ok_or_else(|| format!("{s:?}: {usage}"))?;
-        let (dest, id) = rest.split_once('@').ok_or_else(|| format!("{s:?}: {usage}"))?;
-        let (peer, port) = dest.rsplit_once('/').ok_or_else(|| format!("{s:?}: {usage}"))?;
+        let (dest, id) = rest
+            .split_once('@')
+            .ok_or_else(|| format!("{s:?}: {usage}"))?;
+        let (peer, port) = dest
+            .rsplit_once('/')
+            .ok_or_else(|| format!("{s:?}: {usage}"))?;
         let listen = listen
             .parse()
             .map_err(|_| format!("{s:?}: LISTEN {listen:?} is not an address:port"))?;
@@ -116,8 +124,7 @@ impl FromStr for StaticRoute {
         if !peer.contains(':') {
             return Err(format!("{s:?}: PEER_INBOUND {peer:?} must be host:port"));
         }
-        let identity =
-            SpiffeId::parse(id).map_err(|e| format!("{s:?}: SPIFFE ID {id:?}: {e}"))?;
+        let identity = SpiffeId::parse(id).map_err(|e| format!("{s:?}: SPIFFE ID {id:?}: {e}"))?;
         Ok(Self {
             listen,
             peer: peer.to_string(),
@@ -140,7 +147,10 @@ mod tests {
         assert_eq!(r.listen, "127.0.0.1:15000".parse().unwrap());
         assert_eq!(r.peer, "127.0.0.1:4143");
         assert_eq!(r.target_port, 8080);
-        assert_eq!(r.identity.as_str(), "spiffe://cluster.local/ns/default/sa/api");
+        assert_eq!(
+            r.identity.as_str(),
+            "spiffe://cluster.local/ns/default/sa/api"
+        );
     }
 
     #[test]

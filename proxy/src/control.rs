@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hyper_util::rt::TokioIo;
-use mesh_identity::credentials::{CertifyError, Certifier};
+use mesh_identity::credentials::{Certifier, CertifyError};
 use mesh_identity::{Issued, Store, TrustBundle};
 use mesh_proto::identity::CertifyRequest;
 use mesh_proto::identity::identity_client::IdentityClient;
@@ -32,18 +32,20 @@ pub fn channel(store: &Store, address: &str) -> anyhow::Result<Channel> {
     let endpoint = Endpoint::from_shared(format!("http://{address}"))?
         .connect_timeout(DEFAULT_CONNECT_TIMEOUT)
         .timeout(DEFAULT_REQUEST_TIMEOUT);
-    Ok(endpoint.connect_with_connector_lazy(tower::service_fn(move |_uri| {
-        let connector = connector.clone();
-        let addr = addr.clone();
-        async move {
-            let tcp = TcpStream::connect(&addr).await?;
-            let _ = tcp.set_nodelay(true);
-            let tls = connector
-                .connect(mesh_identity::tls::mesh_server_name(), tcp)
-                .await?;
-            Ok::<_, std::io::Error>(TokioIo::new(tls))
-        }
-    })))
+    Ok(
+        endpoint.connect_with_connector_lazy(tower::service_fn(move |_uri| {
+            let connector = connector.clone();
+            let addr = addr.clone();
+            async move {
+                let tcp = TcpStream::connect(&addr).await?;
+                let _ = tcp.set_nodelay(true);
+                let tls = connector
+                    .connect(mesh_identity::tls::mesh_server_name(), tcp)
+                    .await?;
+                Ok::<_, std::io::Error>(TokioIo::new(tls))
+            }
+        })),
+    )
 }
 
 /// Gets certificates from `Identity.Certify`, proving our identity with the
@@ -69,7 +71,10 @@ impl ControlPlaneCertifier {
             .await
             .map_err(|e| CertifyError::Key(format!("token file {}: {e}", f.display())))?;
         if meta.len() > MAX_TOKEN_FILE {
-            return Err(CertifyError::Key(format!("token file {} is too large", f.display())));
+            return Err(CertifyError::Key(format!(
+                "token file {} is too large",
+                f.display()
+            )));
         }
         let bytes = tokio::fs::read(f)
             .await

@@ -87,9 +87,15 @@ impl Inbound {
             tracing::warn!(%peer, client = client_id, port, "refused: target is one of the proxy's own ports");
             return;
         }
-        metrics::counter!("mesh_tcp_connections_total", "direction" => "inbound", "tls" => "true").increment(1);
+        metrics::counter!("mesh_tcp_connections_total", "direction" => "inbound", "tls" => "true")
+            .increment(1);
         let target = SocketAddr::new(self.app_addr, port);
-        let app = match tokio::time::timeout(DEFAULT_APP_CONNECT_TIMEOUT, TcpStream::connect(target)).await {
+        let app = match tokio::time::timeout(
+            DEFAULT_APP_CONNECT_TIMEOUT,
+            TcpStream::connect(target),
+        )
+        .await
+        {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
                 metrics::counter!("mesh_tcp_connection_errors_total", "direction" => "inbound", "reason" => "app_connect").increment(1);
@@ -108,7 +114,9 @@ impl Inbound {
             Ok((rx, tx)) => {
                 tracing::debug!(%peer, client = client_id, %target, rx, tx, "inbound connection closed")
             }
-            Err(e) => tracing::debug!(%peer, client = client_id, %target, error = %e, "inbound connection ended"),
+            Err(e) => {
+                tracing::debug!(%peer, client = client_id, %target, error = %e, "inbound connection ended")
+            }
         }
     }
 }

@@ -28,11 +28,17 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let bundle = TrustBundle::from_pem(&bundle_pem)
         .with_context(|| format!("--trust-bundle {}", args.trust_bundle.display()))?;
     let metrics = mesh_admin::install_metrics().map_err(anyhow::Error::msg)?;
-    let store = Arc::new(Store::new(identity.clone(), bundle, mesh_identity::tls::provider()));
+    let store = Arc::new(Store::new(
+        identity.clone(),
+        bundle,
+        mesh_identity::tls::provider(),
+    ));
 
     // Bind everything first: a port conflict is a startup error, not a
     // surprise after certification.
-    let admin_listener = mesh_admin::bind(args.admin).await.map_err(anyhow::Error::msg)?;
+    let admin_listener = mesh_admin::bind(args.admin)
+        .await
+        .map_err(anyhow::Error::msg)?;
     let inbound_listener = TcpListener::bind(args.inbound)
         .await
         .with_context(|| format!("cannot listen on --inbound {}", args.inbound))?;
@@ -74,7 +80,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         tracing::info!(identity = %c.identity, serial = %c.serial, "certificate received; serving");
     }
 
-    let mut own_ports: HashSet<u16> = [args.inbound.port(), args.outbound.port(), args.admin.port()].into();
+    let mut own_ports: HashSet<u16> =
+        [args.inbound.port(), args.outbound.port(), args.admin.port()].into();
     own_ports.extend(args.static_routes.iter().map(|r| r.listen.port()));
     let inbound = Arc::new(inbound::Inbound {
         tls: mesh_identity::tls::server_config(&store, true, &[mesh_identity::tls::ALPN_TCP])?,
@@ -103,7 +110,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     tracing::info!(deadline = ?args.drain_timeout, "draining");
     let left = trigger.drain(args.drain_timeout).await;
     if left > 0 {
-        tracing::warn!(open = left, "drain deadline reached; closing remaining connections");
+        tracing::warn!(
+            open = left,
+            "drain deadline reached; closing remaining connections"
+        );
     } else {
         tracing::info!("drained");
     }

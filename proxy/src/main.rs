@@ -19,7 +19,9 @@ fn main() -> std::process::ExitCode {
     mesh_admin::init_tracing();
     let Command::Run(args) = cli.command;
     let rt = if args.workers <= 1 {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
     } else {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(args.workers)

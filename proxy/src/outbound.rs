@@ -91,7 +91,8 @@ impl Route {
         tls.write_all(&wire::encode(self.route.target_port))
             .await
             .map_err(|e| ("peer_write", e.to_string()))?;
-        metrics::counter!("mesh_tcp_connections_total", "direction" => "outbound", "tls" => "true").increment(1);
+        metrics::counter!("mesh_tcp_connections_total", "direction" => "outbound", "tls" => "true")
+            .increment(1);
         relay(app, tls, self.idle_timeout)
             .await
             .map(|_| ())

@@ -44,7 +44,9 @@ pub fn decode(b: &[u8; PREAMBLE_LEN]) -> Result<u16, PreambleError> {
 /// Reads and decodes the preamble.
 pub async fn read<R: AsyncRead + Unpin>(r: &mut R) -> Result<u16, PreambleError> {
     let mut b = [0u8; PREAMBLE_LEN];
-    r.read_exact(&mut b).await.map_err(|_| PreambleError::Closed)?;
+    r.read_exact(&mut b)
+        .await
+        .map_err(|_| PreambleError::Closed)?;
     decode(&b)
 }
 
@@ -56,7 +58,10 @@ mod tests {
     fn round_trip_and_refusals() {
         assert_eq!(decode(&encode(8080)).unwrap(), 8080);
         assert!(matches!(decode(b"GET / "), Err(PreambleError::BadMagic)));
-        assert!(matches!(decode(&[b'P', b'A', b'L', 2, 0, 80]), Err(PreambleError::Version(2))));
+        assert!(matches!(
+            decode(&[b'P', b'A', b'L', 2, 0, 80]),
+            Err(PreambleError::Version(2))
+        ));
         assert!(matches!(decode(&encode(0)), Err(PreambleError::ZeroPort)));
     }
 }

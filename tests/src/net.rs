@@ -82,8 +82,14 @@ impl Recorder {
         thread::spawn(move || {
             for c in l.incoming() {
                 let Ok(client) = c else { continue };
-                let Ok(server) = TcpStream::connect(upstream) else { continue };
-                pump(client.try_clone().expect("clone"), server.try_clone().expect("clone"), ts.clone());
+                let Ok(server) = TcpStream::connect(upstream) else {
+                    continue;
+                };
+                pump(
+                    client.try_clone().expect("clone"),
+                    server.try_clone().expect("clone"),
+                    ts.clone(),
+                );
                 pump(server, client, tc.clone());
             }
         });
@@ -119,7 +125,10 @@ fn pump(mut from: TcpStream, mut to: TcpStream, log: Arc<Mutex<Vec<u8>>>) {
 pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
     let mut c = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     c.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(c, "GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")?;
+    write!(
+        c,
+        "GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n"
+    )?;
     let mut raw = String::new();
     c.read_to_string(&mut raw)?;
     let status = raw
@@ -127,7 +136,10 @@ pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> 
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let body = raw.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     Ok((status, body))
 }
 

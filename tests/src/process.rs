@@ -18,7 +18,13 @@ pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     let dir = exe
         .parent()
-        .and_then(|d| if d.ends_with("deps") { d.parent() } else { Some(d) })
+        .and_then(|d| {
+            if d.ends_with("deps") {
+                d.parent()
+            } else {
+                Some(d)
+            }
+        })
         .expect("target dir");
     let p = dir.join(name);
     assert!(
@@ -39,7 +45,9 @@ impl Proc {
     pub fn spawn(mut cmd: Command, log: PathBuf) -> Self {
         let out = std::fs::File::create(&log).expect("log file");
         let err = out.try_clone().expect("log file");
-        cmd.stdout(Stdio::from(out)).stderr(Stdio::from(err)).stdin(Stdio::null());
+        cmd.stdout(Stdio::from(out))
+            .stderr(Stdio::from(err))
+            .stdin(Stdio::null());
         cmd.env("RUST_LOG", "info");
         let child = cmd.spawn().expect("spawn");
         Self { child, log }
@@ -147,7 +155,9 @@ impl ControlPlane {
             .arg(self.opts.max_cert_ttl)
             .arg("--trust-domain")
             .arg(self.opts.trust_domain);
-        let n = std::fs::read_dir(self.dir.path()).map(|d| d.count()).unwrap_or(0);
+        let n = std::fs::read_dir(self.dir.path())
+            .map(|d| d.count())
+            .unwrap_or(0);
         let log = self.dir.path().join(format!("control-plane-{n}.log"));
         self.proc = Some(Proc::spawn(cmd, log));
         let admin = self.admin;
@@ -175,7 +185,10 @@ impl ControlPlane {
     /// Writes a join token file for `ns`/`sa` and returns its path.
     pub fn token_file(&self, ns: &str, sa: &str) -> PathBuf {
         let token = self.token(ns, sa, Duration::from_secs(3600));
-        let p = self.dir.path().join(format!("{ns}-{sa}-{}.token", crate::random_hex(4)));
+        let p = self
+            .dir
+            .path()
+            .join(format!("{ns}-{sa}-{}.token", crate::random_hex(4)));
         std::fs::write(&p, token).expect("write token");
         p
     }
@@ -240,7 +253,8 @@ impl<'a> ProxyOptions<'a> {
     /// Adds a static route listening on a fresh port; returns that address.
     pub fn route(&mut self, peer: &Proxy, target_port: u16, id: &str) -> SocketAddr {
         let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        self.routes.push((listen, peer.inbound, target_port, id.to_string()));
+        self.routes
+            .push((listen, peer.inbound, target_port, id.to_string()));
         listen
     }
 }
@@ -279,7 +293,8 @@ impl Proxy {
             .arg("--admin")
             .arg(admin.to_string());
         for (listen, peer, port, id) in &opts.routes {
-            cmd.arg("--static-route").arg(format!("{listen}={peer}/{port}@{id}"));
+            cmd.arg("--static-route")
+                .arg(format!("{listen}={peer}/{port}@{id}"));
         }
         cmd.args(&opts.extra);
         let log = cp.dir.path().join(format!(

@@ -36,7 +36,8 @@ pub async fn mesh_connect(
 ) -> Outcome {
     let provider = mesh_identity::tls::provider();
     let (_tx, rx) = tokio::sync::watch::channel(bundle.clone());
-    let verifier = SvidServerVerifier::new(rx, SpiffeId::parse(server_id).unwrap(), provider.clone());
+    let verifier =
+        SvidServerVerifier::new(rx, SpiffeId::parse(server_id).unwrap(), provider.clone());
     let builder = ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .unwrap()
@@ -51,7 +52,10 @@ pub async fn mesh_connect(
     cfg.alpn_protocols = vec![mesh_identity::tls::ALPN_TCP.to_vec()];
     let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
     let tcp = TcpStream::connect(inbound).await.unwrap();
-    let mut tls = match connector.connect(mesh_identity::tls::mesh_server_name(), tcp).await {
+    let mut tls = match connector
+        .connect(mesh_identity::tls::mesh_server_name(), tcp)
+        .await
+    {
         Ok(t) => t,
         Err(e) => return Outcome::ClientRefused(e.to_string()),
     };
@@ -62,7 +66,12 @@ pub async fn mesh_connect(
     }
     let _ = tls.shutdown().await;
     let mut out = Vec::new();
-    match tokio::time::timeout(std::time::Duration::from_secs(10), tls.read_to_end(&mut out)).await {
+    match tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        tls.read_to_end(&mut out),
+    )
+    .await
+    {
         Ok(Ok(_)) if !out.is_empty() => Outcome::Data(out),
         Ok(_) => Outcome::ServerRefused,
         Err(_) => panic!("no answer from {inbound} within 10s"),

@@ -29,16 +29,26 @@ fn sigterm_finishes_open_connections_then_exits() {
     echo_once(&mut open, b"before");
 
     a.proc.terminate();
-    wait_for("drain started", Duration::from_secs(5), || a.logs().contains("draining").then_some(()));
+    wait_for("drain started", Duration::from_secs(5), || {
+        a.logs().contains("draining").then_some(())
+    });
     // No new connections are accepted ...
     wait_for("listener closed", Duration::from_secs(5), || {
-        round_trip(listen, b"new").map_or(true, |r| r.is_empty()).then_some(())
+        round_trip(listen, b"new")
+            .map_or(true, |r| r.is_empty())
+            .then_some(())
     });
     // ... but the open one still works.
     echo_once(&mut open, b"during drain");
-    assert!(a.proc.child.try_wait().unwrap().is_none(), "still running while a connection is open");
+    assert!(
+        a.proc.child.try_wait().unwrap().is_none(),
+        "still running while a connection is open"
+    );
     drop(open);
-    let status = a.proc.wait_exit(Duration::from_secs(10)).expect("exits once drained");
+    let status = a
+        .proc
+        .wait_exit(Duration::from_secs(10))
+        .expect("exits once drained");
     assert!(status.success(), "{status}");
     assert!(a.logs().contains("drained"));
 }
@@ -57,8 +67,14 @@ fn drain_deadline_bounds_shutdown() {
     echo_once(&mut open, b"hold");
     let started = Instant::now();
     a.proc.terminate();
-    let status = a.proc.wait_exit(Duration::from_secs(10)).expect("exits at the deadline");
+    let status = a
+        .proc
+        .wait_exit(Duration::from_secs(10))
+        .expect("exits at the deadline");
     assert!(status.success());
-    assert!(started.elapsed() >= Duration::from_secs(1), "waited for the open connection");
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "waited for the open connection"
+    );
     assert!(a.logs().contains("drain deadline reached"));
 }

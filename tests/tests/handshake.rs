@@ -28,16 +28,42 @@ async fn inbound_refuses_bad_client_certificates() {
     let now = SystemTime::now();
 
     // A good client certificate gets through: the refusals below are about the certificate.
-    let good = mesh_connect(b.inbound, &bundle, &b.identity, Some(chain(&LeafSpec::svid(WEB))), app.port(), b"hi").await;
+    let good = mesh_connect(
+        b.inbound,
+        &bundle,
+        &b.identity,
+        Some(chain(&LeafSpec::svid(WEB))),
+        app.port(),
+        b"hi",
+    )
+    .await;
     assert_eq!(good, Outcome::Data(b"hi".to_vec()));
 
     let other_ca = TestCa::new("another CA");
     let (other_leaf, other_key) = other_ca.sign(&LeafSpec::svid(WEB));
-    let cases: Vec<(&str, Option<(Vec<_>, Vec<u8>)>, &str)> = vec![
+    type ClientCert = Option<(Vec<rustls_pki_types::CertificateDer<'static>>, Vec<u8>)>;
+    let cases: Vec<(&str, ClientCert, &str)> = vec![
         ("no client certificate", None, "no_certificate"),
-        ("certificate from another CA", Some((vec![other_leaf, other_ca.cert.clone()], other_key)), "unknown_issuer"),
-        ("wrong trust domain", Some(chain(&LeafSpec::svid("spiffe://other.example/ns/default/sa/web"))), "wrong_trust_domain"),
-        ("CA certificate as leaf", Some(chain(&LeafSpec { is_ca: true, ..LeafSpec::svid(WEB) })), "ca_as_leaf"),
+        (
+            "certificate from another CA",
+            Some((vec![other_leaf, other_ca.cert.clone()], other_key)),
+            "unknown_issuer",
+        ),
+        (
+            "wrong trust domain",
+            Some(chain(&LeafSpec::svid(
+                "spiffe://other.example/ns/default/sa/web",
+            ))),
+            "wrong_trust_domain",
+        ),
+        (
+            "CA certificate as leaf",
+            Some(chain(&LeafSpec {
+                is_ca: true,
+                ..LeafSpec::svid(WEB)
+            })),
+            "ca_as_leaf",
+        ),
         (
             "expired certificate",
             Some(chain(&LeafSpec {
@@ -49,17 +75,40 @@ async fn inbound_refuses_bad_client_certificates() {
         ),
     ];
     for (name, client, reason) in cases {
-        let before = metric(&b.metrics(), "mesh_tls_handshake_failures_total", &[("direction", "inbound"), ("reason", reason)]);
-        let got = mesh_connect(b.inbound, &bundle, &b.identity, client, app.port(), b"secret").await;
+        let before = metric(
+            &b.metrics(),
+            "mesh_tls_handshake_failures_total",
+            &[("direction", "inbound"), ("reason", reason)],
+        );
+        let got = mesh_connect(
+            b.inbound,
+            &bundle,
+            &b.identity,
+            client,
+            app.port(),
+            b"secret",
+        )
+        .await;
         assert_eq!(got, Outcome::ServerRefused, "{name}");
         let m = wait_for(name, Duration::from_secs(5), || {
-            let v = metric(&b.metrics(), "mesh_tls_handshake_failures_total", &[("direction", "inbound"), ("reason", reason)]);
+            let v = metric(
+                &b.metrics(),
+                "mesh_tls_handshake_failures_total",
+                &[("direction", "inbound"), ("reason", reason)],
+            );
             (v > before).then_some(v)
         });
         assert_eq!(m, before + 1.0, "{name} counted once as {reason}");
     }
     // Only the good connection reached the app through the proxy.
-    assert_eq!(metric(&b.metrics(), "mesh_tcp_connections_total", &[("direction", "inbound")]), 1.0);
+    assert_eq!(
+        metric(
+            &b.metrics(),
+            "mesh_tcp_connections_total",
+            &[("direction", "inbound")]
+        ),
+        1.0
+    );
 }
 
 #[test]
@@ -73,9 +122,25 @@ fn outbound_refuses_a_peer_with_another_identity() {
     let a = Proxy::start(&cp, opts);
     let got = round_trip(listen, b"must not arrive").unwrap_or_default();
     assert!(got.is_empty(), "no data through a mismatched peer");
-    wait_for("outbound wrong_identity counted", Duration::from_secs(5), || {
-        (metric(&a.metrics(), "mesh_tls_handshake_failures_total", &[("direction", "outbound"), ("reason", "wrong_identity")]) == 1.0).then_some(())
-    });
+    wait_for(
+        "outbound wrong_identity counted",
+        Duration::from_secs(5),
+        || {
+            (metric(
+                &a.metrics(),
+                "mesh_tls_handshake_failures_total",
+                &[("direction", "outbound"), ("reason", "wrong_identity")],
+            ) == 1.0)
+                .then_some(())
+        },
+    );
     assert!(a.logs().contains("peer certificate refused: peer is spiffe://cluster.local/ns/default/sa/api, expected spiffe://cluster.local/ns/default/sa/db"), "{}", a.logs());
-    assert_eq!(metric(&b.metrics(), "mesh_tcp_connections_total", &[("direction", "inbound")]), 0.0);
+    assert_eq!(
+        metric(
+            &b.metrics(),
+            "mesh_tcp_connections_total",
+            &[("direction", "inbound")]
+        ),
+        0.0
+    );
 }

@@ -33,7 +33,9 @@ fn hostile_clients_do_not_hurt_others() {
         if i % 2 == 0 {
             s.write_all(b"GET / HTTP/1.1\r\nHost: api\r\n\r\n").unwrap();
         } else {
-            let junk: Vec<u8> = (0..4096u32).map(|x| (x.wrapping_mul(2654435761) >> 13) as u8).collect();
+            let junk: Vec<u8> = (0..4096u32)
+                .map(|x| (x.wrapping_mul(2654435761) >> 13) as u8)
+                .collect();
             let _ = s.write_all(&junk);
         }
         let mut buf = Vec::new();
@@ -48,18 +50,39 @@ fn hostile_clients_do_not_hurt_others() {
     assert_eq!(round_trip(listen, b"still fine").unwrap(), b"still fine");
     let took = started.elapsed();
     // Waiting as long as the handshake timeout would mean it queued behind them.
-    assert!(took < Duration::from_secs(2), "a good request waited {took:?} behind hostile ones");
+    assert!(
+        took < Duration::from_secs(2),
+        "a good request waited {took:?} behind hostile ones"
+    );
 
     // The stuck handshakes are cut at the deadline and counted.
-    wait_for("stuck handshakes timed out", Duration::from_secs(10), || {
-        let m = b.metrics();
-        (metric(&m, "mesh_tls_handshake_failures_total", &[("direction", "inbound"), ("reason", "timeout")]) >= 100.0)
-            .then_some(())
-    });
+    wait_for(
+        "stuck handshakes timed out",
+        Duration::from_secs(10),
+        || {
+            let m = b.metrics();
+            (metric(
+                &m,
+                "mesh_tls_handshake_failures_total",
+                &[("direction", "inbound"), ("reason", "timeout")],
+            ) >= 100.0)
+                .then_some(())
+        },
+    );
     let m = b.metrics();
-    let refused = metric(&m, "mesh_tls_handshake_failures_total", &[("direction", "inbound")]);
-    assert!(refused >= 120.0, "every hostile connection is counted: {refused}");
-    assert!(b.proc.child.try_wait().unwrap().is_none(), "the proxy is still running");
+    let refused = metric(
+        &m,
+        "mesh_tls_handshake_failures_total",
+        &[("direction", "inbound")],
+    );
+    assert!(
+        refused >= 120.0,
+        "every hostile connection is counted: {refused}"
+    );
+    assert!(
+        b.proc.child.try_wait().unwrap().is_none(),
+        "the proxy is still running"
+    );
     assert_eq!(round_trip(listen, b"after").unwrap(), b"after");
     drop(stuck);
     let _ = b.proc.wait_exit(Duration::ZERO);

@@ -12,12 +12,17 @@ fn request_crosses_the_mtls_hop_encrypted() {
 
     let mut opts = ProxyOptions::new("default", "web");
     let listen = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
-    opts.routes.push((listen, wire.addr, app.port(), b.identity.clone()));
+    opts.routes
+        .push((listen, wire.addr, app.port(), b.identity.clone()));
     let _a = Proxy::start(&cp, opts);
 
     let marker = format!("payload-{}", random_hex(16));
     let got = round_trip(listen, marker.as_bytes()).expect("request through the mesh");
-    assert_eq!(got, marker.as_bytes(), "the app's echo comes back through both proxies");
+    assert_eq!(
+        got,
+        marker.as_bytes(),
+        "the app's echo comes back through both proxies"
+    );
 
     let to_server = wire.to_server.lock().unwrap().clone();
     let to_client = wire.to_client.lock().unwrap().clone();
@@ -25,8 +30,14 @@ fn request_crosses_the_mtls_hop_encrypted() {
     // TLS 1.3 was negotiated on the hop.
     assert_eq!(server_hello_version(&to_client), Some(0x0304));
     // Everything after the hellos is encrypted records ...
-    assert!(all_encrypted_after_hello(&to_server), "client→server records");
-    assert!(all_encrypted_after_hello(&to_client), "server→client records");
+    assert!(
+        all_encrypted_after_hello(&to_server),
+        "client→server records"
+    );
+    assert!(
+        all_encrypted_after_hello(&to_client),
+        "server→client records"
+    );
     // ... and the payload never appears in clear in either direction.
     let needle = marker.as_bytes();
     for (dir, bytes) in [("to server", &to_server), ("to client", &to_client)] {

@@ -24,7 +24,12 @@ fn proxies_serve_through_a_control_plane_outage_and_renew_after() {
     // Renewal (at about half of the minute) fails while the control plane is down ...
     wait_for("a failed renewal", Duration::from_secs(60), || {
         let m = a.metrics();
-        (metric(&m, "mesh_identity_cert_renewals_total", &[("result", "failure")]) >= 1.0).then_some(())
+        (metric(
+            &m,
+            "mesh_identity_cert_renewals_total",
+            &[("result", "failure")],
+        ) >= 1.0)
+            .then_some(())
     });
     // ... and the proxies keep serving with the certificate they hold.
     assert_eq!(a.serial().unwrap(), serial_before);
@@ -32,13 +37,20 @@ fn proxies_serve_through_a_control_plane_outage_and_renew_after() {
     assert!(a.logs().contains("keeping current certificate"));
 
     cp.restart();
-    let serial_after = wait_for("renewal after the control plane is back", Duration::from_secs(30), || {
-        a.serial().filter(|s| *s != serial_before)
-    });
+    let serial_after = wait_for(
+        "renewal after the control plane is back",
+        Duration::from_secs(30),
+        || a.serial().filter(|s| *s != serial_before),
+    );
     assert_ne!(serial_after, serial_before);
     wait_for("b renewed too", Duration::from_secs(30), || {
         let m = b.metrics();
-        (metric(&m, "mesh_identity_cert_renewals_total", &[("result", "success")]) >= 2.0).then_some(())
+        (metric(
+            &m,
+            "mesh_identity_cert_renewals_total",
+            &[("result", "success")],
+        ) >= 2.0)
+            .then_some(())
     });
     assert_eq!(round_trip(listen, b"after").unwrap(), b"after");
 }

@@ -29,7 +29,8 @@ fn three_rotations_without_a_failed_request() {
 
     // A connection opened before any rotation.
     let mut long = TcpStream::connect(listen).unwrap();
-    long.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    long.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let ping = |s: &mut TcpStream, i: u64| {
         let msg = format!("ping-{i:08}");
         s.write_all(msg.as_bytes()).unwrap();
@@ -88,6 +89,19 @@ fn three_rotations_without_a_failed_request() {
     assert_eq!(failed, 0, "no request fails across rotations");
     assert!(ok > 100, "traffic really flowed: {ok}");
     let m = a.metrics();
-    assert!(metric(&m, "mesh_identity_cert_renewals_total", &[("result", "success")]) >= 4.0);
-    assert_eq!(metric(&m, "mesh_identity_cert_renewals_total", &[("result", "failure")]), 0.0);
+    assert!(
+        metric(
+            &m,
+            "mesh_identity_cert_renewals_total",
+            &[("result", "success")]
+        ) >= 4.0
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "mesh_identity_cert_renewals_total",
+            &[("result", "failure")]
+        ),
+        0.0
+    );
 }

@@ -16,26 +16,44 @@ fn no_secret_in_logs_admin_or_errors() {
 
     // A proxy with a forged token (signed by another key) is refused; its
     // errors must not repeat the token.
-    let forged = mesh_identity::token::TokenKey::from_bytes(&[9; 32])
-        .create("default", "db", Duration::from_secs(600));
+    let forged = mesh_identity::token::TokenKey::from_bytes(&[9; 32]).create(
+        "default",
+        "db",
+        Duration::from_secs(600),
+    );
     let mut c = Proxy::spawn(&cp, ProxyOptions::new("default", "db"));
     std::fs::write(&c.token_file, &forged).unwrap();
-    wait_for("refused certification logged", Duration::from_secs(15), || {
-        c.logs().contains("join token signature is invalid").then_some(())
-    });
+    wait_for(
+        "refused certification logged",
+        Duration::from_secs(15),
+        || {
+            c.logs()
+                .contains("join token signature is invalid")
+                .then_some(())
+        },
+    );
     c.proc.terminate();
     let _ = c.proc.wait_exit(Duration::from_secs(5));
 
     let mut secrets: Vec<(String, String)> = vec![("forged token".into(), forged)];
     for p in [&a, &b] {
-        secrets.push(("token".into(), std::fs::read_to_string(&p.token_file).unwrap()));
+        secrets.push((
+            "token".into(),
+            std::fs::read_to_string(&p.token_file).unwrap(),
+        ));
     }
     let key_bytes = std::fs::read(cp.data_dir().join("token.key")).unwrap();
-    secrets.push(("token key (hex)".into(), key_bytes.iter().map(|b| format!("{b:02x}")).collect()));
+    secrets.push((
+        "token key (hex)".into(),
+        key_bytes.iter().map(|b| format!("{b:02x}")).collect(),
+    ));
     for f in ["ca/issuer-key.pem", "ca/root-key.pem"] {
         let pem = std::fs::read_to_string(cp.data_dir().join(f)).unwrap();
         // Every base64 line of the key body.
-        for line in pem.lines().filter(|l| !l.starts_with("-----") && l.len() > 16) {
+        for line in pem
+            .lines()
+            .filter(|l| !l.starts_with("-----") && l.len() > 16)
+        {
             secrets.push((f.into(), line.to_string()));
         }
     }
@@ -47,17 +65,30 @@ fn no_secret_in_logs_admin_or_errors() {
         ("proxy c logs".into(), c.logs()),
     ];
     for path in ["/live", "/ready", "/metrics", "/status", "/certs"] {
-        haystacks.push((format!("control plane {path}"), http_get(cp.admin, path).unwrap().1));
+        haystacks.push((
+            format!("control plane {path}"),
+            http_get(cp.admin, path).unwrap().1,
+        ));
         for (n, p) in [("a", &a), ("b", &b)] {
             haystacks.push((format!("proxy {n} {path}"), p.admin_get(path).1));
         }
     }
     // The haystacks are real: certificates and logs are there.
-    assert!(haystacks.iter().any(|(_, h)| h.contains("BEGIN CERTIFICATE")));
+    assert!(
+        haystacks
+            .iter()
+            .any(|(_, h)| h.contains("BEGIN CERTIFICATE"))
+    );
     for (where_, text) in &haystacks {
-        assert!(!text.contains("PRIVATE KEY"), "{where_} shows a private key");
+        assert!(
+            !text.contains("PRIVATE KEY"),
+            "{where_} shows a private key"
+        );
         for (what, secret) in &secrets {
-            assert!(!text.contains(secret.trim()), "{where_} contains the {what}");
+            assert!(
+                !text.contains(secret.trim()),
+                "{where_} contains the {what}"
+            );
         }
     }
 }

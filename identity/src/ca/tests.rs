@@ -49,9 +49,18 @@ fn issued_leaf_has_exactly_the_svid_fields() {
     // notBefore backdated by the skew, notAfter = now + TTL.
     let nb = cert.validity().not_before.timestamp();
     let na = cert.validity().not_after.timestamp();
-    let now = before.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs() as i64;
-    assert!((now - 61..=now - 59).contains(&nb), "backdated notBefore: {nb} vs {now}");
-    assert!((now + 3599..=now + 3601).contains(&na), "notAfter = now + ttl");
+    let now = before
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!(
+        (now - 61..=now - 59).contains(&nb),
+        "backdated notBefore: {nb} vs {now}"
+    );
+    assert!(
+        (now + 3599..=now + 3601).contains(&na),
+        "notAfter = now + ttl"
+    );
     // Signed with ECDSA P-256 / SHA-256.
     assert_eq!(
         cert.signature_algorithm.algorithm,
@@ -62,7 +71,12 @@ fn issued_leaf_has_exactly_the_svid_fields() {
     let san_ext = cert
         .extensions()
         .iter()
-        .find(|e| matches!(e.parsed_extension(), ParsedExtension::SubjectAlternativeName(_)))
+        .find(|e| {
+            matches!(
+                e.parsed_extension(),
+                ParsedExtension::SubjectAlternativeName(_)
+            )
+        })
         .unwrap();
     assert!(san_ext.critical);
     // Two serials differ.
@@ -103,7 +117,10 @@ fn csr_refusals() {
             ),
             CsrRefusal::MultipleUris,
         ),
-        (csr_with(&[id.as_str()], &["api.example.com"], false), CsrRefusal::NonUriSan),
+        (
+            csr_with(&[id.as_str()], &["api.example.com"], false),
+            CsrRefusal::NonUriSan,
+        ),
         (csr_with(&[id.as_str()], &[], true), CsrRefusal::CaRequested),
         (b"not a csr".to_vec(), CsrRefusal::Invalid),
         (vec![0u8; 20_000], CsrRefusal::TooLarge),
@@ -123,7 +140,11 @@ fn persisted_and_reloaded_with_0600_keys() {
     let ca_dir = dir.path().join("ca");
     let a = Ca::load_or_generate(&ca_dir, "cluster.local").unwrap();
     for f in [ROOT_KEY_FILE, ISSUER_KEY_FILE] {
-        let mode = std::fs::metadata(ca_dir.join(f)).unwrap().permissions().mode() & 0o777;
+        let mode = std::fs::metadata(ca_dir.join(f))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(mode, 0o600, "{f}");
     }
     let b = Ca::load_or_generate(&ca_dir, "cluster.local").unwrap();
@@ -134,10 +155,17 @@ fn persisted_and_reloaded_with_0600_keys() {
         std::fs::Permissions::from_mode(0o644),
     )
     .unwrap();
-    let err = Ca::load_or_generate(&ca_dir, "cluster.local").unwrap_err().to_string();
-    assert!(err.contains("issuer-key.pem") && err.contains("chmod 600"), "{err}");
+    let err = Ca::load_or_generate(&ca_dir, "cluster.local")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("issuer-key.pem") && err.contains("chmod 600"),
+        "{err}"
+    );
     // An incomplete CA directory is refused, not silently replaced.
     std::fs::remove_file(ca_dir.join(ISSUER_CERT_FILE)).unwrap();
-    let err = Ca::load_or_generate(&ca_dir, "cluster.local").unwrap_err().to_string();
+    let err = Ca::load_or_generate(&ca_dir, "cluster.local")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("issuer-cert.pem is missing"), "{err}");
 }

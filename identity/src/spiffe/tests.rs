@@ -20,7 +20,19 @@ fn parts() {
     assert_eq!(id.path(), "/ns/shop/sa/api");
     assert_eq!(id.namespace(), Some("shop"));
     assert_eq!(id.service_account(), Some("api"));
-    assert_eq!(SpiffeId::parse("spiffe://td/other/x").unwrap().namespace(), None);
+    assert_eq!(
+        SpiffeId::parse("spiffe://td/other/x").unwrap().namespace(),
+        None
+    );
+    // A namespace or service account is one segment; "/" cannot smuggle in another ID.
+    assert_eq!(
+        SpiffeId::workload("cluster.local", "a/sa/b", "c"),
+        Err(SpiffeIdError::NotWorkload)
+    );
+    assert_eq!(
+        SpiffeId::workload("cluster.local", "a", "b/c"),
+        Err(SpiffeIdError::NotWorkload)
+    );
 }
 
 #[test]

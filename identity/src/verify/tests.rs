@@ -26,7 +26,11 @@ fn mesh() -> Mesh {
     }
 }
 
-fn check(m: &Mesh, leaf: &CertificateDer<'_>, chain: &[CertificateDer<'_>]) -> Result<SpiffeId, VerifyError> {
+fn check(
+    m: &Mesh,
+    leaf: &CertificateDer<'_>,
+    chain: &[CertificateDer<'_>],
+) -> Result<SpiffeId, VerifyError> {
     let provider = crate::tls::provider();
     verify_svid(
         leaf,
@@ -71,7 +75,12 @@ fn refusals() {
         is_ca: true,
         ..LeafSpec::svid(API)
     };
-    let cases: Vec<(&str, CertificateDer<'static>, Vec<CertificateDer<'static>>, VerifyError)> = vec![
+    let cases: Vec<(
+        &str,
+        CertificateDer<'static>,
+        Vec<CertificateDer<'static>>,
+        VerifyError,
+    )> = vec![
         (
             "certificate from another CA",
             other.sign(&LeafSpec::svid(API)).0,
@@ -80,17 +89,39 @@ fn refusals() {
         ),
         (
             "wrong trust domain",
-            m.issuer.sign(&LeafSpec::svid("spiffe://evil.example/ns/default/sa/api")).0,
+            m.issuer
+                .sign(&LeafSpec::svid("spiffe://evil.example/ns/default/sa/api"))
+                .0,
             m.intermediates.clone(),
             VerifyError::WrongTrustDomain {
                 expected: "cluster.local".into(),
                 got: "evil.example".into(),
             },
         ),
-        ("expired", m.issuer.sign(&expired).0, m.intermediates.clone(), VerifyError::Expired),
-        ("CA as leaf", m.issuer.sign(&ca_leaf).0, m.intermediates.clone(), VerifyError::CaAsLeaf),
-        ("no URI SAN", m.issuer.sign(&no_uri).0, m.intermediates.clone(), VerifyError::UriSanCount(0)),
-        ("two URI SANs", m.issuer.sign(&two_uris).0, m.intermediates.clone(), VerifyError::UriSanCount(2)),
+        (
+            "expired",
+            m.issuer.sign(&expired).0,
+            m.intermediates.clone(),
+            VerifyError::Expired,
+        ),
+        (
+            "CA as leaf",
+            m.issuer.sign(&ca_leaf).0,
+            m.intermediates.clone(),
+            VerifyError::CaAsLeaf,
+        ),
+        (
+            "no URI SAN",
+            m.issuer.sign(&no_uri).0,
+            m.intermediates.clone(),
+            VerifyError::UriSanCount(0),
+        ),
+        (
+            "two URI SANs",
+            m.issuer.sign(&two_uris).0,
+            m.intermediates.clone(),
+            VerifyError::UriSanCount(2),
+        ),
         (
             "missing intermediate",
             m.issuer.sign(&LeafSpec::svid(API)).0,

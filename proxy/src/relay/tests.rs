@@ -40,5 +40,8 @@ async fn traffic_in_one_direction_keeps_the_connection() {
         let mut one = [0u8; 1];
         server.read_exact(&mut one).await.unwrap();
     }
-    assert!(!task.is_finished(), "active connection must not hit the idle timeout");
+    assert!(
+        !task.is_finished(),
+        "active connection must not hit the idle timeout"
+    );
 }

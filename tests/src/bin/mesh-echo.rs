@@ -14,7 +14,9 @@ const MAX_HEAD: usize = 16 * 1024;
 const METHODS: [&str; 7] = ["GET ", "POST", "PUT ", "HEAD", "DELE", "PATC", "OPTI"];
 
 fn main() {
-    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:8080".into());
+    let addr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:8080".into());
     let name = std::env::var("ECHO_NAME").unwrap_or_else(|_| "echo".into());
     let listener = match TcpListener::bind(&addr) {
         Ok(l) => l,
@@ -85,7 +87,10 @@ fn serve(conn: TcpStream, name: &str) {
         if reader.read_exact(&mut body).is_err() {
             return;
         }
-        let request_line = head.first().map(|l| l.trim_end().to_string()).unwrap_or_default();
+        let request_line = head
+            .first()
+            .map(|l| l.trim_end().to_string())
+            .unwrap_or_default();
         let mut text = format!("{name} received {request_line:?} from {peer}\n");
         for h in head.iter().skip(1) {
             if !h.trim().is_empty() {
