@@ -110,7 +110,11 @@ pub fn load_dir(dir: &Path) -> Result<Loaded, Error> {
 }
 
 fn parse_into(file: &str, text: &str, loaded: &mut Loaded, errors: &mut Vec<Error>) {
-    let documents: Vec<Value> = match serde_saphyr::from_multiple(text) {
+    // YAML 1.2 booleans only: with YAML 1.1's, a label `env: n` or a name
+    // `no` would silently become `false`.
+    let mut options = serde_saphyr::Options::default();
+    options.strict_booleans = true;
+    let documents: Vec<Value> = match serde_saphyr::from_multiple_with_options(text, options) {
         Ok(documents) => documents,
         Err(e) => {
             errors.push(Error::Syntax {
@@ -174,10 +178,12 @@ pub(crate) fn parse_value(
     };
     let api_version = str_field(&map, "apiVersion").unwrap_or_default().to_owned();
     let metadata = map.get("metadata").and_then(Value::as_object);
-    let name = metadata
-        .and_then(|m| str_field(m, "name"))
-        .unwrap_or_default()
-        .to_owned();
+    let name = match metadata.and_then(|m| m.get("name")) {
+        Some(Value::String(name)) => name.clone(),
+        None | Some(Value::Null) => String::new(),
+        // Shown as written so the error can say which object it is.
+        Some(other) => other.to_string(),
+    };
     let namespace = metadata
         .and_then(|m| str_field(m, "namespace"))
         .unwrap_or(crate::resource::DEFAULT_NAMESPACE)
