@@ -72,7 +72,11 @@ pub(crate) fn parse_port(text: &str) -> Option<u16> {
 /// "never expires": a typo must not turn a time-limited exception permanent.
 fn common(object: &Object, site: &Site<'_>, errors: &mut Vec<Error>) -> Common {
     let metadata: &ObjectMeta = object.metadata();
-    let dry_run = match metadata.annotations.get(ANNOTATION_DRY_RUN).map(String::as_str) {
+    let dry_run = match metadata
+        .annotations
+        .get(ANNOTATION_DRY_RUN)
+        .map(String::as_str)
+    {
         None | Some("false") => false,
         Some("true") => true,
         Some(other) => {
@@ -144,11 +148,7 @@ fn compile_object(
             n.metadata.labels.clone(),
         )),
     };
-    if errors.len() > start {
-        None
-    } else {
-        compiled
-    }
+    if errors.len() > start { None } else { compiled }
 }
 
 /// Checks one object as the loader reads it (file and object in the errors).

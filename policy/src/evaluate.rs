@@ -138,27 +138,31 @@ impl Evaluator {
     /// here (the caller is not meshed) and the result is allow.
     pub fn outbound(&self, request: &Request<'_>) -> Decision {
         let Some(source) = request.source.as_ref() else {
-            return Decision::new(Verdict::Allow, Stage::NetworkPolicy, DecidedBy::DefaultAllow);
+            return Decision::new(
+                Verdict::Allow,
+                Stage::NetworkPolicy,
+                DecidedBy::DefaultAllow,
+            );
         };
         let peer = NpPeerInfo {
             namespace: request.destination.as_ref().map(|d| d.namespace),
             labels: request.destination.as_ref().map(|d| d.labels),
             ip: request.destination_ip,
         };
-        let pass = |include_dry_run| {
-            match self.network_policy(
-                source,
-                Direction::Egress,
-                &peer,
-                request.destination_port,
-                request.now,
-                include_dry_run,
-            ) {
-                Some(denied_by) => {
-                    Decision::new(Verdict::Deny, Stage::NetworkPolicy, denied_by)
-                }
-                None => Decision::new(Verdict::Allow, Stage::NetworkPolicy, DecidedBy::DefaultAllow),
-            }
+        let pass = |include_dry_run| match self.network_policy(
+            source,
+            Direction::Egress,
+            &peer,
+            request.destination_port,
+            request.now,
+            include_dry_run,
+        ) {
+            Some(denied_by) => Decision::new(Verdict::Deny, Stage::NetworkPolicy, denied_by),
+            None => Decision::new(
+                Verdict::Allow,
+                Stage::NetworkPolicy,
+                DecidedBy::DefaultAllow,
+            ),
         };
         let mut decision = pass(false);
         if decision.is_allowed() && self.any_dry_run {
@@ -264,10 +268,7 @@ impl Evaluator {
     }
 
     /// Policies that may apply to a workload: the root namespace's, then its own.
-    fn authz_in_scope<'s>(
-        &'s self,
-        namespace: &str,
-    ) -> impl Iterator<Item = &'s Authz> + use<'s> {
+    fn authz_in_scope<'s>(&'s self, namespace: &str) -> impl Iterator<Item = &'s Authz> + use<'s> {
         let root = namespace_slice(&self.tables.authz, ROOT_NAMESPACE, |a| &a.common);
         let own = if namespace == ROOT_NAMESPACE {
             &[][..]
@@ -292,17 +293,18 @@ impl Evaluator {
         };
         // Istio: DENY policies are evaluated first; any match denies.
         for policy in self.authz_in_scope(destination.namespace) {
-            if policy.action == Action::Deny && applies(policy) {
-                if let Some(rule) = first_match(policy, facts, true) {
-                    return Decision::new(
-                        Verdict::Deny,
-                        Stage::AuthorizationPolicy,
-                        DecidedBy::Rule {
-                            object: policy.common.object.clone(),
-                            rule,
-                        },
-                    );
-                }
+            if policy.action == Action::Deny
+                && applies(policy)
+                && let Some(rule) = first_match(policy, facts, true)
+            {
+                return Decision::new(
+                    Verdict::Deny,
+                    Stage::AuthorizationPolicy,
+                    DecidedBy::Rule {
+                        object: policy.common.object.clone(),
+                        rule,
+                    },
+                );
             }
         }
         // Istio: no ALLOW policy for the workload ⇒ allow; otherwise a
@@ -324,13 +326,26 @@ impl Evaluator {
             }
         }
         if any_allow {
-            Decision::new(Verdict::Deny, Stage::AuthorizationPolicy, DecidedBy::DefaultDeny)
+            Decision::new(
+                Verdict::Deny,
+                Stage::AuthorizationPolicy,
+                DecidedBy::DefaultDeny,
+            )
         } else {
-            Decision::new(Verdict::Allow, Stage::AuthorizationPolicy, DecidedBy::DefaultAllow)
+            Decision::new(
+                Verdict::Allow,
+                Stage::AuthorizationPolicy,
+                DecidedBy::DefaultAllow,
+            )
         }
     }
 
-    fn audit(&self, destination: &Workload<'_>, facts: &Facts<'_>, now: SystemTime) -> Option<DecidedBy> {
+    fn audit(
+        &self,
+        destination: &Workload<'_>,
+        facts: &Facts<'_>,
+        now: SystemTime,
+    ) -> Option<DecidedBy> {
         self.authz_in_scope(destination.namespace)
             .filter(|a| {
                 a.action == Action::Audit
@@ -347,9 +362,9 @@ impl Evaluator {
             })
     }
 
-    /// Istio's precedence: workload selector (port-level over workload-level)
-    /// > namespace-wide > mesh-wide (root namespace); UNSET inherits from the
-    /// next level. Within one level the first by namespace then name wins
+    /// Istio's precedence: workload selector (port-level over
+    /// workload-level), then namespace-wide, then mesh-wide (root namespace);
+    /// UNSET inherits from the next level. Within one level the first by namespace then name wins
     /// (Istio picks the oldest; files have no creation time), with the
     /// workload's own namespace before the root namespace.
     fn peer_authentication(
@@ -385,14 +400,14 @@ impl Evaluator {
                 });
             }
         }
-        if let Some(policy) = selected {
-            if let Some(port_mode) = policy.port_mode(port).filter(|m| *m != MtlsMode::Unset) {
-                mode = port_mode;
-                by = Some(DecidedBy::Port {
-                    object: policy.common.object.clone(),
-                    port,
-                });
-            }
+        if let Some(policy) = selected
+            && let Some(port_mode) = policy.port_mode(port).filter(|m| *m != MtlsMode::Unset)
+        {
+            mode = port_mode;
+            by = Some(DecidedBy::Port {
+                object: policy.common.object.clone(),
+                port,
+            });
         }
         (mode, by)
     }
@@ -411,7 +426,9 @@ impl Evaluator {
     ) -> Option<DecidedBy> {
         let mut isolated_by = None;
         for policy in namespace_slice(&self.tables.netpol, pod.namespace, |n| &n.common) {
-            if !policy.common.active(now, include_dry_run) || !policy.pod_selector.matches(pod.labels) {
+            if !policy.common.active(now, include_dry_run)
+                || !policy.pod_selector.matches(pod.labels)
+            {
                 continue;
             }
             let rules = match direction {
@@ -419,7 +436,10 @@ impl Evaluator {
                 Direction::Egress => policy.egress.as_deref(),
             };
             let Some(rules) = rules else { continue };
-            if rules.iter().any(|r| self.np_rule_matches(policy, r, peer, port)) {
+            if rules
+                .iter()
+                .any(|r| self.np_rule_matches(policy, r, peer, port))
+            {
                 return None;
             }
             if isolated_by.is_none() {
@@ -431,16 +451,25 @@ impl Evaluator {
         isolated_by
     }
 
-    fn np_rule_matches(&self, policy: &NetPol, rule: &NpRule, peer: &NpPeerInfo<'_>, port: u16) -> bool {
+    fn np_rule_matches(
+        &self,
+        policy: &NetPol,
+        rule: &NpRule,
+        peer: &NpPeerInfo<'_>,
+        port: u16,
+    ) -> bool {
         let port_ok = rule.ports.as_ref().is_none_or(|ports| {
             ports.iter().any(|p: &NpPort| {
-                p.tcp && p.range.is_none_or(|(low, high)| low <= port && port <= high)
+                p.tcp
+                    && p.range
+                        .is_none_or(|(low, high)| low <= port && port <= high)
             })
         });
         port_ok
-            && rule.peers.as_ref().is_none_or(|peers| {
-                peers.iter().any(|p| self.np_peer_matches(policy, p, peer))
-            })
+            && rule
+                .peers
+                .as_ref()
+                .is_none_or(|peers| peers.iter().any(|p| self.np_peer_matches(policy, p, peer)))
     }
 
     fn np_peer_matches(&self, policy: &NetPol, np_peer: &NpPeer, peer: &NpPeerInfo<'_>) -> bool {
@@ -502,10 +531,10 @@ fn first_match(policy: &Authz, facts: &Facts<'_>, lenient_http: bool) -> Option<
                     (None, Some(_)) => b.next(),
                     (None, None) => return None,
                 };
-                if let Some(&i) = next {
-                    if matches(i as usize) {
-                        return Some(i as usize);
-                    }
+                if let Some(&i) = next
+                    && matches(i as usize)
+                {
+                    return Some(i as usize);
                 }
             }
         }
@@ -540,7 +569,8 @@ fn not_in(set: &Option<StrSet>, value: Option<&str>) -> bool {
 
 #[inline]
 fn ip_in(set: &Option<CidrSet>, ip: Option<IpAddr>) -> bool {
-    set.as_ref().is_none_or(|s| ip.is_some_and(|ip| s.contains(ip)))
+    set.as_ref()
+        .is_none_or(|s| ip.is_some_and(|ip| s.contains(ip)))
 }
 
 #[inline]
@@ -585,10 +615,19 @@ fn operation_matches(o: &OperationMatch, f: &Facts<'_>) -> bool {
         })
 }
 
-fn value_matches(set: &ValueSet, key: &ConditionKey, f: &Facts<'_>, http: Option<&Http<'_>>) -> bool {
+fn value_matches(
+    set: &ValueSet,
+    key: &ConditionKey,
+    f: &Facts<'_>,
+    http: Option<&Http<'_>>,
+) -> bool {
     match (key, set) {
-        (ConditionKey::SourceIp, ValueSet::Blocks(b)) => f.source_ip.is_some_and(|ip| b.contains(ip)),
-        (ConditionKey::RemoteIp, ValueSet::Blocks(b)) => f.remote_ip.is_some_and(|ip| b.contains(ip)),
+        (ConditionKey::SourceIp, ValueSet::Blocks(b)) => {
+            f.source_ip.is_some_and(|ip| b.contains(ip))
+        }
+        (ConditionKey::RemoteIp, ValueSet::Blocks(b)) => {
+            f.remote_ip.is_some_and(|ip| b.contains(ip))
+        }
         (ConditionKey::DestinationIp, ValueSet::Blocks(b)) => {
             f.destination_ip.is_some_and(|ip| b.contains(ip))
         }
@@ -599,9 +638,9 @@ fn value_matches(set: &ValueSet, key: &ConditionKey, f: &Facts<'_>, http: Option
         (ConditionKey::SourcePrincipal, ValueSet::Strings(s)) => {
             f.principal.is_some_and(|v| s.matches(v))
         }
-        (ConditionKey::RequestPrincipal, ValueSet::Strings(s)) => {
-            http.and_then(|h| h.request_principal).is_some_and(|v| s.matches(v))
-        }
+        (ConditionKey::RequestPrincipal, ValueSet::Strings(s)) => http
+            .and_then(|h| h.request_principal)
+            .is_some_and(|v| s.matches(v)),
         (ConditionKey::RequestHeader(name), ValueSet::Strings(s)) => {
             http.is_some_and(|h| h.headers.any(name, |v| s.matches(v)))
         }

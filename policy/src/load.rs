@@ -186,6 +186,7 @@ pub(crate) fn parse_value(
     };
     let namespace = metadata
         .and_then(|m| str_field(m, "namespace"))
+        .filter(|ns| !ns.is_empty())
         .unwrap_or(crate::resource::DEFAULT_NAMESPACE)
         .to_owned();
 
@@ -246,6 +247,16 @@ pub(crate) fn parse_value(
     if name.is_empty() {
         return Err(object_error("metadata.name is required".to_owned()));
     }
+    if let Err(message) = check_name(&name, 253, true) {
+        return Err(object_error(format!("metadata.name: {message}")));
+    }
+    if !cluster_scoped
+        && let Some(Value::String(ns)) = metadata.and_then(|m| m.get("namespace"))
+        && !ns.is_empty()
+        && let Err(message) = check_name(ns, 63, false)
+    {
+        return Err(object_error(format!("metadata.namespace: {message}")));
+    }
     if LATER_KINDS.iter().any(|(k, _)| *k == kind) {
         warnings.push(format!(
             "{file}: {object}: {kind} is not modeled by mesh-policy yet; ignored"
@@ -282,6 +293,28 @@ pub(crate) fn parse_value(
     } else {
         Err(errors)
     }
+}
+
+/// Kubernetes object names: DNS-1123 subdomains (names) or labels
+/// (namespaces). Anything else could not exist in a cluster, and a `/` or a
+/// space would make `<kind> <namespace>/<name>` in a denial ambiguous.
+fn check_name(name: &str, max: usize, dots: bool) -> Result<(), String> {
+    let valid_char =
+        |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || (dots && b == b'.');
+    let bytes = name.as_bytes();
+    let ends_ok = |b: Option<&u8>| b.is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    if name.len() > max
+        || !bytes.iter().all(|b| valid_char(*b))
+        || !ends_ok(bytes.first())
+        || !ends_ok(bytes.last())
+    {
+        return Err(format!(
+            "{name:?} is not a valid Kubernetes name (lowercase letters, digits, '-'{}; at most \
+             {max} characters; starting and ending with a letter or digit)",
+            if dots { ", '.'" } else { "" }
+        ));
+    }
+    Ok(())
 }
 
 /// Deserializes with the path of the offending field in the error.

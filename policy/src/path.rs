@@ -20,7 +20,9 @@ const MAX_SHOWN_PATH: usize = 256;
 
 /// Unicode characters that some servers fold into `/`, `\` or `.`
 /// (fullwidth forms, division and fraction slashes, set minus).
-const LOOK_ALIKES: [char; 6] = ['\u{FF0F}', '\u{FF3C}', '\u{FF0E}', '\u{2215}', '\u{2216}', '\u{2044}'];
+const LOOK_ALIKES: [char; 6] = [
+    '\u{FF0F}', '\u{FF3C}', '\u{FF0E}', '\u{2215}', '\u{2216}', '\u{2044}',
+];
 
 fn refuse(raw: &str, reason: &'static str) -> Error {
     let mut end = raw.len().min(MAX_SHOWN_PATH);
@@ -56,10 +58,8 @@ pub fn normalize_path(raw: &str) -> Result<String, Error> {
     while let Some(b) = bytes.next() {
         let byte = match b {
             b'%' => {
-                let (Some(h), Some(l)) = (
-                    bytes.next().and_then(hex),
-                    bytes.next().and_then(hex),
-                ) else {
+                let (Some(h), Some(l)) = (bytes.next().and_then(hex), bytes.next().and_then(hex))
+                else {
                     return Err(refuse(raw, "invalid percent-encoding"));
                 };
                 let byte = h << 4 | l;
@@ -73,7 +73,9 @@ pub fn normalize_path(raw: &str) -> Result<String, Error> {
                 byte
             }
             b'\\' => return Err(refuse(raw, "backslash")),
-            b if b >= 0x80 => return Err(refuse(raw, "raw non-ASCII byte (must be percent-encoded)")),
+            b if b >= 0x80 => {
+                return Err(refuse(raw, "raw non-ASCII byte (must be percent-encoded)"));
+            }
             b' ' => return Err(refuse(raw, "raw space")),
             b => b,
         };
@@ -85,8 +87,8 @@ pub fn normalize_path(raw: &str) -> Result<String, Error> {
         }
         decoded.push(byte);
     }
-    let decoded = std::str::from_utf8(&decoded)
-        .map_err(|_| refuse(raw, "invalid or overlong UTF-8"))?;
+    let decoded =
+        std::str::from_utf8(&decoded).map_err(|_| refuse(raw, "invalid or overlong UTF-8"))?;
     if decoded.contains(LOOK_ALIKES) {
         return Err(refuse(raw, "Unicode look-alike of `/`, `\\` or `.`"));
     }

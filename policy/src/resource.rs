@@ -98,7 +98,11 @@ pub struct ObjectMeta {
 impl ObjectMeta {
     /// The namespace the object lives in, with the documented default.
     pub fn namespace_or_default(&self) -> &str {
-        self.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE)
+        // Kubernetes reads an empty namespace as the default one too.
+        self.namespace
+            .as_deref()
+            .filter(|ns| !ns.is_empty())
+            .unwrap_or(DEFAULT_NAMESPACE)
     }
 }
 
@@ -235,11 +239,10 @@ impl Snapshot {
     /// Reads a snapshot received from the control plane, with every check the
     /// YAML loader applies; errors name `<snapshot>`, the object and the field.
     pub fn from_json(text: &str) -> Result<Snapshot, Error> {
-        let value: serde_json::Value =
-            serde_json::from_str(text).map_err(|e| Error::Syntax {
-                file: crate::load::SNAPSHOT_ORIGIN.to_owned(),
-                message: e.to_string(),
-            })?;
+        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| Error::Syntax {
+            file: crate::load::SNAPSHOT_ORIGIN.to_owned(),
+            message: e.to_string(),
+        })?;
         let items = match value {
             serde_json::Value::Object(mut map) => match map.remove("objects") {
                 Some(serde_json::Value::Array(items)) => items,

@@ -61,7 +61,11 @@ fn expired_deny_no_longer_denies() {
     // 2029-12-31T23:00-02:00 is 2030-01-01T01:00Z.
     let call = Call::from_sa("shop", "web").to("shop", API);
     assert!(!call.clone().inbound(&m).is_allowed());
-    assert!(call.at(now() + Duration::from_secs(3600)).inbound(&m).is_allowed());
+    assert!(
+        call.at(now() + Duration::from_secs(3600))
+            .inbound(&m)
+            .is_allowed()
+    );
 }
 
 #[test]
@@ -73,7 +77,10 @@ fn expired_peer_authentication_falls_back() {
     let call = Call::plaintext().to("shop", API);
     assert!(call.clone().inbound(&m).is_allowed());
     let d = call.at(now() + Duration::from_secs(1800)).inbound(&m);
-    assert_eq!((d.stage, d.decided_by.to_string()), (Stage::PeerAuthentication, "default deny".to_owned()));
+    assert_eq!(
+        (d.stage, d.decided_by.to_string()),
+        (Stage::PeerAuthentication, "default deny".to_owned())
+    );
 }
 
 const DRY_RUN_DENY: &str = "apiVersion: security.istio.io/v1
@@ -101,7 +108,10 @@ fn dry_run_deny_is_reported_not_enforced() {
     assert_eq!(d.label(), "dry_run_deny");
     let dry = d.dry_run.expect("would deny");
     assert_eq!(dry.stage, Stage::AuthorizationPolicy);
-    assert_eq!(dry.decided_by.to_string(), "AuthorizationPolicy shop/deny-dev rule 0");
+    assert_eq!(
+        dry.decided_by.to_string(),
+        "AuthorizationPolicy shop/deny-dev rule 0"
+    );
     let d = Call::from_sa("shop", "x").to("shop", API).inbound(&m);
     assert_eq!(d.label(), "allow");
 }
@@ -114,8 +124,17 @@ fn dry_run_allow_policy_reports_default_deny() {
     );
     let d = Call::from_sa("shop", "batch").to("shop", API).inbound(&m);
     assert_eq!(outcome(&d), "allow: default allow");
-    assert_eq!(d.dry_run.map(|x| x.decided_by.to_string()).as_deref(), Some("default deny"));
-    assert!(Call::from_sa("shop", "web").to("shop", API).inbound(&m).dry_run.is_none());
+    assert_eq!(
+        d.dry_run.map(|x| x.decided_by.to_string()).as_deref(),
+        Some("default deny")
+    );
+    assert!(
+        Call::from_sa("shop", "web")
+            .to("shop", API)
+            .inbound(&m)
+            .dry_run
+            .is_none()
+    );
 }
 
 #[test]
@@ -126,7 +145,10 @@ fn dry_run_does_not_mask_an_enforced_deny() {
     ));
     let d = Call::from_sa("dev", "x").to("shop", API).inbound(&m);
     assert_eq!(d.label(), "deny");
-    assert_eq!(d.decided_by.to_string(), "AuthorizationPolicy shop/deny-all rule 0");
+    assert_eq!(
+        d.decided_by.to_string(),
+        "AuthorizationPolicy shop/deny-all rule 0"
+    );
 }
 
 #[test]
@@ -138,12 +160,24 @@ fn dry_run_network_policy_and_peer_authentication() {
     let d = Call::from_sa("shop", "web").to("shop", API).inbound(&m);
     assert_eq!(d.label(), "dry_run_deny");
     let dry = d.dry_run.expect("would deny");
-    assert_eq!((dry.stage, dry.decided_by.to_string()), (Stage::NetworkPolicy, "NetworkPolicy shop/lockdown".to_owned()));
+    assert_eq!(
+        (dry.stage, dry.decided_by.to_string()),
+        (
+            Stage::NetworkPolicy,
+            "NetworkPolicy shop/lockdown".to_owned()
+        )
+    );
 
     let d = Call::plaintext().to("billing", API).inbound(&m);
     assert!(d.is_allowed());
     let dry = d.dry_run.expect("would deny");
-    assert_eq!((dry.stage, dry.decided_by.to_string()), (Stage::PeerAuthentication, "PeerAuthentication billing/strict".to_owned()));
+    assert_eq!(
+        (dry.stage, dry.decided_by.to_string()),
+        (
+            Stage::PeerAuthentication,
+            "PeerAuthentication billing/strict".to_owned()
+        )
+    );
 }
 
 #[test]
@@ -157,5 +191,8 @@ fn dry_run_outbound() {
         .check(&m);
     assert!(d.is_allowed());
     assert_eq!(d.label(), "dry_run_deny");
-    assert_eq!(d.dry_run.map(|x| x.decided_by.to_string()).as_deref(), Some("NetworkPolicy shop/no-egress"));
+    assert_eq!(
+        d.dry_run.map(|x| x.decided_by.to_string()).as_deref(),
+        Some("NetworkPolicy shop/no-egress")
+    );
 }

@@ -43,9 +43,15 @@ fn deny_before_allow() {
     .join("---\n");
     let m = mesh(&yaml);
     let d = Call::from_sa("shop", "web").to("shop", API).inbound(&m);
-    assert_eq!(outcome(&d), "deny: AuthorizationPolicy shop/deny-web rule 0");
+    assert_eq!(
+        outcome(&d),
+        "deny: AuthorizationPolicy shop/deny-web rule 0"
+    );
     let d = Call::from_sa("shop", "other").to("shop", API).inbound(&m);
-    assert_eq!(outcome(&d), "allow: AuthorizationPolicy shop/allow-all rule 0");
+    assert_eq!(
+        outcome(&d),
+        "allow: AuthorizationPolicy shop/allow-all rule 0"
+    );
 }
 
 #[test]
@@ -55,18 +61,25 @@ fn allow_policy_without_match_denies() {
         "only-web",
         "  rules:\n  - from:\n    - source:\n        principals: [\"cluster.local/ns/shop/sa/web\"]",
     ));
-    let d = Call::from_sa("shop", "intruder").to("shop", API).inbound(&m);
+    let d = Call::from_sa("shop", "intruder")
+        .to("shop", API)
+        .inbound(&m);
     assert_eq!(outcome(&d), "deny: default deny");
     assert_eq!(d.stage, mesh_policy::Stage::AuthorizationPolicy);
     // Istio: the default action is ALLOW.
     let d = Call::from_sa("shop", "web").to("shop", API).inbound(&m);
-    assert_eq!(outcome(&d), "allow: AuthorizationPolicy shop/only-web rule 0");
+    assert_eq!(
+        outcome(&d),
+        "allow: AuthorizationPolicy shop/only-web rule 0"
+    );
 }
 
 #[test]
 fn empty_spec_allows_nothing() {
     // Istio: `spec: {}` is an ALLOW policy with no rules: allow-nothing.
-    let m = mesh("apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata:\n  name: allow-nothing\n  namespace: shop\nspec: {}\n");
+    let m = mesh(
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata:\n  name: allow-nothing\n  namespace: shop\nspec: {}\n",
+    );
     let d = Call::from_sa("shop", "web").to("shop", API).inbound(&m);
     assert_eq!(outcome(&d), "deny: default deny");
 }
@@ -75,11 +88,20 @@ fn empty_spec_allows_nothing() {
 fn empty_rule_matches_everything() {
     // Istio: `rules: [{}]` matches every request (allow-all).
     let m = mesh(&shop("allow-all", "  action: ALLOW\n  rules: [{}]"));
-    let d = Call::plaintext().to("shop", API).http("DELETE", "/x").inbound(&m);
+    let d = Call::plaintext()
+        .to("shop", API)
+        .http("DELETE", "/x")
+        .inbound(&m);
     // (plaintext is refused by the default STRICT mode before authorization)
     assert_eq!(d.stage, mesh_policy::Stage::PeerAuthentication);
-    let d = Call::from_sa("other", "x").to("shop", API).http("DELETE", "/x").inbound(&m);
-    assert_eq!(outcome(&d), "allow: AuthorizationPolicy shop/allow-all rule 0");
+    let d = Call::from_sa("other", "x")
+        .to("shop", API)
+        .http("DELETE", "/x")
+        .inbound(&m);
+    assert_eq!(
+        outcome(&d),
+        "allow: AuthorizationPolicy shop/allow-all rule 0"
+    );
 }
 
 #[test]
@@ -126,7 +148,9 @@ fn selector_and_namespace(namespace: &str, pairs: &[(&str, &str)], want: &str) {
         "deny-all",
         "  selector:\n    matchLabels:\n      app: api\n  action: DENY\n  rules: [{}]",
     ));
-    let d = Call::from_sa("shop", "web").to(namespace, pairs).inbound(&m);
+    let d = Call::from_sa("shop", "web")
+        .to(namespace, pairs)
+        .inbound(&m);
     assert_eq!(outcome(&d), want);
 }
 
@@ -141,7 +165,9 @@ fn root_namespace_is_mesh_wide(namespace: &str, pairs: &[(&str, &str)], allowed:
         "deny-api",
         "  selector:\n    matchLabels:\n      app: api\n  action: DENY\n  rules: [{}]",
     ));
-    let d = Call::from_sa("shop", "web").to(namespace, pairs).inbound(&m);
+    let d = Call::from_sa("shop", "web")
+        .to(namespace, pairs)
+        .inbound(&m);
     assert_eq!(d.is_allowed(), allowed, "{}", outcome(&d));
 }
 
@@ -153,7 +179,12 @@ fn root_namespace_allow_without_selector_covers_everyone() {
         "allow-shop",
         "  rules:\n  - from:\n    - source:\n        namespaces: [\"shop\"]",
     ));
-    assert!(Call::from_sa("shop", "web").to("billing", API).inbound(&m).is_allowed());
+    assert!(
+        Call::from_sa("shop", "web")
+            .to("billing", API)
+            .inbound(&m)
+            .is_allowed()
+    );
     let d = Call::from_sa("dev", "web").to("billing", API).inbound(&m);
     assert_eq!(outcome(&d), "deny: default deny");
 }
@@ -199,7 +230,10 @@ fn first_matching_rule_is_named() {
         "rules",
         "  rules:\n  - to:\n    - operation:\n        ports: [\"1\"]\n  - to:\n    - operation:\n        ports: [\"8080\"]\n  - {}",
     ));
-    let d = Call::from_sa("shop", "web").to("shop", API).port(8080).inbound(&m);
+    let d = Call::from_sa("shop", "web")
+        .to("shop", API)
+        .port(8080)
+        .inbound(&m);
     assert_eq!(outcome(&d), "allow: AuthorizationPolicy shop/rules rule 1");
 }
 
@@ -343,7 +377,10 @@ fn http_only_fields_on_tcp(spec: &str, port: u16, allowed: bool) {
     // using HTTP-only fields never matches; a DENY rule ignores them and
     // matches more broadly. Both fail closed.
     let m = mesh(&shop("tcp", spec));
-    let d = Call::from_sa("shop", "web").to("shop", API).port(port).inbound(&m);
+    let d = Call::from_sa("shop", "web")
+        .to("shop", API)
+        .port(port)
+        .inbound(&m);
     assert_eq!(d.is_allowed(), allowed, "{}", outcome(&d));
 }
 
@@ -376,14 +413,33 @@ fn principal_index_keeps_rule_order() {
         }
     }
     // sa5 is allowed by rule 5 (its own port), and by rule 21 on port 7000.
-    spec.push_str("  - from:\n    - source:\n        principals: [\"cluster.local/ns/shop/sa/sa5\"]\n");
+    spec.push_str(
+        "  - from:\n    - source:\n        principals: [\"cluster.local/ns/shop/sa/sa5\"]\n",
+    );
     let m = mesh(&shop("many", &spec));
     let call = |sa: &str, port| {
-        outcome(&Call::from_sa("shop", sa).to("shop", API).port(port).inbound(&m))
+        outcome(
+            &Call::from_sa("shop", sa)
+                .to("shop", API)
+                .port(port)
+                .inbound(&m),
+        )
     };
-    assert_eq!(call("sa5", 8005), "allow: AuthorizationPolicy shop/many rule 5");
-    assert_eq!(call("sa30", 7000), "allow: AuthorizationPolicy shop/many rule 21");
-    assert_eq!(call("sa30", 8030), "allow: AuthorizationPolicy shop/many rule 31");
-    assert_eq!(call("sa5", 1234), "allow: AuthorizationPolicy shop/many rule 41");
+    assert_eq!(
+        call("sa5", 8005),
+        "allow: AuthorizationPolicy shop/many rule 5"
+    );
+    assert_eq!(
+        call("sa30", 7000),
+        "allow: AuthorizationPolicy shop/many rule 21"
+    );
+    assert_eq!(
+        call("sa30", 8030),
+        "allow: AuthorizationPolicy shop/many rule 31"
+    );
+    assert_eq!(
+        call("sa5", 1234),
+        "allow: AuthorizationPolicy shop/many rule 41"
+    );
     assert_eq!(call("nobody", 8005), "deny: default deny");
 }

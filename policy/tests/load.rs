@@ -61,6 +61,8 @@ fn authorization_policy_errors(spec: &str, want: &str) {
 #[test_case("- a\n- b\n", "document 1: expected a Kubernetes object" ; "not a mapping")]
 #[test_case("apiVersion: v1\nkind: Namespace\nmetadata: {}\n", "metadata.name is required" ; "missing name")]
 #[test_case("a: [unclosed\n", "policies/api.yaml: " ; "yaml syntax")]
+#[test_case("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: Shop_1\n", "policies/api.yaml: Namespace Shop_1: metadata.name: \"Shop_1\" is not a valid Kubernetes name" ; "invalid name")]
+#[test_case("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: a\n  namespace: a/b\n", "metadata.namespace: \"a/b\" is not a valid Kubernetes name" ; "invalid namespace")]
 fn document_errors(yaml: &str, want: &str) {
     let error = first_error(yaml);
     assert!(error.contains(want), "{error}\n  should contain: {want}");
@@ -80,7 +82,10 @@ fn network_policy_errors(spec: &str, want: &str) {
         "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: db\n  namespace: shop\nspec:\n{spec}"
     );
     let error = first_error(&yaml);
-    assert!(error.starts_with("policies/api.yaml: NetworkPolicy shop/db: "), "{error}");
+    assert!(
+        error.starts_with("policies/api.yaml: NetworkPolicy shop/db: "),
+        "{error}"
+    );
     assert!(error.contains(want), "{error}\n  should contain: {want}");
 }
 
@@ -92,7 +97,10 @@ fn peer_authentication_errors(spec: &str, want: &str) {
         "apiVersion: security.palisade.dev/v1\nkind: PeerAuthentication\nmetadata:\n  name: pa\n  namespace: shop\nspec:\n{spec}"
     );
     let error = first_error(&yaml);
-    assert!(error.starts_with("policies/api.yaml: PeerAuthentication shop/pa: "), "{error}");
+    assert!(
+        error.starts_with("policies/api.yaml: PeerAuthentication shop/pa: "),
+        "{error}"
+    );
     assert!(error.contains(want), "{error}\n  should contain: {want}");
 }
 
@@ -154,14 +162,27 @@ fn unknown_kinds_are_warnings() {
 fn missing_namespace_means_default() {
     let yaml = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata:\n  name: a\nspec:\n  action: DENY\n  rules: [{}]\n";
     let loaded = parse_yaml("x.yaml", yaml).expect("valid");
-    assert_eq!(loaded.snapshot.objects[0].object_ref().to_string(), "AuthorizationPolicy default/a");
+    assert_eq!(
+        loaded.snapshot.objects[0].object_ref().to_string(),
+        "AuthorizationPolicy default/a"
+    );
 }
 
 #[test]
 fn bad_input_never_panics() {
     for yaml in [
-        "", "---", "null", "[]", "42", "kind: 5", "apiVersion: [1]\nkind: Namespace",
-        "kind: List\napiVersion: v1\nitems: 5", "*alias", "a: &x [*x]", "\u{0}", "kind: AuthorizationPolicy\napiVersion: security.istio.io/v1\nmetadata: 7",
+        "",
+        "---",
+        "null",
+        "[]",
+        "42",
+        "kind: 5",
+        "apiVersion: [1]\nkind: Namespace",
+        "kind: List\napiVersion: v1\nitems: 5",
+        "*alias",
+        "a: &x [*x]",
+        "\u{0}",
+        "kind: AuthorizationPolicy\napiVersion: security.istio.io/v1\nmetadata: 7",
         "kind: AuthorizationPolicy\napiVersion: security.istio.io/v1\nmetadata: {name: a}\nspec: [1]",
     ] {
         let _ = parse_yaml("x.yaml", yaml);
@@ -174,8 +195,14 @@ fn directory_loads_sorted_and_whole() {
     let write = |name: &str, text: &str| {
         std::fs::write(dir.path().join(name), text).expect("write");
     };
-    write("b.yml", "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: b\n");
-    write("a.yaml", "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: a\n");
+    write(
+        "b.yml",
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: b\n",
+    );
+    write(
+        "a.yaml",
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: a\n",
+    );
     write("notes.txt", "not yaml: [");
     write(".hidden.yaml", "not yaml: [");
     std::fs::create_dir(dir.path().join("sub.yaml")).expect("mkdir");
@@ -192,7 +219,12 @@ fn directory_loads_sorted_and_whole() {
     write("c.yaml", &format!("{HEAD}spec:\n  action: CUSTOM\n"));
     let error = load_dir(dir.path()).expect_err("bad file");
     let shown = dir.path().join("c.yaml").display().to_string();
-    assert!(error.to_string().starts_with(&format!("{shown}: AuthorizationPolicy shop/allow-frontend: spec.action")), "{error}");
+    assert!(
+        error.to_string().starts_with(&format!(
+            "{shown}: AuthorizationPolicy shop/allow-frontend: spec.action"
+        )),
+        "{error}"
+    );
 
     let missing = load_dir(&dir.path().join("missing")).expect_err("missing dir");
     assert!(matches!(missing, Error::Io { .. }));
@@ -237,7 +269,11 @@ fn workload_subset_decides_alike() {
     let full = parse_yaml("x.yaml", &yaml).expect("valid").snapshot;
     let api_labels = support::labels(&[("app", "api")]);
     let subset = full.for_workload("shop", &api_labels);
-    let names: Vec<String> = subset.objects.iter().map(|o| o.object_ref().to_string()).collect();
+    let names: Vec<String> = subset
+        .objects
+        .iter()
+        .map(|o| o.object_ref().to_string())
+        .collect();
     assert_eq!(
         names,
         [
@@ -251,11 +287,16 @@ fn workload_subset_decides_alike() {
     let full = Evaluator::compile(&full, "cluster.local").expect("compile");
     let subset = Evaluator::compile(&subset, "cluster.local").expect("compile");
     let calls = [
-        Call::from_sa("shop", "web").source_ip("10.2.0.1").port(8080).http("GET", "/"),
+        Call::from_sa("shop", "web")
+            .source_ip("10.2.0.1")
+            .port(8080)
+            .http("GET", "/"),
         Call::from_sa("dev", "web").source_ip("10.2.0.1").port(8080),
         Call::plaintext().source_ip("10.2.0.1").port(9090),
         Call::plaintext().source_ip("10.1.0.1").port(9090),
-        Call::from_sa("shop", "web").source_workload("shop", &[("app", "web")]).port(8085),
+        Call::from_sa("shop", "web")
+            .source_workload("shop", &[("app", "web")])
+            .port(8085),
         Call::from_sa("other", "x").port(22),
     ];
     for call in calls {

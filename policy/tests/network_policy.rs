@@ -34,7 +34,11 @@ fn from_pod(namespace: &str, labels: &[(&str, &str)]) -> Call {
 #[test]
 fn not_selected_is_not_isolated() {
     // Kubernetes: a pod no policy selects is not isolated: all traffic allowed.
-    let m = mesh(&np("shop", "other", "  podSelector:\n    matchLabels:\n      app: cache\n  ingress: []"));
+    let m = mesh(&np(
+        "shop",
+        "other",
+        "  podSelector:\n    matchLabels:\n      app: cache\n  ingress: []",
+    ));
     assert!(from_pod("dev", WEB).inbound(&m).is_allowed());
 }
 
@@ -52,7 +56,13 @@ fn empty_ingress_rule_allows_all() {
     // Kubernetes: `ingress: [{}]` allows from everywhere, on every port.
     let m = mesh(&shop_db("  podSelector: {}\n  ingress: [{}]"));
     assert!(from_pod("dev", WEB).inbound(&m).is_allowed());
-    assert!(Call::from_sa("x", "y").source_ip("8.8.8.8").to("shop", DB).inbound(&m).is_allowed());
+    assert!(
+        Call::from_sa("x", "y")
+            .source_ip("8.8.8.8")
+            .to("shop", DB)
+            .inbound(&m)
+            .is_allowed()
+    );
 }
 
 #[test]
@@ -60,8 +70,16 @@ fn union_of_policies() {
     // Kubernetes: isolated ⇒ allowed if any rule of any selecting policy allows.
     let yaml = format!(
         "{NAMESPACES}{}{}",
-        np("shop", "a", "  podSelector: {}\n  ingress:\n  - from:\n    - podSelector:\n        matchLabels:\n          app: web"),
-        np("shop", "b", "  podSelector:\n    matchLabels:\n      app: db\n  ingress:\n  - from:\n    - namespaceSelector:\n        matchLabels:\n          env: dev"),
+        np(
+            "shop",
+            "a",
+            "  podSelector: {}\n  ingress:\n  - from:\n    - podSelector:\n        matchLabels:\n          app: web"
+        ),
+        np(
+            "shop",
+            "b",
+            "  podSelector:\n    matchLabels:\n      app: db\n  ingress:\n  - from:\n    - namespaceSelector:\n        matchLabels:\n          env: dev"
+        ),
     );
     let m = mesh(&yaml);
     assert!(from_pod("shop", WEB).inbound(&m).is_allowed());
@@ -89,7 +107,9 @@ fn union_of_policies() {
 #[test_case("  - podSelector:\n        matchLabels:\n          app: web\n        matchExpressions:\n        - key: tier\n          operator: Exists", "shop", WEB, false ; "matchLabels and matchExpressions are ANDed")]
 fn peers(from: &str, namespace: &str, labels: &[(&str, &str)], allowed: bool) {
     // Kubernetes: NetworkPolicyPeer semantics.
-    let m = mesh(&shop_db(&format!("  podSelector: {{}}\n  ingress:\n  - from:\n  {from}")));
+    let m = mesh(&shop_db(&format!(
+        "  podSelector: {{}}\n  ingress:\n  - from:\n  {from}"
+    )));
     let d = from_pod(namespace, labels).inbound(&m);
     assert_eq!(d.is_allowed(), allowed, "{}", outcome(&d));
 }
@@ -102,7 +122,11 @@ fn ip_block(source_ip: &str, allowed: bool) {
     let m = mesh(&shop_db(
         "  podSelector: {}\n  ingress:\n  - from:\n    - ipBlock:\n        cidr: 10.1.0.0/16\n        except: [10.1.2.0/24]",
     ));
-    let d = Call::from_sa("x", "y").source_ip(source_ip).to("shop", DB).port(5432).inbound(&m);
+    let d = Call::from_sa("x", "y")
+        .source_ip(source_ip)
+        .to("shop", DB)
+        .port(5432)
+        .inbound(&m);
     assert_eq!(d.is_allowed(), allowed, "{}", outcome(&d));
 }
 
@@ -114,7 +138,11 @@ fn external_source_matches_only_ip_blocks() {
         "{}apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata:\n  name: p\n  namespace: shop\nspec:\n  mtls:\n    mode: PERMISSIVE\n",
         shop_db("  podSelector: {}\n  ingress:\n  - from:\n    - namespaceSelector: {}")
     ));
-    let d = Call::plaintext().source_ip("203.0.113.9").to("shop", DB).port(5432).inbound(&m);
+    let d = Call::plaintext()
+        .source_ip("203.0.113.9")
+        .to("shop", DB)
+        .port(5432)
+        .inbound(&m);
     assert_eq!(outcome(&d), "deny: NetworkPolicy shop/db");
 }
 
@@ -125,11 +153,21 @@ fn known_namespace_unknown_labels() {
     let m = mesh(&shop_db(
         "  podSelector: {}\n  ingress:\n  - from:\n    - namespaceSelector:\n        matchLabels:\n          env: dev\n      podSelector: {}",
     ));
-    assert!(Call::from_sa("dev", "x").to("shop", DB).inbound(&m).is_allowed());
+    assert!(
+        Call::from_sa("dev", "x")
+            .to("shop", DB)
+            .inbound(&m)
+            .is_allowed()
+    );
     let m = mesh(&shop_db(
         "  podSelector: {}\n  ingress:\n  - from:\n    - namespaceSelector:\n        matchLabels:\n          env: dev\n      podSelector:\n        matchLabels:\n          app: web",
     ));
-    assert!(!Call::from_sa("dev", "x").to("shop", DB).inbound(&m).is_allowed());
+    assert!(
+        !Call::from_sa("dev", "x")
+            .to("shop", DB)
+            .inbound(&m)
+            .is_allowed()
+    );
 }
 
 #[test_case("  - port: 5432", 5432, true ; "numeric port")]
@@ -140,7 +178,9 @@ fn known_namespace_unknown_labels() {
 #[test_case("  - protocol: TCP", 1234, true ; "protocol without port is every port")]
 fn ports(ports: &str, port: u16, allowed: bool) {
     // Kubernetes: ports with protocol (TCP default), port and endPort.
-    let m = mesh(&shop_db(&format!("  podSelector: {{}}\n  ingress:\n  - ports:\n  {ports}")));
+    let m = mesh(&shop_db(&format!(
+        "  podSelector: {{}}\n  ingress:\n  - ports:\n  {ports}"
+    )));
     let d = from_pod("shop", WEB).port(port).inbound(&m);
     assert_eq!(d.is_allowed(), allowed, "{}", outcome(&d));
 }
@@ -177,14 +217,21 @@ fn egress_defaults_from_egress_section() {
     assert_eq!(outcome(&d), "deny: NetworkPolicy shop/web-out");
     assert_eq!(d.stage, Stage::NetworkPolicy);
     // The ingress side is isolated too (Ingress is always a default type).
-    assert!(!from_pod("shop", DB).to("shop", WEB).inbound(&m).is_allowed());
+    assert!(
+        !from_pod("shop", DB)
+            .to("shop", WEB)
+            .inbound(&m)
+            .is_allowed()
+    );
 }
 
 #[test]
 fn ingress_only_policy_does_not_isolate_egress() {
     // Kubernetes: policyTypes [Ingress] (the default without egress rules)
     // leaves egress open.
-    let m = mesh(&web_egress("  podSelector:\n    matchLabels:\n      app: web"));
+    let m = mesh(&web_egress(
+        "  podSelector:\n    matchLabels:\n      app: web",
+    ));
     assert!(from_web().to("dev", DB).outbound(&m).is_allowed());
 }
 
@@ -192,9 +239,16 @@ fn ingress_only_policy_does_not_isolate_egress() {
 fn egress_only_policy_type() {
     // Kubernetes: policyTypes [Egress] with no rules denies all egress and
     // leaves ingress open.
-    let m = mesh(&web_egress("  podSelector:\n    matchLabels:\n      app: web\n  policyTypes: [Egress]"));
+    let m = mesh(&web_egress(
+        "  podSelector:\n    matchLabels:\n      app: web\n  policyTypes: [Egress]",
+    ));
     assert!(!from_web().to("shop", DB).outbound(&m).is_allowed());
-    assert!(from_pod("shop", DB).to("shop", WEB).inbound(&m).is_allowed());
+    assert!(
+        from_pod("shop", DB)
+            .to("shop", WEB)
+            .inbound(&m)
+            .is_allowed()
+    );
 }
 
 #[test]
@@ -203,8 +257,22 @@ fn egress_to_external_ip_matches_only_ip_block() {
     let m = mesh(&web_egress(
         "  podSelector:\n    matchLabels:\n      app: web\n  egress:\n  - to:\n    - ipBlock:\n        cidr: 203.0.113.0/24\n  - to:\n    - namespaceSelector: {}",
     ));
-    assert!(from_web().to_outside().destination_ip("203.0.113.7").port(443).outbound(&m).is_allowed());
-    assert!(!from_web().to_outside().destination_ip("198.51.100.1").port(443).outbound(&m).is_allowed());
+    assert!(
+        from_web()
+            .outside_mesh()
+            .destination_ip("203.0.113.7")
+            .port(443)
+            .outbound(&m)
+            .is_allowed()
+    );
+    assert!(
+        !from_web()
+            .outside_mesh()
+            .destination_ip("198.51.100.1")
+            .port(443)
+            .outbound(&m)
+            .is_allowed()
+    );
     assert!(from_web().to("dev", DB).outbound(&m).is_allowed());
 }
 
@@ -213,8 +281,14 @@ fn check_needs_both_sides() {
     // Kubernetes: a connection needs the source's egress AND the destination's ingress.
     let yaml = format!(
         "{}{}",
-        web_egress("  podSelector:\n    matchLabels:\n      app: web\n  egress:\n  - to:\n    - podSelector: {}"),
-        np("shop", "db-in", "  podSelector:\n    matchLabels:\n      app: db\n  ingress:\n  - from:\n    - podSelector:\n        matchLabels:\n          app: api")
+        web_egress(
+            "  podSelector:\n    matchLabels:\n      app: web\n  egress:\n  - to:\n    - podSelector: {}"
+        ),
+        np(
+            "shop",
+            "db-in",
+            "  podSelector:\n    matchLabels:\n      app: db\n  ingress:\n  - from:\n    - podSelector:\n        matchLabels:\n          app: api"
+        )
     );
     let m = mesh(&yaml);
     let d = from_web().to("shop", DB).port(5432).check(&m);
@@ -229,5 +303,10 @@ fn check_needs_both_sides() {
 fn unmeshed_source_only_destination_checked() {
     // Either side unknown: only the other side's check is possible.
     let m = mesh(&web_egress("  podSelector: {}\n  policyTypes: [Egress]"));
-    assert!(Call::from_sa("dev", "x").to("shop", DB).check(&m).is_allowed());
+    assert!(
+        Call::from_sa("dev", "x")
+            .to("shop", DB)
+            .check(&m)
+            .is_allowed()
+    );
 }

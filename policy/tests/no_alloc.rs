@@ -187,5 +187,8 @@ fn evaluate_does_not_allocate() {
     assert!(checked.is_allowed());
     assert!(!plaintext.is_allowed());
     assert!(!tcp.is_allowed());
-    assert_eq!(denied.decided_by.to_string(), "AuthorizationPolicy shop/deny-admin rule 0");
+    assert_eq!(
+        denied.decided_by.to_string(),
+        "AuthorizationPolicy shop/deny-admin rule 0"
+    );
 }

@@ -98,7 +98,10 @@ fn no_bypass_of_deny_admin() {
                 if d.is_allowed() {
                     DifferentPath
                 } else {
-                    assert_eq!(outcome(&d), "deny: AuthorizationPolicy shop/deny-admin rule 0");
+                    assert_eq!(
+                        outcome(&d),
+                        "deny: AuthorizationPolicy shop/deny-admin rule 0"
+                    );
                     Denied
                 }
             }

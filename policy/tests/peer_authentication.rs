@@ -27,7 +27,12 @@ fn default_is_strict() {
     let d = Call::plaintext().to("shop", API).inbound(&m);
     assert_eq!(outcome(&d), "deny: default deny");
     assert_eq!(d.stage, Stage::PeerAuthentication);
-    assert!(Call::from_sa("shop", "web").to("shop", API).inbound(&m).is_allowed());
+    assert!(
+        Call::from_sa("shop", "web")
+            .to("shop", API)
+            .inbound(&m)
+            .is_allowed()
+    );
 }
 
 #[test_case(&[("mesh-system", "mesh", MESH_PERMISSIVE)], 8080, true, "" ; "mesh-wide permissive")]
@@ -43,11 +48,19 @@ fn default_is_strict() {
 #[test_case(&[("other", "ns", PERMISSIVE)], 8080, false, "default deny" ; "another namespace's policy does not apply")]
 #[test_case(&[("shop", "web-only", "  selector:\n    matchLabels:\n      app: web\n  mtls:\n    mode: PERMISSIVE")], 8080, false, "default deny" ; "selector for another workload does not apply")]
 #[test_case(&[("mesh-system", "api-everywhere", "  selector:\n    matchLabels:\n      app: api\n  mtls:\n    mode: PERMISSIVE"), ("shop", "ns", STRICT)], 8080, true, "" ; "root namespace selector is workload level")]
-fn precedence(policies: &[(&str, &str, &str)], port: u16, plaintext_allowed: bool, denied_by: &str) {
+fn precedence(
+    policies: &[(&str, &str, &str)],
+    port: u16,
+    plaintext_allowed: bool,
+    denied_by: &str,
+) {
     // Istio: most specific wins: workload selector (port-level over
     // workload-level) > namespace-wide > mesh-wide (root namespace); UNSET
     // inherits; STRICT refuses plaintext.
-    let yaml: String = policies.iter().map(|(ns, name, spec)| pa(ns, name, spec)).collect();
+    let yaml: String = policies
+        .iter()
+        .map(|(ns, name, spec)| pa(ns, name, spec))
+        .collect();
     let m = mesh(&yaml);
     let d = Call::plaintext().to("shop", API).port(port).inbound(&m);
     assert_eq!(d.is_allowed(), plaintext_allowed, "{}", outcome(&d));
@@ -71,7 +84,12 @@ fn permissive_plaintext_is_unauthenticated() {
         .inbound(&m);
     assert_eq!(outcome(&d), "deny: default deny");
     assert_eq!(d.stage, Stage::AuthorizationPolicy);
-    assert!(Call::from_sa("shop", "web").to("shop", API).inbound(&m).is_allowed());
+    assert!(
+        Call::from_sa("shop", "web")
+            .to("shop", API)
+            .inbound(&m)
+            .is_allowed()
+    );
 }
 
 #[test]
@@ -86,14 +104,23 @@ fn mtls_mode_query() {
         namespace: "shop",
         labels: &labels,
     };
-    assert_eq!(m.mtls_mode(&api, 8080, support::now()).0, MtlsMode::Permissive);
+    assert_eq!(
+        m.mtls_mode(&api, 8080, support::now()).0,
+        MtlsMode::Permissive
+    );
     let (mode, by) = m.mtls_mode(&api, 9090, support::now());
     assert_eq!(mode, MtlsMode::Strict);
-    assert_eq!(by.map(|b| b.to_string()).as_deref(), Some("PeerAuthentication shop/api port 9090"));
+    assert_eq!(
+        by.map(|b| b.to_string()).as_deref(),
+        Some("PeerAuthentication shop/api port 9090")
+    );
     let other = support::labels(&[]);
     let web = mesh_policy::Workload {
         namespace: "shop",
         labels: &other,
     };
-    assert_eq!(m.mtls_mode(&web, 8080, support::now()), (mesh_policy::DEFAULT_MTLS_MODE, None));
+    assert_eq!(
+        m.mtls_mode(&web, 8080, support::now()),
+        (mesh_policy::DEFAULT_MTLS_MODE, None)
+    );
 }

@@ -146,7 +146,7 @@ pub(crate) fn compile(
         .as_ref()
         .and_then(|s| s.match_labels.as_ref())
         .filter(|labels| !labels.is_empty())
-        .map(|labels| Selector::from_match_labels(labels));
+        .map(Selector::from_match_labels);
 
     let mut rules = Vec::new();
     for (r, rule) in spec.rules.iter().flatten().enumerate() {
@@ -359,10 +359,7 @@ fn compile_source(
     errors: &mut Vec<crate::Error>,
 ) -> (SourceMatch, bool) {
     if source == &Source::default() {
-        errors.push(site.field(
-            path,
-            "must not be empty; omit `from` to match any source",
-        ));
+        errors.push(site.field(path, "must not be empty; omit `from` to match any source"));
     }
     let strings = |v: &Option<Vec<String>>, field: &str, errors: &mut Vec<crate::Error>| {
         v.as_ref()
@@ -403,10 +400,7 @@ fn compile_operation(
     errors: &mut Vec<crate::Error>,
 ) -> (OperationMatch, bool) {
     if operation == &Operation::default() {
-        errors.push(site.field(
-            path,
-            "must not be empty; omit `to` to match any operation",
-        ));
+        errors.push(site.field(path, "must not be empty; omit `to` to match any operation"));
     }
     let strings =
         |v: &Option<Vec<String>>, field: &str, case: Case, errors: &mut Vec<crate::Error>| {
@@ -441,7 +435,12 @@ fn compile_operation(
         ports: ports(&operation.ports, "ports", errors),
         not_ports: ports(&operation.not_ports, "notPorts", errors),
         methods: strings(&operation.methods, "methods", Case::Sensitive, errors),
-        not_methods: strings(&operation.not_methods, "notMethods", Case::Sensitive, errors),
+        not_methods: strings(
+            &operation.not_methods,
+            "notMethods",
+            Case::Sensitive,
+            errors,
+        ),
         paths: strings(&operation.paths, "paths", Case::Sensitive, errors),
         not_paths: strings(&operation.not_paths, "notPaths", Case::Sensitive, errors),
     };
@@ -498,24 +497,25 @@ fn compile_condition(
         return None;
     }
     let start = errors.len();
-    let compile_values = |values: &Option<Vec<Scalar>>, field: &str, errors: &mut Vec<crate::Error>| {
-        let values = values.as_ref()?;
-        let field_path = format!("{path}.{field}");
-        let strings: Vec<String> = values.iter().map(|v| v.0.clone()).collect();
-        match key {
-            ConditionKey::SourceIp | ConditionKey::RemoteIp | ConditionKey::DestinationIp => {
-                cidr_set(&strings, &field_path, site, errors).map(ValueSet::Blocks)
+    let compile_values =
+        |values: &Option<Vec<Scalar>>, field: &str, errors: &mut Vec<crate::Error>| {
+            let values = values.as_ref()?;
+            let field_path = format!("{path}.{field}");
+            let strings: Vec<String> = values.iter().map(|v| v.0.clone()).collect();
+            match key {
+                ConditionKey::SourceIp | ConditionKey::RemoteIp | ConditionKey::DestinationIp => {
+                    cidr_set(&strings, &field_path, site, errors).map(ValueSet::Blocks)
+                }
+                ConditionKey::DestinationPort => {
+                    port_list(values, &field_path, site, errors).map(ValueSet::Ports)
+                }
+                ConditionKey::SourcePrincipal => {
+                    principal_set(&strings, &field_path, site, td, errors).map(ValueSet::Strings)
+                }
+                _ => string_set(&strings, &field_path, Case::Sensitive, site, errors)
+                    .map(ValueSet::Strings),
             }
-            ConditionKey::DestinationPort => {
-                port_list(values, &field_path, site, errors).map(ValueSet::Ports)
-            }
-            ConditionKey::SourcePrincipal => {
-                principal_set(&strings, &field_path, site, td, errors).map(ValueSet::Strings)
-            }
-            _ => string_set(&strings, &field_path, Case::Sensitive, site, errors)
-                .map(ValueSet::Strings),
-        }
-    };
+        };
     let values = compile_values(&condition.values, "values", errors);
     let not_values = compile_values(&condition.not_values, "notValues", errors);
     (errors.len() == start).then_some(ConditionMatch {

@@ -34,14 +34,22 @@ impl Cidr {
         };
         Ok(match address {
             IpAddr::V4(v4) => {
-                let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - prefix) };
+                let mask = if prefix == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - prefix)
+                };
                 Cidr::V4 {
                     network: u32::from(v4) & mask,
                     mask,
                 }
             }
             IpAddr::V6(v6) => {
-                let mask = if prefix == 0 { 0 } else { u128::MAX << (128 - prefix) };
+                let mask = if prefix == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - prefix)
+                };
                 Cidr::V6 {
                     network: u128::from(v6) & mask,
                     mask,
@@ -113,12 +121,24 @@ mod tests {
         assert!(!single.contains(ip("192.168.1.2")));
         let v6 = Cidr::parse("2001:db8::/32").expect("valid");
         assert!(v6.contains(ip("2001:db8::1")));
-        assert!(Cidr::parse("0.0.0.0/0").expect("valid").contains(ip("8.8.8.8")));
+        assert!(
+            Cidr::parse("0.0.0.0/0")
+                .expect("valid")
+                .contains(ip("8.8.8.8"))
+        );
     }
 
     #[test]
     fn refuses_garbage() {
-        for bad in ["", "10.0.0.0/33", "10.0.0.0/", "10.0.0/8", "abc", "10.0.0.0/+8", "::/129"] {
+        for bad in [
+            "",
+            "10.0.0.0/33",
+            "10.0.0.0/",
+            "10.0.0/8",
+            "abc",
+            "10.0.0.0/+8",
+            "::/129",
+        ] {
             assert!(Cidr::parse(bad).is_err(), "{bad}");
         }
     }

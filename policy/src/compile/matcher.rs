@@ -110,11 +110,13 @@ impl StrSet {
                 .binary_search_by(|p| cmp_folded(p, value))
                 .is_ok()
                 || self.prefixes.iter().any(|p| {
-                    value.len() >= p.len() && value.as_bytes()[..p.len()].eq_ignore_ascii_case(p.as_bytes())
+                    value.len() >= p.len()
+                        && value.as_bytes()[..p.len()].eq_ignore_ascii_case(p.as_bytes())
                 })
                 || self.suffixes.iter().any(|p| {
                     value.len() >= p.len()
-                        && value.as_bytes()[value.len() - p.len()..].eq_ignore_ascii_case(p.as_bytes())
+                        && value.as_bytes()[value.len() - p.len()..]
+                            .eq_ignore_ascii_case(p.as_bytes())
                 })
         } else {
             self.exact.binary_search_by(|p| (**p).cmp(value)).is_ok()

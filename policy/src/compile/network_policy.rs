@@ -34,7 +34,10 @@ pub(crate) enum NpPeer {
         namespace: Option<Selector>,
         pods: Option<Selector>,
     },
-    Block { cidr: Cidr, except: Vec<Cidr> },
+    Block {
+        cidr: Cidr,
+        except: Vec<Cidr>,
+    },
 }
 
 #[derive(Debug)]
@@ -80,7 +83,12 @@ pub(crate) fn compile(
         let path = format!("spec.ingress[{i}]");
         ingress.push(NpRule {
             peers: peers(rule.from.as_deref(), &format!("{path}.from"), site, errors),
-            ports: ports(rule.ports.as_deref(), &format!("{path}.ports"), site, errors),
+            ports: ports(
+                rule.ports.as_deref(),
+                &format!("{path}.ports"),
+                site,
+                errors,
+            ),
         });
     }
     let mut egress = Vec::new();
@@ -88,7 +96,12 @@ pub(crate) fn compile(
         let path = format!("spec.egress[{i}]");
         egress.push(NpRule {
             peers: peers(rule.to.as_deref(), &format!("{path}.to"), site, errors),
-            ports: ports(rule.ports.as_deref(), &format!("{path}.ports"), site, errors),
+            ports: ports(
+                rule.ports.as_deref(),
+                &format!("{path}.ports"),
+                site,
+                errors,
+            ),
         });
     }
     if errors.len() > start {
@@ -167,13 +180,10 @@ fn peers(
                 let pods = pods
                     .as_ref()
                     .and_then(|s| selector(s, &format!("{path}.podSelector"), site, errors));
-                let namespace = namespaces.as_ref().and_then(|s| {
-                    selector(s, &format!("{path}.namespaceSelector"), site, errors)
-                });
-                out.push(NpPeer::Pods {
-                    namespace,
-                    pods,
-                });
+                let namespace = namespaces
+                    .as_ref()
+                    .and_then(|s| selector(s, &format!("{path}.namespaceSelector"), site, errors));
+                out.push(NpPeer::Pods { namespace, pods });
             }
         }
     }

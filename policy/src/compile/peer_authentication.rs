@@ -36,7 +36,7 @@ pub(crate) fn compile(
         .as_ref()
         .and_then(|s| s.match_labels.as_ref())
         .filter(|labels| !labels.is_empty())
-        .map(|labels| Selector::from_match_labels(labels));
+        .map(Selector::from_match_labels);
     let mut ports = Vec::new();
     if let Some(levels) = &spec.port_level_mtls {
         // Istio applies port-level settings only to a selected workload: a

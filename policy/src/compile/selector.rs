@@ -73,12 +73,7 @@ impl Selector {
                 .map(|(k, v)| (k.as_str().into(), v.as_str().into()))
                 .collect();
         }
-        for (i, requirement) in selector
-            .match_expressions
-            .iter()
-            .flatten()
-            .enumerate()
-        {
+        for (i, requirement) in selector.match_expressions.iter().flatten().enumerate() {
             let field = format!("matchExpressions[{i}]");
             let key: Box<str> = requirement.key.as_str().into();
             if key.is_empty() {
@@ -138,13 +133,13 @@ impl Selector {
             .iter()
             .all(|(k, v)| target.label(k) == Some(&**v))
             && self.requirements.iter().all(|r| match r {
-                Requirement::In(k, values) => {
-                    target.label(k).is_some_and(|v| values.iter().any(|x| **x == *v))
-                }
+                Requirement::In(k, values) => target
+                    .label(k)
+                    .is_some_and(|v| values.iter().any(|x| **x == *v)),
                 // Kubernetes: NotIn also matches objects that lack the key.
-                Requirement::NotIn(k, values) => {
-                    target.label(k).is_none_or(|v| values.iter().all(|x| **x != *v))
-                }
+                Requirement::NotIn(k, values) => target
+                    .label(k)
+                    .is_none_or(|v| values.iter().all(|x| **x != *v)),
                 Requirement::Exists(k) => target.label(k).is_some(),
                 Requirement::DoesNotExist(k) => target.label(k).is_none(),
             })

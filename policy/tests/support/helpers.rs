@@ -91,7 +91,7 @@ impl Call {
         self
     }
 
-    pub fn to_outside(mut self) -> Call {
+    pub fn outside_mesh(mut self) -> Call {
         self.destination = None;
         self
     }
@@ -156,14 +156,14 @@ impl Call {
                 None => Peer::Plaintext,
             },
             source_ip: self.source_ip,
-            source: self.source.as_ref().map(|(namespace, labels)| Workload {
-                namespace,
-                labels,
-            }),
-            destination: self.destination.as_ref().map(|(namespace, labels)| Workload {
-                namespace,
-                labels,
-            }),
+            source: self
+                .source
+                .as_ref()
+                .map(|(namespace, labels)| Workload { namespace, labels }),
+            destination: self
+                .destination
+                .as_ref()
+                .map(|(namespace, labels)| Workload { namespace, labels }),
             destination_ip: self.destination_ip,
             destination_port: self.port,
             http,
