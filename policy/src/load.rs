@@ -75,6 +75,8 @@ pub fn load_dir(dir: &Path) -> Result<Loaded, Error> {
     }
     let mut loaded = Loaded::default();
     let mut errors = Vec::new();
+    // The file of each object, so a duplicate names both files.
+    let mut origins: Vec<String> = Vec::new();
     for name in names {
         let path = dir.join(&name);
         let shown = path.display().to_string();
@@ -98,11 +100,11 @@ pub fn load_dir(dir: &Path) -> Result<Loaded, Error> {
             Ok(text) => parse_into(&shown, &text, &mut loaded, &mut errors),
             Err(e) => errors.push(io(&path, e)),
         }
+        origins.resize(loaded.snapshot.objects.len(), shown);
     }
-    errors.extend(check_duplicates(
-        &dir.display().to_string(),
-        &loaded.snapshot.objects,
-    ));
+    errors.extend(duplicates(&loaded.snapshot.objects, |i| {
+        origins.get(i).map_or("", String::as_str)
+    }));
     match Error::from_list(errors) {
         Some(error) => Err(error),
         None => Ok(loaded),
@@ -329,16 +331,30 @@ fn deserialize<T: DeserializeOwned>(value: Value) -> Result<T, (String, String)>
 /// Kubernetes allows one object per kind, namespace and name; two files
 /// defining the same one would make the result depend on file order.
 pub(crate) fn check_duplicates(origin: &str, objects: &[Object]) -> Vec<Error> {
-    let mut seen = BTreeSet::new();
+    duplicates(objects, |_| origin)
+}
+
+fn duplicates<'a>(objects: &[Object], origin: impl Fn(usize) -> &'a str) -> Vec<Error> {
+    let mut seen = std::collections::BTreeMap::new();
     let mut errors = Vec::new();
-    for object in objects {
+    for (i, object) in objects.iter().enumerate() {
         let id = object.object_ref();
-        if !seen.insert(id.clone()) {
-            errors.push(Error::Object {
-                file: origin.to_owned(),
-                object: id.to_string(),
-                message: "defined more than once".to_owned(),
-            });
+        match seen.get(&id) {
+            None => {
+                seen.insert(id, i);
+            }
+            Some(&first) => {
+                let (file, first_file) = (origin(i), origin(first));
+                errors.push(Error::Object {
+                    file: file.to_owned(),
+                    object: id.to_string(),
+                    message: if file == first_file {
+                        "defined more than once".to_owned()
+                    } else {
+                        format!("defined more than once (also in {first_file})")
+                    },
+                });
+            }
         }
     }
     errors

@@ -181,6 +181,23 @@ impl Object {
         }
     }
 
+    /// Whether `palisade.dev/dry-run` is `"true"`: reported, never enforced.
+    pub fn is_dry_run(&self) -> bool {
+        self.metadata()
+            .annotations
+            .get(ANNOTATION_DRY_RUN)
+            .is_some_and(|v| v == "true")
+    }
+
+    /// The instant `palisade.dev/expires-at` names (`None` when absent; a
+    /// loaded object never holds an unparsable one).
+    pub fn expires_at(&self) -> Option<std::time::SystemTime> {
+        self.metadata()
+            .annotations
+            .get(ANNOTATION_EXPIRES_AT)
+            .and_then(|text| crate::compile::parse_rfc3339(text).ok())
+    }
+
     /// `kind namespace/name`; namespaced kinds get the default namespace when
     /// they name none.
     pub fn object_ref(&self) -> ObjectRef {

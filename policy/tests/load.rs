@@ -215,6 +215,23 @@ fn directory_loads_sorted_and_whole() {
         .collect();
     assert_eq!(names, ["a", "b"]);
 
+    // The same object in two files: both are named.
+    write(
+        "d.yaml",
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: a\n",
+    );
+    let error = load_dir(dir.path()).expect_err("duplicate");
+    let (a, d) = (dir.path().join("a.yaml"), dir.path().join("d.yaml"));
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "{}: Namespace a: defined more than once (also in {})",
+            d.display(),
+            a.display()
+        )
+    );
+    std::fs::remove_file(dir.path().join("d.yaml")).expect("rm");
+
     // One bad file fails the whole load, naming the file.
     write("c.yaml", &format!("{HEAD}spec:\n  action: CUSTOM\n"));
     let error = load_dir(dir.path()).expect_err("bad file");
