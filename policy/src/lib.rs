@@ -31,3 +31,13 @@ pub use evaluate::{
 pub use load::{Loaded, MAX_FILE_BYTES, SNAPSHOT_ORIGIN, load_dir, parse_yaml};
 pub use path::normalize_path;
 pub use resource::{Labels, MtlsMode, Object, ObjectRef, Snapshot};
+
+/// The proxy shares one compiled snapshot between its workers (behind an
+/// `Arc`, swapped through a `watch` channel), and decisions travel into
+/// async tasks: both must stay thread-safe.
+const _: fn() = || {
+    fn thread_safe<T: Send + Sync>() {}
+    thread_safe::<Evaluator>();
+    thread_safe::<Decision>();
+    thread_safe::<Snapshot>();
+};

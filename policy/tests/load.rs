@@ -39,6 +39,7 @@ fn error_names_file_object_and_field() {
 #[test_case("spec:\n  rules:\n  - to:\n    - operation:\n        paths: [\"/a*b\"]\n", "spec.rules[0].to[0].operation.paths[0]: \"/a*b\": `*` is supported only" ; "inner wildcard")]
 #[test_case("spec:\n  rules:\n  - to:\n    - operation:\n        paths: [\"/api/{*}\"]\n", "path templates" ; "path template")]
 #[test_case("spec:\n  rules:\n  - when:\n    - key: connection.sni\n      values: [\"x\"]\n", "spec.rules[0].when[0].key: \"connection.sni\" is not a supported condition key" ; "unknown condition key")]
+#[test_case("spec:\n  rules:\n  - when:\n    - key: request.headers[x a]\n      values: [\"1\"]\n", "\"request.headers[x a]\" is not a supported condition key" ; "bad header name")]
 #[test_case("spec:\n  rules:\n  - when:\n    - key: source.ip\n", "spec.rules[0].when[0]: needs `values` or `notValues`" ; "condition without values")]
 #[test_case("spec:\n  rules:\n  - when:\n    - key: destination.port\n      values: [\"http\"]\n", "spec.rules[0].when[0].values[0]: \"http\" is not a port" ; "condition port")]
 #[test_case("spec:\n  targetRefs:\n  - kind: Service\n    name: x\n", "spec.targetRefs: is not supported" ; "target refs")]

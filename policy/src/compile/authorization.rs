@@ -476,7 +476,13 @@ fn compile_condition(
             .strip_prefix("request.headers[")
             .and_then(|rest| rest.strip_suffix(']'))
         {
-            Some(name) if !name.is_empty() && !name.contains(['[', ']']) => {
+            // RFC 9110 token characters: anything else can never be a header name.
+            Some(name)
+                if !name.is_empty()
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)) =>
+            {
                 ConditionKey::RequestHeader(name.to_ascii_lowercase().into_boxed_str())
             }
             _ => {
