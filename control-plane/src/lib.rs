@@ -2,6 +2,7 @@
 
 pub mod certify;
 pub mod config;
+pub mod policy;
 pub mod server;
 
 use std::os::unix::fs::DirBuilderExt;
@@ -15,6 +16,7 @@ use mesh_identity::local::LocalCertifier;
 use mesh_identity::token::TokenKey;
 use mesh_identity::{Ca, Store};
 use mesh_proto::identity::identity_server::IdentityServer;
+use mesh_proto::policy::policy_server::PolicyServer;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::watch;
 
@@ -75,7 +77,24 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .map_err(anyhow::Error::msg)?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
 
+    let policies = policy::Policies::new(&args.trust_domain);
+    match &args.config_dir {
+        Some(dir) => {
+            if !dir.is_dir() {
+                bail!("--config-dir {} is not a directory", dir.display());
+            }
+            // The first load happens before serving, so proxies never see an
+            // empty policy when a folder was given.
+            policies.reload(dir);
+            tokio::spawn(policy::watch_dir(policies.clone(), dir.clone()));
+        }
+        None => tracing::warn!(
+            "no --config-dir: proxies get an empty policy (mTLS STRICT, no authorization policies)"
+        ),
+    }
+
     let status = Arc::new(Status {
+        policies: policies.clone(),
         metrics,
         store: store.clone(),
         ca: ca.clone(),
@@ -102,6 +121,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let mut grpc_shutdown = shutdown_rx.clone();
     let grpc = tonic::transport::Server::builder()
         .add_service(IdentityServer::new(identity_svc))
+        .add_service(PolicyServer::new(policy::PolicyService::new(policies)))
         .serve_with_incoming_shutdown(server::incoming(listener, tls), async move {
             mesh_admin::stopped(&mut grpc_shutdown).await;
         });
@@ -116,6 +136,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 }
 
 struct Status {
+    policies: Arc<policy::Policies>,
     metrics: PrometheusHandle,
     store: Arc<Store>,
     ca: Arc<Ca>,
@@ -157,11 +178,32 @@ impl Routes for Status {
                         "trust_bundle_roots": self.ca.bundle().len(),
                         "cert_ttl_seconds": self.cert_ttl.as_secs(),
                         "max_cert_ttl_seconds": self.max_cert_ttl.as_secs(),
+                        "policy": self.policy_status(),
                     }),
                 )
             }
             _ => Reply::not_found(),
         }
+    }
+}
+
+impl Status {
+    fn policy_status(&self) -> serde_json::Value {
+        let st = self.policies.current();
+        let proxies: Vec<_> = self
+            .policies
+            .registry
+            .lock()
+            .map(|r| r.values().cloned().collect())
+            .unwrap_or_default();
+        serde_json::json!({
+            "version": st.version,
+            "objects": st.snapshot.objects.iter().map(|o| o.object_ref().to_string()).collect::<Vec<_>>(),
+            "error": st.error,
+            "warnings": st.warnings,
+            "loaded_at": st.loaded_at.map(unix),
+            "connected_proxies": proxies,
+        })
     }
 }
 

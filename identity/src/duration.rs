@@ -24,6 +24,17 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("duration {s:?} is too large"))
 }
 
+/// Like [`parse_duration`], and also accepts milliseconds (`500ms`).
+pub fn parse_duration_ms(s: &str) -> Result<Duration, String> {
+    match s.trim().strip_suffix("ms") {
+        Some(n) => n
+            .parse::<u64>()
+            .map(Duration::from_millis)
+            .map_err(|_| format!("invalid duration {s:?}")),
+        None => parse_duration(s),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -39,5 +50,8 @@ mod tests {
         assert!(parse_duration("1w").is_err());
         assert!(parse_duration("-1s").is_err());
         assert!(parse_duration("99999999999999999999d").is_err());
+        assert_eq!(parse_duration_ms("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration_ms("2s"), Ok(Duration::from_secs(2)));
+        assert!(parse_duration_ms("xms").is_err());
     }
 }

@@ -5,3 +5,9 @@ pub mod identity {
     #![allow(clippy::all, missing_docs)]
     tonic::include_proto!("palisade.identity.v1");
 }
+
+/// Policy distribution: `Policy.Watch`.
+pub mod policy {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("palisade.policy.v1");
+}

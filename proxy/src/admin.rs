@@ -11,6 +11,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 pub struct Admin {
     pub store: Arc<Store>,
+    pub policy: crate::policy::PolicyRx,
     pub metrics: PrometheusHandle,
 }
 
@@ -19,15 +20,15 @@ impl Routes for Admin {
         match path {
             "/live" => Reply::text(StatusCode::OK, "live\n"),
             "/ready" => {
-                if crate::control::has_valid_certificate(&self.store) {
-                    Reply::text(StatusCode::OK, "ready\n")
+                if !crate::control::has_valid_certificate(&self.store) {
+                    Reply::text(StatusCode::SERVICE_UNAVAILABLE, "no valid certificate\n")
+                } else if self.policy.borrow().is_none() {
+                    Reply::text(StatusCode::SERVICE_UNAVAILABLE, "no policy yet\n")
                 } else {
-                    Reply::text(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "no valid certificate yet\n",
-                    )
+                    Reply::text(StatusCode::OK, "ready\n")
                 }
             }
+            "/policy" => self.policy(),
             "/metrics" => Reply {
                 status: StatusCode::OK,
                 content_type: "text/plain; version=0.0.4",
@@ -40,6 +41,27 @@ impl Routes for Admin {
 }
 
 impl Admin {
+    /// The policy snapshot in force and its version.
+    fn policy(&self) -> Reply {
+        let Some(view) = self.policy.borrow().clone() else {
+            return Reply::json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &serde_json::json!({"error": "no policy yet"}),
+            );
+        };
+        let snapshot: serde_json::Value =
+            serde_json::from_str(&view.snapshot.to_json()).unwrap_or(serde_json::Value::Null);
+        Reply::json(
+            StatusCode::OK,
+            &serde_json::json!({
+                "version": view.version,
+                "received_at": rfc3339(view.received_at),
+                "next_expiry": view.next_expiry.map(rfc3339),
+                "snapshot": snapshot,
+            }),
+        )
+    }
+
     /// The certificate in force and the trust bundle: public material only.
     fn certs(&self) -> Reply {
         let Some(c) = self.store.current() else {

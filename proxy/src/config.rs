@@ -84,6 +84,11 @@ pub struct RunArgs {
     #[arg(long, env = "MESH_HANDSHAKE_TIMEOUT", value_parser = mesh_identity::duration::parse_duration, default_value = "10s")]
     pub handshake_timeout: Duration,
 
+    /// How long to wait for a client's first bytes to detect its protocol
+    /// before relaying it as opaque TCP (server-first protocols pay this once).
+    #[arg(long, env = "MESH_DETECT_TIMEOUT", value_parser = mesh_identity::duration::parse_duration_ms, default_value = "500ms")]
+    pub detect_timeout: Duration,
+
     /// Connections with no traffic in either direction for this long are closed.
     #[arg(long, env = "MESH_IDLE_TIMEOUT", value_parser = mesh_identity::duration::parse_duration, default_value = "1h")]
     pub idle_timeout: Duration,

@@ -1,21 +1,37 @@
-//! Inbound: terminate mTLS from peer proxies (the client must present a valid
-//! SVID of our trust domain), read the target port, and deliver to the local
-//! app at that port.
+//! Inbound: every connection to the inbound port. Mesh mTLS (a TLS
+//! ClientHello) is terminated: the client must present a valid SVID of our
+//! trust domain, and the preamble names the target port. Anything else is a
+//! plaintext client, judged by PeerAuthentication (STRICT refuses it). Then
+//! the protocol is detected: HTTP/1.1 is authorized per request, everything
+//! else once per connection, and delivered to the app at the target port.
+
+pub mod http;
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
+use mesh_identity::SpiffeId;
+use mesh_policy::Peer;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
+use crate::detect::{self, Protocol, Rewind};
 use crate::drain::Drain;
+use crate::policy::{self, LocalWorkload, PolicyRx};
 use crate::relay::relay;
 use crate::wire;
 
 /// Connecting to the local app should be near-instant; a slow connect means it is down.
 const DEFAULT_APP_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long to wait for a client's first bytes before treating the
+/// connection as opaque TCP. Clients of server-first protocols (SMTP, MySQL)
+/// wait this long once per connection; HTTP clients speak at once.
+pub const DEFAULT_DETECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// The first byte of a TLS handshake record.
+const TLS_HANDSHAKE: u8 = 0x16;
 
 /// Inbound settings.
 pub struct Inbound {
@@ -24,7 +40,33 @@ pub struct Inbound {
     /// Ports the proxy itself listens on; never a delivery target.
     pub own_ports: HashSet<u16>,
     pub handshake_timeout: Duration,
+    pub detect_timeout: Duration,
     pub idle_timeout: Duration,
+    pub policy: PolicyRx,
+    pub local: Arc<LocalWorkload>,
+}
+
+/// The verified client of one inbound connection.
+#[derive(Debug, Clone)]
+pub struct Client {
+    pub addr: SocketAddr,
+    /// `None` for a plaintext client.
+    pub identity: Option<SpiffeId>,
+}
+
+impl Client {
+    pub fn peer(&self) -> Peer<'_> {
+        match &self.identity {
+            Some(id) => Peer::Mtls {
+                principal: id.as_str(),
+            },
+            None => Peer::Plaintext,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        self.identity.as_ref().map_or("-", |i| i.as_str())
+    }
 }
 
 impl Inbound {
@@ -48,14 +90,77 @@ impl Inbound {
             let this = self.clone();
             let acceptor = acceptor.clone();
             let guard = drain.track();
+            let drain = drain.clone();
             tokio::spawn(async move {
-                this.handle(acceptor, tcp, peer).await;
+                this.handle(acceptor, tcp, peer, drain).await;
                 drop(guard);
             });
         }
     }
 
-    async fn handle(&self, acceptor: TlsAcceptor, tcp: TcpStream, peer: SocketAddr) {
+    async fn handle(&self, acceptor: TlsAcceptor, tcp: TcpStream, peer: SocketAddr, drain: Drain) {
+        let local = match tcp.local_addr() {
+            Ok(a) => a,
+            Err(_) => return,
+        };
+        let mut first = [0u8; 1];
+        let is_tls = match tokio::time::timeout(self.handshake_timeout, tcp.peek(&mut first)).await
+        {
+            Ok(Ok(0)) | Ok(Err(_)) => return,
+            Ok(Ok(_)) => first[0] == TLS_HANDSHAKE,
+            Err(_) => {
+                refused("inbound", "timeout", peer, "client sent nothing");
+                return;
+            }
+        };
+        if is_tls {
+            let Some((tls, port)) = self.mesh_handshake(acceptor, tcp, peer).await else {
+                return;
+            };
+            let identity =
+                mesh_identity::verify::peer_identity(tls.get_ref().1.peer_certificates());
+            let client = Client {
+                addr: peer,
+                identity,
+            };
+            self.deliver(tls, client, local.ip(), port, true, drain)
+                .await;
+        } else {
+            // A plaintext client: redirected to us (transparent mode), so the
+            // port it wanted is the original destination.
+            let target = crate::orig_dst::original_dst(&tcp, local.is_ipv6())
+                .filter(|d| *d != local)
+                .map(|d| d.port());
+            let client = Client {
+                addr: peer,
+                identity: None,
+            };
+            match target {
+                Some(port) => {
+                    self.deliver(tcp, client, local.ip(), port, false, drain)
+                        .await
+                }
+                None => {
+                    // Decide anyway, so STRICT refusals are counted and named;
+                    // an allowed plaintext client still has nowhere to go.
+                    if self
+                        .authorize_l4(&client, local.ip(), local.port(), false)
+                        .is_some()
+                    {
+                        metrics::counter!("mesh_tcp_connection_errors_total", "direction" => "inbound", "reason" => "no_original_destination").increment(1);
+                        tracing::info!(%peer, "plaintext connection without an original destination (not redirected); closed");
+                    }
+                }
+            }
+        }
+    }
+
+    async fn mesh_handshake(
+        &self,
+        acceptor: TlsAcceptor,
+        tcp: TcpStream,
+        peer: SocketAddr,
+    ) -> Option<(tokio_rustls::server::TlsStream<TcpStream>, u16)> {
         let handshake = async {
             let mut tls = acceptor.accept(tcp).await?;
             let port = wire::read(&mut tls)
@@ -63,33 +168,103 @@ impl Inbound {
                 .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
             Ok::<_, std::io::Error>((tls, port))
         };
-        let (tls, port) = match tokio::time::timeout(self.handshake_timeout, handshake).await {
-            Ok(Ok(v)) => v,
+        match tokio::time::timeout(self.handshake_timeout, handshake).await {
+            Ok(Ok(v)) => Some(v),
             Ok(Err(e)) => {
                 let (mut reason, message) = mesh_identity::verify::describe_handshake_error(&e);
                 if reason == "io" && e.kind() == std::io::ErrorKind::InvalidData {
                     reason = "bad_preamble";
                 }
-                metrics::counter!("mesh_tls_handshake_failures_total", "direction" => "inbound", "reason" => reason).increment(1);
-                tracing::info!(%peer, reason, error = %message, "inbound connection refused");
-                return;
+                refused("inbound", reason, peer, &message);
+                None
             }
             Err(_) => {
-                metrics::counter!("mesh_tls_handshake_failures_total", "direction" => "inbound", "reason" => "timeout").increment(1);
-                tracing::info!(%peer, "inbound handshake timed out");
-                return;
+                refused("inbound", "timeout", peer, "handshake not finished in time");
+                None
             }
+        }
+    }
+
+    /// The L4 decision; `None` when denied (counted and logged).
+    fn authorize_l4(&self, client: &Client, dst_ip: IpAddr, port: u16, tls: bool) -> Option<()> {
+        let view = self.policy.borrow().clone();
+        let decision = policy::decide_inbound(
+            view.as_deref(),
+            &self.local,
+            policy::Inbound {
+                peer: client.peer(),
+                source_ip: client.addr.ip(),
+                destination_ip: dst_ip,
+                port,
+                http: None,
+            },
+        );
+        let Some(decision) = decision else {
+            tracing::warn!(peer = %client.addr, "refused: no policy yet");
+            return None;
         };
-        let client = mesh_identity::verify::peer_identity(tls.get_ref().1.peer_certificates());
-        let client_id = client.as_ref().map(|c| c.as_str()).unwrap_or("-");
+        policy::record("inbound", &decision);
+        tracing::info!(
+            access = "inbound",
+            src = %client.addr,
+            client = client.name(),
+            port,
+            tls,
+            decision = decision.label(),
+            policy = %decision.decided_by,
+            dry_run = %decision.dry_run.as_ref().map(|d| d.decided_by.to_string()).unwrap_or_default(),
+            "tcp"
+        );
+        decision.is_allowed().then_some(())
+    }
+
+    async fn deliver<S>(
+        &self,
+        stream: S,
+        client: Client,
+        dst_ip: IpAddr,
+        port: u16,
+        tls: bool,
+        drain: Drain,
+    ) where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         if self.own_ports.contains(&port) {
             metrics::counter!("mesh_tcp_connection_errors_total", "direction" => "inbound", "reason" => "loop").increment(1);
-            tracing::warn!(%peer, client = client_id, port, "refused: target is one of the proxy's own ports");
+            tracing::warn!(peer = %client.addr, client = client.name(), port, "refused: target is one of the proxy's own ports");
             return;
         }
-        metrics::counter!("mesh_tcp_connections_total", "direction" => "inbound", "tls" => "true")
-            .increment(1);
+        let mut stream = stream;
+        let (protocol, prefix) = match detect::detect(&mut stream, self.detect_timeout).await {
+            Ok(v) => v,
+            Err(_) => return,
+        };
+        let stream = Rewind::new(prefix, stream);
+        let tls_label = if tls { "true" } else { "false" };
         let target = SocketAddr::new(self.app_addr, port);
+        if protocol == Protocol::Http1 {
+            // PeerAuthentication and NetworkPolicy are L4 facts; the HTTP
+            // path evaluates them with every request, together with L7.
+            metrics::counter!("mesh_tcp_connections_total", "direction" => "inbound", "tls" => tls_label).increment(1);
+            http::serve(
+                stream,
+                http::Context {
+                    client,
+                    dst_ip,
+                    port,
+                    target,
+                    policy: self.policy.clone(),
+                    local: self.local.clone(),
+                },
+                drain,
+            )
+            .await;
+            return;
+        }
+        if self.authorize_l4(&client, dst_ip, port, tls).is_none() {
+            return;
+        }
+        metrics::counter!("mesh_tcp_connections_total", "direction" => "inbound", "tls" => tls_label).increment(1);
         let app = match tokio::time::timeout(
             DEFAULT_APP_CONNECT_TIMEOUT,
             TcpStream::connect(target),
@@ -99,24 +274,68 @@ impl Inbound {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
                 metrics::counter!("mesh_tcp_connection_errors_total", "direction" => "inbound", "reason" => "app_connect").increment(1);
-                tracing::warn!(%peer, client = client_id, %target, error = %e, "cannot connect to the app");
+                tracing::warn!(peer = %client.addr, client = client.name(), %target, error = %e, "cannot connect to the app");
                 return;
             }
             Err(_) => {
                 metrics::counter!("mesh_tcp_connection_errors_total", "direction" => "inbound", "reason" => "app_connect_timeout").increment(1);
-                tracing::warn!(%peer, client = client_id, %target, "connecting to the app timed out");
+                tracing::warn!(peer = %client.addr, client = client.name(), %target, "connecting to the app timed out");
                 return;
             }
         };
         let _ = app.set_nodelay(true);
-        tracing::debug!(%peer, client = client_id, %target, "inbound connection open");
-        match relay(tls, app, self.idle_timeout).await {
-            Ok((rx, tx)) => {
-                tracing::debug!(%peer, client = client_id, %target, rx, tx, "inbound connection closed")
+        tokio::select! {
+            r = relay(stream, app, self.idle_timeout) => {
+                if let Err(e) = r {
+                    tracing::debug!(peer = %client.addr, client = client.name(), %target, error = %e, "inbound connection ended");
+                }
             }
-            Err(e) => {
-                tracing::debug!(%peer, client = client_id, %target, error = %e, "inbound connection ended")
+            _ = self.revoked(&client, dst_ip, port) => {
+                tracing::info!(peer = %client.addr, client = client.name(), port, "open connection closed: no longer allowed by policy");
             }
         }
     }
+
+    /// Resolves when a new policy (or an expiring exception) no longer allows
+    /// this open connection.
+    async fn revoked(&self, client: &Client, dst_ip: IpAddr, port: u16) {
+        let mut rx = self.policy.clone();
+        loop {
+            let next_expiry = rx.borrow_and_update().as_ref().and_then(|v| v.next_expiry);
+            let wait_expiry = async {
+                match next_expiry.and_then(|t| t.duration_since(SystemTime::now()).ok()) {
+                    Some(d) => tokio::time::sleep(d + Duration::from_millis(1)).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                r = rx.changed() => if r.is_err() { return std::future::pending().await },
+                _ = wait_expiry => {}
+            }
+            let view = rx.borrow().clone();
+            let decision = policy::decide_inbound(
+                view.as_deref(),
+                &self.local,
+                policy::Inbound {
+                    peer: client.peer(),
+                    source_ip: client.addr.ip(),
+                    destination_ip: dst_ip,
+                    port,
+                    http: None,
+                },
+            );
+            if let Some(d) = decision
+                && !d.is_allowed()
+            {
+                policy::record("inbound", &d);
+                return;
+            }
+        }
+    }
+}
+
+/// Counts and logs a refused connection.
+fn refused(direction: &'static str, reason: &'static str, peer: SocketAddr, message: &str) {
+    metrics::counter!("mesh_tls_handshake_failures_total", "direction" => direction, "reason" => reason).increment(1);
+    tracing::info!(%peer, reason, error = %message, "inbound connection refused");
 }

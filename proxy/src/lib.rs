@@ -4,9 +4,12 @@
 pub mod admin;
 pub mod config;
 pub mod control;
+pub mod detect;
 pub mod drain;
 pub mod inbound;
+pub mod orig_dst;
 pub mod outbound;
+pub mod policy;
 pub mod relay;
 pub mod wire;
 
@@ -27,6 +30,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot read --trust-bundle {}", args.trust_bundle.display()))?;
     let bundle = TrustBundle::from_pem(&bundle_pem)
         .with_context(|| format!("--trust-bundle {}", args.trust_bundle.display()))?;
+    let labels =
+        policy::parse_labels(&args.labels).map_err(|e| anyhow::anyhow!("--labels: {e}"))?;
+    let local = Arc::new(policy::LocalWorkload {
+        name: args.workload.clone(),
+        namespace: args.namespace.clone(),
+        labels,
+        ips: workload_ips(&args),
+        ports: Vec::new(),
+    });
     let metrics = mesh_admin::install_metrics().map_err(anyhow::Error::msg)?;
     let store = Arc::new(Store::new(
         identity.clone(),
@@ -51,10 +63,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
 
     let (trigger, drain) = drain::new();
+    let (policy_tx, policy_rx) = tokio::sync::watch::channel(None);
     tokio::spawn(mesh_admin::serve(
         admin_listener,
         Arc::new(admin::Admin {
             store: store.clone(),
+            policy: policy_rx.clone(),
             metrics,
         }),
         drain.receiver(),
@@ -77,8 +91,24 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         _ = mesh_admin::shutdown_signal() => return Ok(()),
     }
     if let Some(c) = store.current() {
-        tracing::info!(identity = %c.identity, serial = %c.serial, "certificate received; serving");
+        tracing::info!(identity = %c.identity, serial = %c.serial, "certificate received; waiting for policy");
     }
+
+    // Policy.Watch authenticates us by our certificate, so its connection is
+    // made only now that we hold one.
+    let policy_channel = control::channel(&store, &args.control_plane)?;
+    tokio::spawn(policy::run_watch(
+        policy_channel,
+        (*local).clone(),
+        args.trust_domain.clone(),
+        policy_tx,
+    ));
+    let mut pol = policy_rx.clone();
+    tokio::select! {
+        r = pol.wait_for(|p| p.is_some()) => { r.context("policy channel closed")?; }
+        _ = mesh_admin::shutdown_signal() => return Ok(()),
+    }
+    tracing::info!("policy received; serving");
 
     let mut own_ports: HashSet<u16> =
         [args.inbound.port(), args.outbound.port(), args.admin.port()].into();
@@ -88,7 +118,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         app_addr: args.app_addr,
         own_ports,
         handshake_timeout: args.handshake_timeout,
+        detect_timeout: args.detect_timeout,
         idle_timeout: args.idle_timeout,
+        policy: policy_rx.clone(),
+        local: local.clone(),
     });
     tokio::spawn(inbound.serve(inbound_listener, drain.clone()));
     for (r, l) in route_listeners {
@@ -102,6 +135,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             tls,
             handshake_timeout: args.handshake_timeout,
             idle_timeout: args.idle_timeout,
+            policy: policy_rx.clone(),
+            local: local.clone(),
         });
         tokio::spawn(route.serve(l, drain.clone()));
     }
@@ -118,4 +153,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         tracing::info!("drained");
     }
     Ok(())
+}
+
+/// The workload's addresses: the inbound listener's when it is bound to one,
+/// else the app's.
+fn workload_ips(args: &RunArgs) -> Vec<std::net::IpAddr> {
+    let ip = args.inbound.ip();
+    if ip.is_unspecified() {
+        vec![args.app_addr]
+    } else {
+        vec![ip]
+    }
 }

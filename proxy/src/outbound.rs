@@ -11,6 +11,7 @@ use tokio_rustls::TlsConnector;
 
 use crate::config::StaticRoute;
 use crate::drain::Drain;
+use crate::policy::{self, LocalWorkload, PolicyRx};
 use crate::relay::relay;
 use crate::wire;
 
@@ -24,6 +25,8 @@ pub struct Route {
     pub tls: Arc<rustls::ClientConfig>,
     pub handshake_timeout: Duration,
     pub idle_timeout: Duration,
+    pub policy: PolicyRx,
+    pub local: Arc<LocalWorkload>,
 }
 
 impl Route {
@@ -60,6 +63,33 @@ impl Route {
         connector: TlsConnector,
         app: TcpStream,
     ) -> Result<(), (&'static str, String)> {
+        // NetworkPolicy egress of the local workload.
+        let peer_ip = self
+            .route
+            .peer
+            .rsplit_once(':')
+            .and_then(|(h, _)| h.trim_matches(['[', ']']).parse().ok());
+        let view = self.policy.borrow().clone();
+        let decision = policy::decide_outbound(
+            view.as_deref(),
+            &self.local,
+            peer_ip,
+            self.route.target_port,
+        )
+        .ok_or(("no_policy", "no policy yet".to_string()))?;
+        policy::record("outbound", &decision);
+        tracing::info!(
+            access = "outbound",
+            dst = %self.route.peer,
+            port = self.route.target_port,
+            server = %self.route.identity,
+            decision = decision.label(),
+            policy = %decision.decided_by,
+            "tcp"
+        );
+        if !decision.is_allowed() {
+            return Err(("denied", format!("denied by {}", decision.decided_by)));
+        }
         let tcp = match tokio::time::timeout(
             DEFAULT_PEER_CONNECT_TIMEOUT,
             TcpStream::connect(&self.route.peer),

@@ -1,0 +1,228 @@
+//! The policy in force at this proxy: received from `Policy.Watch`, compiled
+//! with mesh-policy (the one evaluator), published on a watch channel. The
+//! last snapshot stays in force when the control plane goes away; a snapshot
+//! that does not compile is refused and the previous one kept.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use mesh_policy::resource::ANNOTATION_EXPIRES_AT;
+use mesh_policy::{Decision, Http, Peer, Request, Workload};
+use mesh_policy::{Evaluator, Labels, Snapshot};
+use mesh_proto::policy::WatchRequest;
+use mesh_proto::policy::policy_client::PolicyClient;
+use tokio::sync::watch;
+use tonic::transport::Channel;
+
+/// First reconnect delay after the stream breaks; doubled up to the max.
+const DEFAULT_RETRY_MIN: Duration = Duration::from_millis(500);
+/// Longest reconnect delay: a restarted control plane is picked up within this.
+const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// A compiled snapshot.
+pub struct PolicyView {
+    pub version: u64,
+    pub evaluator: Evaluator,
+    pub snapshot: Snapshot,
+    pub received_at: SystemTime,
+    /// The earliest `expires-at` still in the future when received: open
+    /// connections are re-checked then.
+    pub next_expiry: Option<SystemTime>,
+}
+
+/// What this proxy fronts.
+#[derive(Debug, Clone)]
+pub struct LocalWorkload {
+    pub name: String,
+    pub namespace: String,
+    pub labels: Labels,
+    pub ips: Vec<IpAddr>,
+    pub ports: Vec<u16>,
+}
+
+impl LocalWorkload {
+    pub fn as_workload(&self) -> Workload<'_> {
+        Workload {
+            namespace: &self.namespace,
+            labels: &self.labels,
+        }
+    }
+}
+
+/// Parses `k=v,k2=v2`.
+pub fn parse_labels(s: &str) -> Result<Labels, String> {
+    let mut out = BTreeMap::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (k, v) = part
+            .split_once('=')
+            .ok_or_else(|| format!("label {part:?} is not k=v"))?;
+        if k.is_empty() {
+            return Err(format!("label {part:?} has an empty key"));
+        }
+        out.insert(k.to_string(), v.to_string());
+    }
+    Ok(out)
+}
+
+pub type PolicyRx = watch::Receiver<Option<Arc<PolicyView>>>;
+
+/// Compiles a received snapshot.
+pub fn compile(version: u64, json: &str, trust_domain: &str) -> Result<PolicyView, String> {
+    let snapshot = Snapshot::from_json(json).map_err(|e| e.to_string())?;
+    let evaluator = Evaluator::compile(&snapshot, trust_domain).map_err(|e| e.to_string())?;
+    let now = SystemTime::now();
+    Ok(PolicyView {
+        version,
+        next_expiry: next_expiry(&snapshot, now),
+        evaluator,
+        snapshot,
+        received_at: now,
+    })
+}
+
+/// The earliest `palisade.dev/expires-at` after `now`.
+pub fn next_expiry(snapshot: &Snapshot, now: SystemTime) -> Option<SystemTime> {
+    snapshot
+        .objects
+        .iter()
+        .filter_map(|o| o.metadata().annotations.get(ANNOTATION_EXPIRES_AT))
+        .filter_map(|t| {
+            time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+        })
+        .map(SystemTime::from)
+        .filter(|t| *t > now)
+        .min()
+}
+
+/// Keeps the policy current forever: watch, compile, publish; reconnect with
+/// backoff when the stream breaks, keeping the last snapshot meanwhile.
+pub async fn run_watch(
+    channel: Channel,
+    workload: LocalWorkload,
+    trust_domain: String,
+    tx: watch::Sender<Option<Arc<PolicyView>>>,
+) {
+    let mut client = PolicyClient::new(channel);
+    let mut delay = DEFAULT_RETRY_MIN;
+    loop {
+        let req = WatchRequest {
+            workload: workload.name.clone(),
+            labels: workload.labels.clone().into_iter().collect(),
+            ips: workload.ips.iter().map(|i| i.to_string()).collect(),
+            ports: workload.ports.iter().map(|p| u32::from(*p)).collect(),
+        };
+        match client.watch(req).await {
+            Ok(resp) => {
+                let mut stream = resp.into_inner();
+                loop {
+                    match stream.message().await {
+                        Ok(Some(msg)) => {
+                            delay = DEFAULT_RETRY_MIN;
+                            match compile(msg.version, &msg.snapshot_json, &trust_domain) {
+                                Ok(view) => {
+                                    tracing::info!(
+                                        version = msg.version,
+                                        objects = view.snapshot.objects.len(),
+                                        "policy received"
+                                    );
+                                    metrics::gauge!("mesh_policy_version").set(msg.version as f64);
+                                    tx.send_replace(Some(Arc::new(view)));
+                                }
+                                Err(e) => {
+                                    metrics::counter!("mesh_policy_errors_total").increment(1);
+                                    tracing::error!(version = msg.version, error = %e, "policy refused; keeping the previous one");
+                                }
+                            }
+                        }
+                        Ok(None) => {
+                            tracing::warn!("policy stream ended; keeping the last policy");
+                            break;
+                        }
+                        Err(s) => {
+                            tracing::warn!(error = %s.message(), "policy stream failed; keeping the last policy");
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(s) => {
+                tracing::warn!(code = ?s.code(), error = %s.message(), retry_in = ?delay, "cannot watch policy");
+            }
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(DEFAULT_RETRY_MAX);
+    }
+}
+
+/// The facts of one inbound connection or request.
+pub struct Inbound<'a> {
+    pub peer: Peer<'a>,
+    pub source_ip: IpAddr,
+    pub destination_ip: IpAddr,
+    pub port: u16,
+    pub http: Option<Http<'a>>,
+}
+
+/// Decides an inbound connection or request. Without a policy: deny (the
+/// proxy never serves before it has one, so this only guards races).
+pub fn decide_inbound(
+    view: Option<&PolicyView>,
+    local: &LocalWorkload,
+    f: Inbound<'_>,
+) -> Option<Decision> {
+    let view = view?;
+    let source_ns = match f.peer {
+        Peer::Mtls { principal } => mesh_identity::SpiffeId::parse(principal)
+            .ok()
+            .and_then(|id| id.namespace().map(str::to_string)),
+        Peer::Plaintext => None,
+    };
+    let empty = Labels::new();
+    let source = source_ns.as_deref().map(|ns| Workload {
+        namespace: ns,
+        // Source pod labels come with discovery; until then pod selectors
+        // on the source side match nothing (fail closed).
+        labels: &empty,
+    });
+    Some(view.evaluator.inbound(&Request {
+        peer: f.peer,
+        source_ip: Some(f.source_ip),
+        source,
+        destination: Some(local.as_workload()),
+        destination_ip: Some(f.destination_ip),
+        destination_port: f.port,
+        http: f.http,
+        now: SystemTime::now(),
+    }))
+}
+
+/// Decides an outbound connection from the local workload (NetworkPolicy egress).
+pub fn decide_outbound(
+    view: Option<&PolicyView>,
+    local: &LocalWorkload,
+    destination_ip: Option<IpAddr>,
+    port: u16,
+) -> Option<Decision> {
+    let view = view?;
+    Some(view.evaluator.outbound(&Request {
+        peer: Peer::Plaintext,
+        source_ip: local.ips.first().copied(),
+        source: Some(local.as_workload()),
+        destination: None,
+        destination_ip,
+        destination_port: port,
+        http: None,
+        now: SystemTime::now(),
+    }))
+}
+
+/// Counts a decision in `mesh_authz_decisions_total`.
+pub fn record(direction: &'static str, d: &Decision) {
+    let policy = match (&d.dry_run, d.is_allowed()) {
+        (Some(dry), true) => dry.decided_by.to_string(),
+        _ => d.decided_by.to_string(),
+    };
+    metrics::counter!("mesh_authz_decisions_total", "direction" => direction, "decision" => d.label(), "policy" => policy).increment(1);
+}
