@@ -123,12 +123,26 @@ fn pump(mut from: TcpStream, mut to: TcpStream, log: Arc<Mutex<Vec<u8>>>) {
 
 /// `GET path` over plain HTTP/1.1; returns (status, body).
 pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    http_request(addr, "GET", path, "admin", &[])
+}
+
+/// One HTTP/1.1 request (the path is sent exactly as given, unnormalized);
+/// returns (status, body).
+pub fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    host: &str,
+    headers: &[(&str, &str)],
+) -> std::io::Result<(u16, String)> {
     let mut c = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     c.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        c,
-        "GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n"
-    )?;
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    c.write_all(head.as_bytes())?;
     let mut raw = String::new();
     c.read_to_string(&mut raw)?;
     let status = raw

@@ -132,6 +132,38 @@ impl ControlPlane {
         cp
     }
 
+    /// The watched policy folder (`--config-dir`).
+    pub fn config_dir(&self) -> PathBuf {
+        self.dir.path().join("config")
+    }
+
+    /// Writes a policy file atomically (write, then rename), as editors and
+    /// ConfigMap updates do.
+    pub fn write_policy(&self, name: &str, yaml: &str) {
+        let tmp = self.dir.path().join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, yaml).expect("write policy");
+        std::fs::rename(&tmp, self.config_dir().join(name)).expect("rename policy");
+    }
+
+    /// Waits until the control plane has loaded exactly `n` policy objects.
+    pub fn wait_policy_objects(&self, n: usize) {
+        wait_for("control plane loaded the policy", READY_DEADLINE, || {
+            (self.status()["policy"]["objects"].as_array()?.len() == n).then_some(())
+        });
+    }
+
+    pub fn remove_policy(&self, name: &str) {
+        std::fs::remove_file(self.config_dir().join(name)).expect("remove policy");
+    }
+
+    /// `/status` of the control plane, parsed.
+    pub fn status(&self) -> serde_json::Value {
+        http_get(self.admin, "/status")
+            .ok()
+            .and_then(|(_, b)| serde_json::from_str(&b).ok())
+            .unwrap_or(serde_json::Value::Null)
+    }
+
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
     }
@@ -142,8 +174,11 @@ impl ControlPlane {
 
     /// Starts (again) on the same data dir and ports, and waits for /ready.
     pub fn restart(&mut self) {
+        std::fs::create_dir_all(self.config_dir()).expect("config dir");
         let mut cmd = Command::new(bin("mesh-control-plane"));
-        cmd.arg("--data-dir")
+        cmd.arg("--config-dir")
+            .arg(self.config_dir())
+            .arg("--data-dir")
             .arg(self.data_dir())
             .arg("--listen")
             .arg(self.listen.to_string())
@@ -329,6 +364,15 @@ impl Proxy {
         self.admin_get("/metrics").1
     }
 
+    /// The policy version in force, from /policy.
+    pub fn policy_version(&self) -> Option<u64> {
+        let (status, body) = self.admin_get("/policy");
+        if status != 200 {
+            return None;
+        }
+        serde_json::from_str::<serde_json::Value>(&body).ok()?["version"].as_u64()
+    }
+
     /// The serial of the certificate in force, from /certs.
     pub fn serial(&self) -> Option<String> {
         let (status, body) = self.admin_get("/certs");
@@ -341,6 +385,33 @@ impl Proxy {
 
     pub fn logs(&self) -> String {
         self.proc.logs()
+    }
+}
+
+/// The `mesh-echo` demo app as a process: HTTP requests are answered with
+/// what was received, other bytes echoed.
+pub struct EchoApp {
+    pub proc: Proc,
+    pub addr: SocketAddr,
+}
+
+impl EchoApp {
+    pub fn start(dir: &Path, name: &str) -> Self {
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let mut cmd = Command::new(bin("mesh-echo"));
+        cmd.arg(addr.to_string()).env("ECHO_NAME", name);
+        let proc = Proc::spawn(
+            cmd,
+            dir.join(format!("{name}-{}.log", crate::random_hex(4))),
+        );
+        wait_for("mesh-echo listening", READY_DEADLINE, || {
+            std::net::TcpStream::connect(addr).ok().map(|_| ())
+        });
+        Self { proc, addr }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
     }
 }
 
