@@ -1,0 +1,576 @@
+//! The proxy pairs under test, each `client proxy (A) → mTLS → server proxy
+//! (B) → upstream`, started as processes pinned to the proxies' CPU, with
+//! the same certificates and one worker each.
+//!
+//! Every pair exposes three routes on A: `http` (to the upstream's HTTP
+//! port), `bulk` (to its sink) and `probe` (through a [`crate::tls_probe`]
+//! relay to B's HTTP listener, to see the negotiated TLS group).
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+use crate::certs::{HOP_NAME, PalisadeIssuer, PeerCert};
+use crate::http1::{REQUEST, parse_head};
+use crate::procs::{self, Child, free_port, loopback};
+
+/// A pair gets this long from start to carrying a request.
+pub const READY_DEADLINE: Duration = Duration::from_secs(30);
+/// The namespace of every benchmark workload.
+pub const NAMESPACE: &str = "bench";
+
+/// Which pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// No proxy: the generator talks to the upstream.
+    Direct,
+    Palisade,
+    Haproxy,
+    Nginx,
+    Stunnel,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 5] = [
+        Kind::Direct,
+        Kind::Palisade,
+        Kind::Haproxy,
+        Kind::Nginx,
+        Kind::Stunnel,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Direct => "direct",
+            Kind::Palisade => "palisade",
+            Kind::Haproxy => "haproxy",
+            Kind::Nginx => "nginx",
+            Kind::Stunnel => "stunnel",
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Kind::Direct => "direct (no proxy)",
+            Kind::Palisade => "Palisade",
+            Kind::Haproxy => "HAProxy tcp",
+            Kind::Nginx => "nginx stream",
+            Kind::Stunnel => "stunnel",
+        }
+    }
+
+    /// The program a peer pair needs on PATH.
+    pub fn program(self) -> Option<&'static str> {
+        match self {
+            Kind::Haproxy => Some("haproxy"),
+            Kind::Nginx => Some("nginx"),
+            Kind::Stunnel => Some("stunnel4"),
+            Kind::Direct | Kind::Palisade => None,
+        }
+    }
+}
+
+/// Where things are, shared by every pair of a run.
+pub struct Setup {
+    pub work: PathBuf,
+    pub bin_dir: PathBuf,
+    pub upstream_http: SocketAddr,
+    pub upstream_sink: SocketAddr,
+    /// CPU for proxies (and the upstream, and the control plane).
+    pub cpu: Option<usize>,
+    pub control_plane: ControlPlane,
+    pub issuer: PalisadeIssuer,
+    /// Most connections a proxy must carry at once (S6), for peer configs.
+    pub max_conns: usize,
+}
+
+/// The run's control plane: Palisade proxies get their SVIDs from it, and
+/// its CA issues the peers' certificates.
+pub struct ControlPlane {
+    pub child: Child,
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+impl ControlPlane {
+    pub fn start(bin_dir: &Path, work: &Path, cpu: Option<usize>) -> anyhow::Result<Self> {
+        let data_dir = work.join("cp-data");
+        let listen = loopback(free_port()?);
+        let admin = loopback(free_port()?);
+        let args = vec![
+            "--data-dir".into(),
+            data_dir.display().to_string(),
+            "--listen".into(),
+            listen.to_string(),
+            "--admin".into(),
+            admin.to_string(),
+        ];
+        let mut child = procs::spawn(
+            "mesh-control-plane",
+            cpu,
+            &bin_dir.join("mesh-control-plane"),
+            &args,
+            &[],
+            work.join("control-plane.log"),
+        )?;
+        procs::wait_for("control plane /ready", READY_DEADLINE, || {
+            child.check_alive()?;
+            Ok((procs::http_status(admin, "/ready") == Some(200)).then_some(()))
+        })?;
+        Ok(Self {
+            child,
+            data_dir,
+            listen,
+            admin,
+        })
+    }
+
+    pub fn trust_bundle(&self) -> PathBuf {
+        self.data_dir.join("trust-bundle.pem")
+    }
+}
+
+/// A running pair.
+pub struct Pair {
+    pub kind: Kind,
+    pub http: SocketAddr,
+    pub bulk: SocketAddr,
+    pub probe: Option<SocketAddr>,
+    /// Where A's probe route connects (the relay listens here).
+    pub tap_listen: Option<SocketAddr>,
+    /// B's HTTP listener, where the relay forwards.
+    pub tap_target: Option<SocketAddr>,
+    /// (role, process): "client" is A, "server" is B.
+    pub procs: Vec<(&'static str, Child)>,
+}
+
+impl Pair {
+    pub fn pids(&self) -> Vec<(&'static str, u32)> {
+        self.procs.iter().map(|(r, c)| (*r, c.pid())).collect()
+    }
+
+    pub fn check_alive(&mut self) -> anyhow::Result<()> {
+        for (_, c) in &mut self.procs {
+            c.check_alive()?;
+        }
+        Ok(())
+    }
+
+    /// Stops both proxies by PID.
+    pub fn stop(&mut self) {
+        for (_, c) in &mut self.procs {
+            c.stop();
+        }
+    }
+}
+
+/// Listener ports of one pair.
+struct Ports {
+    a_http: u16,
+    a_bulk: u16,
+    a_probe: u16,
+    tap: u16,
+    b_http: u16,
+    b_bulk: u16,
+}
+
+impl Ports {
+    fn new() -> anyhow::Result<Self> {
+        Ok(Self {
+            a_http: free_port()?,
+            a_bulk: free_port()?,
+            a_probe: free_port()?,
+            tap: free_port()?,
+            b_http: free_port()?,
+            b_bulk: free_port()?,
+        })
+    }
+}
+
+fn spiffe(sa: &str) -> String {
+    format!(
+        "spiffe://{}/ns/{NAMESPACE}/sa/{sa}",
+        mesh_identity::DEFAULT_TRUST_DOMAIN
+    )
+}
+
+/// Starts `kind` and waits until a request passes through it.
+pub fn start(kind: Kind, setup: &Setup) -> anyhow::Result<Pair> {
+    let mut pair = match kind {
+        Kind::Direct => Pair {
+            kind,
+            http: setup.upstream_http,
+            bulk: setup.upstream_sink,
+            probe: None,
+            tap_listen: None,
+            tap_target: None,
+            procs: vec![],
+        },
+        Kind::Palisade => start_palisade(setup)?,
+        Kind::Haproxy | Kind::Nginx | Kind::Stunnel => start_peer(kind, setup)?,
+    };
+    let http = pair.http;
+    procs::wait_for(
+        &format!("a request through {}", kind.name()),
+        READY_DEADLINE,
+        || {
+            pair.check_alive()?;
+            Ok(blocking_get(http).ok())
+        },
+    )?;
+    Ok(pair)
+}
+
+fn start_palisade(setup: &Setup) -> anyhow::Result<Pair> {
+    let cp = &setup.control_plane;
+    let dir = setup.work.join("palisade");
+    std::fs::create_dir_all(&dir)?;
+    let p = Ports::new()?;
+    let key = mesh_identity::token::TokenKey::load_or_generate(&cp.data_dir)
+        .context("the control plane's token key")?;
+    let start_one =
+        |role: &'static str, routes: Vec<String>| -> anyhow::Result<(Child, SocketAddr, u16)> {
+            let sa = format!("palisade-{role}");
+            let token = dir.join(format!("{role}.token"));
+            std::fs::write(
+                &token,
+                key.create(NAMESPACE, &sa, Duration::from_secs(24 * 3600)),
+            )?;
+            let inbound = free_port()?;
+            let admin = loopback(free_port()?);
+            let mut args: Vec<String> = vec![
+                "run".into(),
+                "--control-plane".into(),
+                cp.listen.to_string(),
+                "--trust-bundle".into(),
+                cp.trust_bundle().display().to_string(),
+                "--namespace".into(),
+                NAMESPACE.into(),
+                "--service-account".into(),
+                sa,
+                "--token-file".into(),
+                token.display().to_string(),
+                "--inbound".into(),
+                loopback(inbound).to_string(),
+                "--outbound".into(),
+                loopback(free_port()?).to_string(),
+                "--admin".into(),
+                admin.to_string(),
+                "--workers".into(),
+                "1".into(),
+                "--drain-timeout".into(),
+                "1s".into(),
+            ];
+            for r in routes {
+                args.push("--static-route".into());
+                args.push(r);
+            }
+            let child = procs::spawn(
+                &format!("mesh-proxy ({role})"),
+                setup.cpu,
+                &setup.bin_dir.join("mesh-proxy"),
+                &args,
+                &[],
+                dir.join(format!("{role}.log")),
+            )?;
+            Ok((child, admin, inbound))
+        };
+    let (mut server, server_admin, server_inbound) = start_one("server", vec![])?;
+    let id = spiffe("palisade-server");
+    let (mut client, client_admin, _) = start_one(
+        "client",
+        vec![
+            format!(
+                "127.0.0.1:{}=127.0.0.1:{server_inbound}/{}@{id}",
+                p.a_http,
+                setup.upstream_http.port()
+            ),
+            format!(
+                "127.0.0.1:{}=127.0.0.1:{server_inbound}/{}@{id}",
+                p.a_bulk,
+                setup.upstream_sink.port()
+            ),
+            format!(
+                "127.0.0.1:{}=127.0.0.1:{}/{}@{id}",
+                p.a_probe,
+                p.tap,
+                setup.upstream_http.port()
+            ),
+        ],
+    )?;
+    for (c, admin) in [(&mut server, server_admin), (&mut client, client_admin)] {
+        procs::wait_for("mesh-proxy /ready", READY_DEADLINE, || {
+            c.check_alive()?;
+            Ok((procs::http_status(admin, "/ready") == Some(200)).then_some(()))
+        })?;
+    }
+    Ok(Pair {
+        kind: Kind::Palisade,
+        http: loopback(p.a_http),
+        bulk: loopback(p.a_bulk),
+        probe: Some(loopback(p.a_probe)),
+        tap_listen: Some(loopback(p.tap)),
+        tap_target: Some(loopback(server_inbound)),
+        procs: vec![("client", client), ("server", server)],
+    })
+}
+
+/// Everything a peer's config needs.
+pub struct PeerConfig<'a> {
+    pub dir: &'a Path,
+    pub role: &'static str,
+    pub cert: &'a PeerCert,
+    pub trust_bundle: &'a Path,
+    /// (listen port, connect port, TLS on the listen side, TLS on the connect side)
+    pub routes: Vec<(&'static str, u16, u16)>,
+    pub max_conns: usize,
+}
+
+impl PeerConfig<'_> {
+    fn is_client(&self) -> bool {
+        self.role == "client"
+    }
+}
+
+/// HAProxy in TCP mode, one thread. A's servers and B's binds use TLS 1.3
+/// with the peer certificate and require the other side's (chain to the
+/// Palisade root).
+pub fn haproxy_config(c: &PeerConfig<'_>) -> String {
+    let mut s = format!(
+        "global\n    nbthread 1\n    maxconn {max}\n    ssl-default-bind-options ssl-min-ver TLSv1.3\n    ssl-default-server-options ssl-min-ver TLSv1.3\n\ndefaults\n    mode tcp\n    maxconn {max}\n    timeout connect 5s\n    timeout client 1h\n    timeout server 1h\n",
+        max = c.max_conns
+    );
+    let tls = format!(
+        "ssl crt {} ca-file {} verify required",
+        c.cert.combined.display(),
+        c.trust_bundle.display()
+    );
+    for (name, listen, connect) in &c.routes {
+        if c.is_client() {
+            s += &format!(
+                "\nlisten {name}\n    bind 127.0.0.1:{listen}\n    server peer 127.0.0.1:{connect} {tls}\n"
+            );
+        } else {
+            s += &format!(
+                "\nlisten {name}\n    bind 127.0.0.1:{listen} {tls}\n    server upstream 127.0.0.1:{connect}\n"
+            );
+        }
+    }
+    s
+}
+
+/// nginx `stream`, one worker process.
+pub fn nginx_config(c: &PeerConfig<'_>) -> String {
+    let mut s = format!(
+        "load_module /usr/lib/nginx/modules/ngx_stream_module.so;\ndaemon off;\nmaster_process on;\nworker_processes 1;\nworker_rlimit_nofile {fds};\npid {dir}/nginx-{role}.pid;\nerror_log stderr warn;\n\nevents {{\n    worker_connections {fds};\n}}\n\nstream {{\n    proxy_timeout 1h;\n    proxy_connect_timeout 5s;\n",
+        fds = c.max_conns * 2 + 64,
+        dir = c.dir.display(),
+        role = c.role
+    );
+    let chain = c.cert.chain.display();
+    let key = c.cert.key.display();
+    let root = c.trust_bundle.display();
+    for (_, listen, connect) in &c.routes {
+        if c.is_client() {
+            s += &format!(
+                "    server {{\n        listen 127.0.0.1:{listen};\n        proxy_pass 127.0.0.1:{connect};\n        proxy_ssl on;\n        proxy_ssl_protocols TLSv1.3;\n        proxy_ssl_certificate {chain};\n        proxy_ssl_certificate_key {key};\n        proxy_ssl_trusted_certificate {root};\n        proxy_ssl_verify on;\n        proxy_ssl_verify_depth 3;\n        proxy_ssl_name {HOP_NAME};\n        proxy_ssl_server_name on;\n        proxy_ssl_session_reuse on;\n    }}\n"
+            );
+        } else {
+            s += &format!(
+                "    server {{\n        listen 127.0.0.1:{listen} ssl;\n        ssl_protocols TLSv1.3;\n        ssl_certificate {chain};\n        ssl_certificate_key {key};\n        ssl_client_certificate {root};\n        ssl_verify_client on;\n        ssl_verify_depth 3;\n        proxy_pass 127.0.0.1:{connect};\n    }}\n"
+            );
+        }
+    }
+    s += "}\n";
+    s
+}
+
+/// stunnel: no worker setting exists (it runs a thread per connection).
+/// Per-connection logging is turned down to warnings, as the other pairs
+/// log nothing per connection; TCP_NODELAY as the other pairs set it.
+pub fn stunnel_config(c: &PeerConfig<'_>) -> String {
+    let mut s = format!(
+        "foreground = yes\npid = {dir}/stunnel-{role}.pid\ndebug = 4\nsocket = l:TCP_NODELAY=1\nsocket = r:TCP_NODELAY=1\n",
+        dir = c.dir.display(),
+        role = c.role
+    );
+    for (name, listen, connect) in &c.routes {
+        s += &format!(
+            "\n[{name}]\naccept = 127.0.0.1:{listen}\nconnect = 127.0.0.1:{connect}\ncert = {}\nkey = {}\nCAfile = {}\nverifyChain = yes\nsslVersionMin = TLSv1.3\n",
+            c.cert.chain.display(),
+            c.cert.key.display(),
+            c.trust_bundle.display()
+        );
+        if c.is_client() {
+            s += "client = yes\n";
+        } else {
+            s += "requireCert = yes\n";
+        }
+    }
+    s
+}
+
+fn start_peer(kind: Kind, setup: &Setup) -> anyhow::Result<Pair> {
+    let name = kind.name();
+    let dir = setup.work.join(name);
+    std::fs::create_dir_all(&dir)?;
+    let p = Ports::new()?;
+    let tb = setup.control_plane.trust_bundle();
+    let client_cert = setup
+        .issuer
+        .issue(&dir, "client", &spiffe(&format!("{name}-client")))?;
+    let server_cert = setup
+        .issuer
+        .issue(&dir, "server", &spiffe(&format!("{name}-server")))?;
+    let server_cfg = PeerConfig {
+        dir: &dir,
+        role: "server",
+        cert: &server_cert,
+        trust_bundle: &tb,
+        routes: vec![
+            ("http", p.b_http, setup.upstream_http.port()),
+            ("bulk", p.b_bulk, setup.upstream_sink.port()),
+        ],
+        max_conns: setup.max_conns,
+    };
+    let client_cfg = PeerConfig {
+        dir: &dir,
+        role: "client",
+        cert: &client_cert,
+        trust_bundle: &tb,
+        routes: vec![
+            ("http", p.a_http, p.b_http),
+            ("bulk", p.a_bulk, p.b_bulk),
+            ("probe", p.a_probe, p.tap),
+        ],
+        max_conns: setup.max_conns,
+    };
+    let mut procs_v = Vec::new();
+    for cfg in [&server_cfg, &client_cfg] {
+        let (text, file) = match kind {
+            Kind::Haproxy => (haproxy_config(cfg), format!("haproxy-{}.cfg", cfg.role)),
+            Kind::Nginx => (nginx_config(cfg), format!("nginx-{}.conf", cfg.role)),
+            _ => (stunnel_config(cfg), format!("stunnel-{}.conf", cfg.role)),
+        };
+        let path = dir.join(file);
+        std::fs::write(&path, text)?;
+        let path_s = path.display().to_string();
+        let (program, args): (&str, Vec<String>) = match kind {
+            // -db: stay in the foreground, one process.
+            Kind::Haproxy => ("haproxy", vec!["-db".into(), "-f".into(), path_s]),
+            Kind::Nginx => (
+                "nginx",
+                vec![
+                    "-e".into(),
+                    "stderr".into(),
+                    "-p".into(),
+                    dir.display().to_string(),
+                    "-c".into(),
+                    path_s,
+                ],
+            ),
+            _ => ("stunnel4", vec![path_s]),
+        };
+        let program = which(program).with_context(|| format!("{program} is not installed"))?;
+        let child = procs::spawn(
+            &format!("{name} ({})", cfg.role),
+            setup.cpu,
+            &program,
+            &args,
+            &[],
+            dir.join(format!("{}.log", cfg.role)),
+        )?;
+        procs_v.push((cfg.role, child));
+    }
+    procs_v.reverse();
+    Ok(Pair {
+        kind,
+        http: loopback(p.a_http),
+        bulk: loopback(p.a_bulk),
+        probe: Some(loopback(p.a_probe)),
+        tap_listen: Some(loopback(p.tap)),
+        tap_target: Some(loopback(p.b_http)),
+        procs: procs_v,
+    })
+}
+
+/// The full path of `program` on PATH (and in /usr/sbin, where Debian puts
+/// haproxy and nginx).
+pub fn which(program: &str) -> Option<PathBuf> {
+    let path = std::env::var("PATH").unwrap_or_default();
+    path.split(':')
+        .chain(["/usr/sbin", "/usr/bin", "/sbin", "/bin"])
+        .map(|d| Path::new(d).join(program))
+        .find(|p| p.is_file())
+}
+
+/// One blocking GET through `addr`; Ok when a complete 200 came back.
+pub fn blocking_get(addr: SocketAddr) -> anyhow::Result<()> {
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    s.write_all(REQUEST)?;
+    let mut buf = Vec::with_capacity(2048);
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(h) = parse_head(&buf, true)?
+            && buf.len() >= h.len + h.content_length
+        {
+            anyhow::ensure!(h.status == 200, "status {}", h.status);
+            return Ok(());
+        }
+        let n = s.read(&mut chunk)?;
+        anyhow::ensure!(n > 0, "closed before a complete response");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cert() -> PeerCert {
+        PeerCert {
+            chain: "/c/chain.pem".into(),
+            key: "/c/key.pem".into(),
+            combined: "/c/combined.pem".into(),
+            spiffe_id: spiffe("x"),
+        }
+    }
+
+    #[test]
+    fn peer_configs_require_tls13_and_mutual_verification() {
+        let c = cert();
+        let tb = PathBuf::from("/c/root.pem");
+        let mk = |role| PeerConfig {
+            dir: Path::new("/w"),
+            role,
+            cert: &c,
+            trust_bundle: &tb,
+            routes: vec![("http", 1000, 2000)],
+            max_conns: 100,
+        };
+        let (client, server) = (mk("client"), mk("server"));
+        let h = haproxy_config(&client);
+        assert!(h.contains(
+            "server peer 127.0.0.1:2000 ssl crt /c/combined.pem ca-file /c/root.pem verify required"
+        ));
+        assert!(h.contains("nbthread 1") && h.contains("ssl-min-ver TLSv1.3"));
+        assert!(haproxy_config(&server).contains("bind 127.0.0.1:1000 ssl crt"));
+        let n = nginx_config(&server);
+        assert!(n.contains("ssl_verify_client on;") && n.contains("ssl_protocols TLSv1.3;"));
+        assert!(n.contains("worker_processes 1;"));
+        let n = nginx_config(&client);
+        assert!(
+            n.contains("proxy_ssl_verify on;") && n.contains("proxy_ssl_certificate /c/chain.pem;")
+        );
+        let s = stunnel_config(&server);
+        assert!(s.contains("requireCert = yes") && s.contains("verifyChain = yes"));
+        assert!(stunnel_config(&client).contains("client = yes"));
+    }
+}
