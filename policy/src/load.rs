@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use crate::Error;
 use crate::compile::check_object;
+use crate::resource::Service;
 use crate::resource::{
     AuthorizationPolicy, CORE_API_VERSION, NETWORKING_API_VERSION, Namespace, NetworkPolicy,
     Object, PeerAuthentication, SECURITY_API_VERSIONS, Snapshot,
@@ -27,8 +28,7 @@ pub const MAX_FILE_BYTES: u64 = 8 * 1024 * 1024;
 
 /// Kinds the mesh will model later: parsed past with a warning, so a folder
 /// can already hold them, while their apiVersion is still checked.
-const LATER_KINDS: [(&str, &[&str]); 3] = [
-    ("Service", &[CORE_API_VERSION]),
+const LATER_KINDS: [(&str, &[&str]); 2] = [
     ("HTTPRoute", &["gateway.networking.k8s.io/v1"]),
     ("RateLimitPolicy", &["policy.palisade.dev/v1alpha1"]),
 ];
@@ -37,6 +37,8 @@ const LATER_KINDS: [(&str, &[&str]); 3] = [
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Loaded {
     pub snapshot: Snapshot,
+    /// Services (discovery, not policy), in file order.
+    pub services: Vec<Service>,
     /// Documents that were read but are not policy (unknown kinds...), one
     /// line each, naming the file and the object.
     pub warnings: Vec<String>,
@@ -127,11 +129,70 @@ fn parse_into(file: &str, text: &str, loaded: &mut Loaded, errors: &mut Vec<Erro
         }
     };
     for (index, document) in documents.into_iter().enumerate() {
+        if is_service(&document) {
+            match parse_service(file, document) {
+                Ok(s) => loaded.services.push(s),
+                Err(e) => errors.push(e),
+            }
+            continue;
+        }
         match parse_value(file, index + 1, document, &mut loaded.warnings) {
             Ok(objects) => loaded.snapshot.objects.extend(objects),
             Err(e) => errors.extend(e),
         }
     }
+}
+
+fn is_service(v: &Value) -> bool {
+    v.get("kind").and_then(Value::as_str) == Some("Service")
+}
+
+/// A Service document, with errors naming the file, object and field.
+fn parse_service(file: &str, mut value: Value) -> Result<Service, Error> {
+    let name = value
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    let namespace = value
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+        .unwrap_or(crate::resource::DEFAULT_NAMESPACE)
+        .to_owned();
+    let object = format!("Service {namespace}/{name}");
+    let field_error = |field: String, message: String| Error::Field {
+        file: file.to_owned(),
+        object: object.clone(),
+        field,
+        message,
+    };
+    let api_version = value
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if api_version != CORE_API_VERSION {
+        return Err(Error::Object {
+            file: file.to_owned(),
+            object,
+            message: format!(
+                "apiVersion {api_version:?} is not supported for Service; use {CORE_API_VERSION}"
+            ),
+        });
+    }
+    if name.is_empty() {
+        return Err(field_error("metadata.name".into(), "is required".into()));
+    }
+    if let Err(message) = check_name(&name, 63, false) {
+        return Err(field_error("metadata.name".into(), message));
+    }
+    if let Value::Object(map) = &mut value {
+        map.remove("kind");
+        map.remove("status");
+    }
+    let service: Service = deserialize(value).map_err(|(f, m)| field_error(f, m))?;
+    service.check().map_err(|(f, m)| field_error(f, m))?;
+    Ok(service)
 }
 
 /// One line with the position, without the source snippet the crate can draw.

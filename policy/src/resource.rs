@@ -15,6 +15,7 @@ mod namespace;
 mod network_policy;
 mod peer_authentication;
 mod scalar;
+mod service;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -32,6 +33,7 @@ pub use network_policy::{
 };
 pub use peer_authentication::{Mtls, MtlsMode, PeerAuthentication, PeerAuthenticationSpec};
 pub use scalar::Scalar;
+pub use service::{Service, ServicePort, ServiceSpec};
 
 /// Labels of a workload or a namespace (`metadata.labels`).
 pub type Labels = BTreeMap<String, String>;

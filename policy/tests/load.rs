@@ -56,7 +56,9 @@ fn authorization_policy_errors(spec: &str, want: &str) {
 
 #[test_case("apiVersion: security.istio.io/v2\nkind: AuthorizationPolicy\nmetadata:\n  name: a\n  namespace: s\n", "policies/api.yaml: AuthorizationPolicy s/a: apiVersion \"security.istio.io/v2\" is not supported for AuthorizationPolicy" ; "unknown security apiVersion")]
 #[test_case("apiVersion: networking.k8s.io/v1beta1\nkind: NetworkPolicy\nmetadata:\n  name: a\n  namespace: s\n", "apiVersion \"networking.k8s.io/v1beta1\" is not supported for NetworkPolicy" ; "unknown networking apiVersion")]
-#[test_case("apiVersion: v2\nkind: Service\nmetadata:\n  name: a\n", "is not supported for Service" ; "later kinds are version-checked")]
+#[test_case("apiVersion: v2\nkind: Service\nmetadata:\n  name: a\n", "is not supported for Service" ; "services are version-checked")]
+#[test_case("apiVersion: v1\nkind: Service\nmetadata:\n  name: a\nspec:\n  clusterIP: 10.0.0.300\n", "policies/api.yaml: Service default/a: spec.clusterIP: \"10.0.0.300\" is not an IP address" ; "service vip")]
+#[test_case("apiVersion: v1\nkind: Service\nmetadata:\n  name: a\nspec:\n  ports: [{port: 80, targetPort: http}]\n", "spec.ports[0].targetPort" ; "named target ports are refused")]
 #[test_case("kind: Namespace\nmetadata:\n  name: a\n", "apiVersion \"\" is not supported for Namespace" ; "missing apiVersion")]
 #[test_case("apiVersion: v1\nmetadata:\n  name: a\n", "policies/api.yaml: document 1: missing `kind`" ; "missing kind")]
 #[test_case("- a\n- b\n", "document 1: expected a Kubernetes object" ; "not a mapping")]
@@ -147,16 +149,18 @@ fn several_documents_and_lists() {
 
 #[test]
 fn unknown_kinds_are_warnings() {
-    let yaml = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  namespace: shop\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  namespace: shop\nspec:\n  ports: [{port: 80}]\n";
+    let yaml = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  namespace: shop\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  namespace: shop\nspec:\n  clusterIP: 10.251.0.10\n  selector: {app: web}\n  ports: [{port: 80, targetPort: 8080}]\n";
     let loaded = parse_yaml("x.yaml", yaml).expect("warnings only");
     assert!(loaded.snapshot.objects.is_empty());
     assert_eq!(
         loaded.warnings,
-        [
-            "x.yaml: Deployment shop/web: kind Deployment (apps/v1) is not policy; ignored",
-            "x.yaml: Service shop/web: Service is not modeled by mesh-policy yet; ignored",
-        ]
+        ["x.yaml: Deployment shop/web: kind Deployment (apps/v1) is not policy; ignored"]
     );
+    // Services are discovery: loaded beside the policy snapshot.
+    assert_eq!(loaded.services.len(), 1);
+    let svc = &loaded.services[0];
+    assert_eq!(svc.vip(), Some("10.251.0.10".parse().unwrap()));
+    assert_eq!(svc.spec.ports[0].target_port, Some(8080));
 }
 
 #[test]
