@@ -169,7 +169,11 @@ fn explain_failure(
     bundle: &TrustBundle,
 ) -> String {
     let reason = e.to_string();
-    if !matches!(e, mesh_identity::VerifyError::Chain(_)) {
+    // mesh-identity reports a trusted name with another key as UnknownIssuer.
+    if !matches!(
+        e,
+        mesh_identity::VerifyError::Chain(_) | mesh_identity::VerifyError::UnknownIssuer
+    ) {
         return reason;
     }
     let subject_of = |der: &[u8]| {

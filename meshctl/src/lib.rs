@@ -2,4 +2,8 @@
 //! call without going through the command line.
 
 pub mod cert;
+pub mod policy;
 pub mod token;
+
+#[cfg(test)]
+mod testing;

@@ -79,6 +79,10 @@ fn every_command_has_help() {
         &["token", "create", "--help"],
         &["cert", "--help"],
         &["cert", "inspect", "--help"],
+        &["policy", "--help"],
+        &["policy", "check", "--help"],
+        &["policy", "lint", "--help"],
+        &["policy", "get", "--help"],
     ] {
         let o = meshctl(args, &[]);
         assert!(o.status.success(), "{args:?}");
@@ -310,4 +314,293 @@ fn command_line_source_wins_over_the_environment() {
     let o = meshctl(&["cert", "inspect"], &[]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("--admin URL, --connect HOST:PORT or FILE.pem"));
+}
+
+/// A policy folder: `shop` is default-deny, and `web` may call the API.
+fn policy_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("shop.yaml"),
+        "apiVersion: security.palisade.dev/v1\nkind: AuthorizationPolicy\n\
+         metadata: {name: default-deny, namespace: shop}\nspec: {}\n---\n\
+         apiVersion: security.palisade.dev/v1\nkind: AuthorizationPolicy\n\
+         metadata: {name: api-from-web, namespace: shop}\nspec:\n  \
+         selector: {matchLabels: {app: api}}\n  rules:\n  - from:\n    \
+         - source: {principals: [\"cluster.local/ns/shop/sa/web\"]}\n",
+    )
+    .unwrap();
+    dir
+}
+
+fn check_args<'a>(dir: &'a str, service_account: &'a str) -> Vec<&'a str> {
+    vec![
+        "policy",
+        "check",
+        "--config-dir",
+        dir,
+        "--from-namespace",
+        "shop",
+        "--from-service-account",
+        service_account,
+        "--to-namespace",
+        "shop",
+        "--to-labels",
+        "app=api",
+        "--port",
+        "8080",
+    ]
+}
+
+#[test]
+fn policy_help_documents_flags_and_exit_codes() {
+    let check = stdout(&meshctl(&["policy", "check", "--help"], &[]));
+    for needle in [
+        "--config-dir",
+        "--from-namespace",
+        "--from-service-account",
+        "--plaintext",
+        "--from-labels",
+        "--source-ip",
+        "--to-namespace",
+        "--to-labels",
+        "--to-ip",
+        "--port",
+        "--method",
+        "--path",
+        "--host",
+        "--header",
+        "--trust-domain",
+        "[default: cluster.local]",
+        "MESH_CONFIG_DIR",
+        "Exit status: 0 allowed",
+        "3 denied",
+        "Examples:",
+    ] {
+        assert!(check.contains(needle), "check: {needle}");
+    }
+    let lint = stdout(&meshctl(&["policy", "lint", "--help"], &[]));
+    for needle in [
+        "no-default-deny",
+        "allow-all",
+        "expires-soon",
+        "--soon",
+        "Exit status",
+    ] {
+        assert!(lint.contains(needle), "lint: {needle}");
+    }
+    let get = stdout(&meshctl(&["policy", "get", "--help"], &[]));
+    assert!(get.contains("GET /policy") && get.contains("MESH_ADMIN"));
+}
+
+#[test]
+fn policy_check_exit_codes_and_json() {
+    let dir = policy_dir();
+    let d = path(dir.path());
+
+    let mut args = check_args(d, "web");
+    args.extend(["-o", "json"]);
+    let allowed = meshctl(&args, &[]);
+    assert_eq!(allowed.status.code(), Some(0), "{}", stderr(&allowed));
+    let v: serde_json::Value = serde_json::from_slice(&allowed.stdout).unwrap();
+    assert_eq!(v["decision"], "allow");
+    assert_eq!(
+        v["decided_by"],
+        "AuthorizationPolicy shop/api-from-web rule 0"
+    );
+    assert_eq!(v["stage"], "AuthorizationPolicy");
+    assert_eq!(v["dry_run"], serde_json::Value::Null);
+
+    let mut args = check_args(d, "db");
+    args.extend(["-o", "json"]);
+    let denied = meshctl(&args, &[]);
+    assert_eq!(denied.status.code(), Some(3), "{}", stderr(&denied));
+    let v: serde_json::Value = serde_json::from_slice(&denied.stdout).unwrap();
+    assert_eq!(v["decision"], "deny");
+    assert_eq!(v["decided_by"], "default deny");
+    assert!(stderr(&denied).is_empty(), "{}", stderr(&denied));
+
+    // Table output, first line as docs/policy.md shows it.
+    let table = meshctl(&check_args(d, "web"), &[]);
+    assert!(
+        stdout(&table).starts_with("allow: AuthorizationPolicy shop/api-from-web rule 0\n"),
+        "{}",
+        stdout(&table)
+    );
+
+    // Every flag also comes from MESH_<FLAG>.
+    let env = meshctl(
+        &["policy", "check"],
+        &[
+            ("MESH_CONFIG_DIR", d),
+            ("MESH_FROM_NAMESPACE", "shop"),
+            ("MESH_FROM_SERVICE_ACCOUNT", "web"),
+            ("MESH_TO_NAMESPACE", "shop"),
+            ("MESH_TO_LABELS", "app=api"),
+            ("MESH_PORT", "8080"),
+            ("MESH_METHOD", "GET"),
+            ("MESH_PATH", "/a/../b"),
+            ("MESH_TRUST_DOMAIN", "example.org"),
+            ("MESH_OUTPUT", "json"),
+        ],
+    );
+    assert_eq!(env.status.code(), Some(0), "{}", stderr(&env));
+    let v: serde_json::Value = serde_json::from_slice(&env.stdout).unwrap();
+    assert_eq!(v["principal"], "spiffe://example.org/ns/shop/sa/web");
+    assert_eq!(v["path"], "/b");
+}
+
+#[test]
+fn policy_check_errors_and_usage() {
+    let dir = policy_dir();
+    let d = path(dir.path());
+
+    // A broken folder: exit 1, the file, object and field named, nothing on stdout.
+    std::fs::write(
+        dir.path().join("zz.yaml"),
+        "apiVersion: security.palisade.dev/v1\nkind: AuthorizationPolicy\n\
+         metadata: {name: bad, namespace: shop}\nspec: {action: MAYBE}\n",
+    )
+    .unwrap();
+    let broken = meshctl(&check_args(d, "web"), &[]);
+    assert_eq!(broken.status.code(), Some(1));
+    let err = stderr(&broken);
+    assert!(err.starts_with("error: policy in "), "{err}");
+    assert!(
+        err.contains("zz.yaml: AuthorizationPolicy shop/bad: spec.action"),
+        "{err}"
+    );
+    assert!(stdout(&broken).is_empty());
+
+    // Usage errors: exit 2.
+    let usage: [&[&str]; 4] = [
+        // Neither an identity nor --plaintext.
+        &[
+            "policy",
+            "check",
+            "--config-dir",
+            d,
+            "--to-namespace",
+            "shop",
+            "--to-labels",
+            "",
+            "--port",
+            "80",
+        ],
+        // Both.
+        &[
+            "policy",
+            "check",
+            "--config-dir",
+            d,
+            "--from-namespace",
+            "a",
+            "--from-service-account",
+            "b",
+            "--plaintext",
+            "--to-namespace",
+            "shop",
+            "--to-labels",
+            "",
+            "--port",
+            "80",
+        ],
+        // --host without --method or --path.
+        &[
+            "policy",
+            "check",
+            "--config-dir",
+            d,
+            "--plaintext",
+            "--to-namespace",
+            "shop",
+            "--to-labels",
+            "",
+            "--port",
+            "80",
+            "--host",
+            "x",
+        ],
+        // Port 0.
+        &[
+            "policy",
+            "check",
+            "--config-dir",
+            d,
+            "--plaintext",
+            "--to-namespace",
+            "shop",
+            "--to-labels",
+            "",
+            "--port",
+            "0",
+        ],
+    ];
+    for args in usage {
+        let o = meshctl(args, &[]);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+    }
+}
+
+#[test]
+fn policy_lint_exit_codes() {
+    let dir = policy_dir();
+    let d = path(dir.path());
+    // shop has a default deny but no egress restriction: a warning.
+    let o = meshctl(&["policy", "lint", "--config-dir", d, "-o", "json"], &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["failed"], true);
+    assert_eq!(v["findings"][0]["code"], "unrestricted-egress");
+
+    std::fs::write(
+        dir.path().join("egress.yaml"),
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n\
+         metadata: {name: egress, namespace: shop}\n\
+         spec: {podSelector: {}, policyTypes: [Egress], egress: [{to: [{podSelector: {}}]}]}\n",
+    )
+    .unwrap();
+    let o = meshctl(&["policy", "lint", "--config-dir", d], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert_eq!(stdout(&o), "no findings\n");
+}
+
+#[test]
+fn policy_get_from_a_proxy_admin() {
+    use std::io::{Read, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let server = std::thread::spawn(move || {
+        let (mut socket, _) = listener.accept().unwrap();
+        let mut head = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = socket.read(&mut buf).unwrap();
+            assert!(n > 0);
+            head.extend_from_slice(&buf[..n]);
+        }
+        let body = r#"{"version":3,"received_at":"2030-01-01T00:00:00Z","next_expiry":null,"snapshot":{"objects":[{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"shop"}}]}}"#;
+        let _ = write!(
+            socket,
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+    });
+    let o = meshctl(
+        &["policy", "get", "--admin", &format!("http://{addr}")],
+        &[],
+    );
+    server.join().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.starts_with("version:     3\n"), "{out}");
+    assert!(out.contains("\nNamespace  shop "), "{out}");
+
+    // Nothing listens there any more: exit 1 with the reason.
+    let o = meshctl(&["policy", "get", "--admin", &addr], &[]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("cannot connect to the proxy admin"),
+        "{}",
+        stderr(&o)
+    );
 }

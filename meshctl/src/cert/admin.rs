@@ -1,5 +1,6 @@
 //! Reads the certificate a running proxy holds from its admin `GET /certs`
-//! (plain HTTP/1.1 on 127.0.0.1:4191 by default).
+//! (plain HTTP/1.1 on 127.0.0.1:4191 by default). The client itself
+//! ([`Target`], [`get`]) also serves `meshctl policy get` (`GET /policy`).
 
 use std::time::Duration;
 
@@ -41,8 +42,8 @@ pub enum AdminError {
         status: u16,
         body: String,
     },
-    #[error("{url} answered with more than {MAX_INPUT_BYTES} bytes")]
-    TooLarge { url: String },
+    #[error("{url} answered with more than {limit} bytes")]
+    TooLarge { url: String, limit: usize },
     #[error("{url} did not answer with a /certs document: {reason}")]
     Document { url: String, reason: String },
     #[error(transparent)]
@@ -70,8 +71,14 @@ pub struct Target {
 }
 
 impl Target {
-    /// Accepts `http://host:port[/prefix]` or a bare `host:port`.
+    /// `GET /certs` at `http://host:port[/prefix]` or a bare `host:port`.
     pub fn parse(url: &str) -> Result<Self, AdminError> {
+        Self::endpoint(url, CERTS_PATH)
+    }
+
+    /// The admin `endpoint` (e.g. `/policy`) at `http://host:port[/prefix]`
+    /// or a bare `host:port`; a URL that already ends in it is used as is.
+    pub fn endpoint(url: &str, endpoint: &str) -> Result<Self, AdminError> {
         let bad = |reason: &str| AdminError::Url {
             url: url.to_string(),
             reason: reason.to_string(),
@@ -89,10 +96,10 @@ impl Target {
         // The admin has no well-known HTTP port; 80 is what a URL without one means.
         let port = uri.port_u16().unwrap_or(80);
         let prefix = uri.path().trim_end_matches('/');
-        let path = if prefix.ends_with(CERTS_PATH) {
+        let path = if prefix.ends_with(endpoint) {
             prefix.to_string()
         } else {
-            format!("{prefix}{CERTS_PATH}")
+            format!("{prefix}{endpoint}")
         };
         Ok(Self {
             authority: format!("{host}:{port}"),
@@ -100,7 +107,7 @@ impl Target {
         })
     }
 
-    fn url(&self) -> String {
+    pub fn url(&self) -> String {
         format!("http://{}{}", self.authority, self.path)
     }
 }
@@ -111,7 +118,7 @@ pub async fn fetch_chain(
     timeout: Duration,
 ) -> Result<Vec<CertificateDer<'static>>, AdminError> {
     let target = Target::parse(url)?;
-    let (status, body) = tokio::time::timeout(timeout, get(&target))
+    let (status, body) = tokio::time::timeout(timeout, get(&target, MAX_INPUT_BYTES as usize))
         .await
         .map_err(|_| AdminError::Timeout {
             addr: target.authority.clone(),
@@ -120,8 +127,9 @@ pub async fn fetch_chain(
     chain_from_response(&target, status, &body)
 }
 
-/// One `GET` over a fresh connection, the body bounded by [`MAX_INPUT_BYTES`].
-async fn get(target: &Target) -> Result<(StatusCode, Bytes), AdminError> {
+/// One `GET` over a fresh connection, the body bounded by `limit` bytes.
+/// The caller bounds the whole exchange in time.
+pub(crate) async fn get(target: &Target, limit: usize) -> Result<(StatusCode, Bytes), AdminError> {
     let addr = &target.authority;
     let http_err = |reason: String| AdminError::Http {
         addr: addr.clone(),
@@ -148,12 +156,15 @@ async fn get(target: &Target) -> Result<(StatusCode, Bytes), AdminError> {
         .await
         .map_err(|e| http_err(e.to_string()))?;
     let status = response.status();
-    let body = Limited::new(response.into_body(), MAX_INPUT_BYTES as usize)
+    let body = Limited::new(response.into_body(), limit)
         .collect()
         .await
         .map_err(|e| {
             if e.downcast_ref::<LengthLimitError>().is_some() {
-                AdminError::TooLarge { url: target.url() }
+                AdminError::TooLarge {
+                    url: target.url(),
+                    limit,
+                }
             } else {
                 http_err(e.to_string())
             }
@@ -209,7 +220,7 @@ fn chain_from_response(
 }
 
 /// A short, printable excerpt of a response body for an error message.
-fn quote(body: &[u8]) -> String {
+pub(crate) fn quote(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
     let mut out: String = text
         .trim()

@@ -1,0 +1,649 @@
+//! `meshctl policy lint`: policy that loads fine but is probably not what
+//! the operator meant, or leaves a door open.
+//!
+//! Each finding has a stable `code` (scripts may filter on it), a severity,
+//! the object it is about and, for objects, the file it came from.
+//!
+//! | code | severity | finding |
+//! |---|---|---|
+//! | `allow-all` | warning (error mesh-wide) | an ALLOW rule with no `from`, `to` or `when`, or whose `from` only holds wildcards (`principals: ["*"]`, `namespaces: ["*"]`, `0.0.0.0/0`); a NetworkPolicy ingress rule `{}` |
+//! | `no-default-deny` | warning | a namespace where a request that no policy mentions is allowed (see [`has_default_deny`]) |
+//! | `unrestricted-egress` | warning / info | no Egress NetworkPolicy in a namespace (warning); Egress policies that leave some pods out (info); an egress rule to any destination (no `to`, or `0.0.0.0/0` / `::/0` without `except`): warning on every port, info when limited to ports |
+//! | `expired` | warning | `palisade.dev/expires-at` has passed: the object no longer applies |
+//! | `expires-soon` | info | it passes within `--soon` |
+//! | `dry-run` | warning | `palisade.dev/dry-run: "true"`: evaluated and reported, never enforced |
+//! | `permissive-mtls` | warning / info | PeerAuthentication PERMISSIVE or DISABLE (plaintext admitted); info when it has an expiry |
+//!
+//! Dry-run and expired objects never count as a default deny or an egress
+//! restriction: they enforce nothing.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use mesh_policy::resource::{
+    Action, AuthorizationPolicy, IpBlock, LabelSelector, MtlsMode, NetworkPolicy,
+    NetworkPolicyPeer, NetworkPolicyPort, PeerAuthentication, PolicyType, ROOT_NAMESPACE, Rule,
+    Source, WorkloadSelector,
+};
+use mesh_policy::{Object, ObjectRef, Snapshot};
+use serde::Serialize;
+
+use super::{PolicyError, load, origins};
+use crate::cert::report::{format_span, rfc3339};
+
+/// How far ahead `expires-soon` looks by default: a week gives a team that
+/// runs lint in CI a few working days to extend or drop an exception.
+pub const DEFAULT_SOON: Duration = Duration::from_secs(7 * 24 * 3600);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Worth knowing; does not fail the lint.
+    Info,
+    /// Probably a mistake or an open door; fails the lint.
+    Warning,
+    /// Opens the whole mesh; fails the lint.
+    Error,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Error => "error",
+        }
+    }
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    pub severity: Severity,
+    pub code: &'static str,
+    /// `<kind> <namespace>/<name>`, or `Namespace <name>` for a namespace.
+    pub object: String,
+    /// The file the object was loaded from; `null` for namespace findings.
+    pub file: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for Finding {
+    /// `warning: policies/shop.yaml: AuthorizationPolicy shop/open: … [allow-all]`,
+    /// the shape of the loader's errors with the severity in front.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: ", self.severity)?;
+        if let Some(file) = &self.file {
+            write!(f, "{file}: ")?;
+        }
+        write!(f, "{}: {} [{}]", self.object, self.message, self.code)
+    }
+}
+
+/// All findings, most severe first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LintReport {
+    pub findings: Vec<Finding>,
+}
+
+#[derive(Serialize)]
+struct JsonReport<'a> {
+    findings: &'a [Finding],
+    summary: BTreeMap<&'static str, usize>,
+    /// Whether the lint fails (a warning or an error): the exit code, as data.
+    failed: bool,
+}
+
+impl LintReport {
+    /// A finding of severity warning or above: `policy lint` exits 1.
+    pub fn failed(&self) -> bool {
+        self.findings
+            .iter()
+            .any(|f| f.severity >= Severity::Warning)
+    }
+
+    pub fn count(&self, severity: Severity) -> usize {
+        self.findings
+            .iter()
+            .filter(|f| f.severity == severity)
+            .count()
+    }
+
+    /// One finding per line, then a summary line.
+    pub fn to_table(&self) -> String {
+        let mut out = String::new();
+        for finding in &self.findings {
+            out.push_str(&finding.to_string());
+            out.push('\n');
+        }
+        if self.findings.is_empty() {
+            out.push_str("no findings\n");
+        } else {
+            let n = self.findings.len();
+            out.push_str(&format!(
+                "{n} finding{}: {} error{}, {} warning{}, {} info\n",
+                plural(n),
+                self.count(Severity::Error),
+                plural(self.count(Severity::Error)),
+                self.count(Severity::Warning),
+                plural(self.count(Severity::Warning)),
+                self.count(Severity::Info),
+            ));
+        }
+        out
+    }
+
+    /// `{"findings": [{"severity", "code", "object", "file", "message"}…],
+    ///   "summary": {"error": n, "warning": n, "info": n}, "failed": bool}`
+    pub fn to_json(&self) -> String {
+        let summary = [Severity::Error, Severity::Warning, Severity::Info]
+            .into_iter()
+            .map(|s| (s.as_str(), self.count(s)))
+            .collect();
+        let report = JsonReport {
+            findings: &self.findings,
+            summary,
+            failed: self.failed(),
+        };
+        // Strings and numbers only: serializing cannot fail.
+        serde_json::to_string_pretty(&report).unwrap_or_default() + "\n"
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+/// Loads `dir` and lints it at `now`; loader warnings (skipped kinds) are
+/// returned for the caller to show.
+pub fn lint_dir(
+    dir: &Path,
+    now: SystemTime,
+    soon: Duration,
+) -> Result<(LintReport, Vec<String>), PolicyError> {
+    let loaded = load(dir)?;
+    let files = origins(dir);
+    Ok((lint(&loaded.snapshot, &files, now, soon), loaded.warnings))
+}
+
+/// Lints a loaded snapshot. `files` names the file of each object, if known.
+pub fn lint(
+    snapshot: &Snapshot,
+    files: &BTreeMap<ObjectRef, String>,
+    now: SystemTime,
+    soon: Duration,
+) -> LintReport {
+    let mut lint = Lint {
+        files,
+        now,
+        findings: Vec::new(),
+    };
+    for object in &snapshot.objects {
+        lint.object(object, soon);
+    }
+    for namespace in namespaces(snapshot) {
+        lint.default_deny(snapshot, &namespace);
+        lint.egress_isolation(snapshot, &namespace);
+    }
+    let mut findings = lint.findings;
+    findings.sort_by(|a, b| {
+        b.severity
+            .cmp(&a.severity)
+            .then_with(|| (&a.object, a.code, &a.message).cmp(&(&b.object, b.code, &b.message)))
+    });
+    LintReport { findings }
+}
+
+struct Lint<'a> {
+    files: &'a BTreeMap<ObjectRef, String>,
+    now: SystemTime,
+    findings: Vec<Finding>,
+}
+
+impl Lint<'_> {
+    fn about(&mut self, object: &Object, severity: Severity, code: &'static str, message: String) {
+        let id = object.object_ref();
+        self.findings.push(Finding {
+            severity,
+            code,
+            object: id.to_string(),
+            file: self.files.get(&id).cloned(),
+            message,
+        });
+    }
+
+    fn about_namespace(
+        &mut self,
+        namespace: &str,
+        severity: Severity,
+        code: &'static str,
+        message: String,
+    ) {
+        self.findings.push(Finding {
+            severity,
+            code,
+            object: format!("Namespace {namespace}"),
+            file: None,
+            message,
+        });
+    }
+
+    fn object(&mut self, object: &Object, soon: Duration) {
+        // Namespaces carry no policy: the annotations mean nothing there.
+        if matches!(object, Object::Namespace(_)) {
+            return;
+        }
+        if let Some(at) = object.expires_at() {
+            let when = rfc3339(at.into());
+            match at.duration_since(self.now) {
+                // Judged as the evaluator does: it applies while now < at.
+                Err(_) | Ok(Duration::ZERO) => {
+                    let ago = self.now.duration_since(at).unwrap_or_default();
+                    self.about(
+                        object,
+                        Severity::Warning,
+                        "expired",
+                        format!(
+                            "expired at {when} ({} ago) and no longer applies; delete it, or \
+                             move palisade.dev/expires-at if the exception is still needed",
+                            format_span(ago.as_secs())
+                        ),
+                    );
+                    // It enforces nothing any more; whatever else it says is moot.
+                    return;
+                }
+                Ok(left) if left <= soon => self.about(
+                    object,
+                    Severity::Info,
+                    "expires-soon",
+                    format!(
+                        "expires at {when} (in {}); after that it no longer applies",
+                        format_span(left.as_secs())
+                    ),
+                ),
+                Ok(_) => {}
+            }
+        }
+        if object.is_dry_run() {
+            self.about(
+                object,
+                Severity::Warning,
+                "dry-run",
+                "palisade.dev/dry-run is \"true\": it is evaluated and reported but enforces \
+                 nothing; remove the annotation to enforce it, or delete it"
+                    .to_owned(),
+            );
+        }
+        match object {
+            Object::AuthorizationPolicy(p) => self.authorization(object, p),
+            Object::NetworkPolicy(p) => self.network_policy(object, p),
+            Object::PeerAuthentication(p) => self.peer_authentication(object, p),
+            Object::Namespace(_) => {}
+        }
+    }
+
+    fn authorization(&mut self, object: &Object, policy: &AuthorizationPolicy) {
+        if !matches!(policy.spec.action, None | Some(Action::Allow)) {
+            return;
+        }
+        let namespace = object.metadata().namespace_or_default();
+        let everywhere = selects_all(policy.spec.selector.as_ref());
+        let (severity, scope) = match (namespace == ROOT_NAMESPACE, everywhere) {
+            (true, true) => (Severity::Error, "every workload of the mesh".to_owned()),
+            (true, false) => (
+                Severity::Warning,
+                "the workloads it selects in every namespace".to_owned(),
+            ),
+            (false, true) => (
+                Severity::Warning,
+                format!("every workload of namespace {namespace}"),
+            ),
+            (false, false) => (
+                Severity::Warning,
+                format!("the workloads it selects in namespace {namespace}"),
+            ),
+        };
+        for (i, rule) in policy.spec.rules.iter().flatten().enumerate() {
+            if let Some(what) = allows_everything(rule) {
+                self.about(
+                    object,
+                    severity,
+                    "allow-all",
+                    format!("rule {i} {what}, to {scope}"),
+                );
+            }
+        }
+    }
+
+    fn network_policy(&mut self, object: &Object, policy: &NetworkPolicy) {
+        let spec = &policy.spec;
+        let (ingress, egress) = isolates(policy);
+        if ingress {
+            for (i, rule) in spec.ingress.iter().flatten().enumerate() {
+                if is_none_or_empty(&rule.from) && is_none_or_empty(&rule.ports) {
+                    self.about(
+                        object,
+                        Severity::Warning,
+                        "allow-all",
+                        format!(
+                            "ingress rule {i} has no from and no ports: it admits every source \
+                             on every port to the pods it selects"
+                        ),
+                    );
+                }
+            }
+        }
+        if egress {
+            for (i, rule) in spec.egress.iter().flatten().enumerate() {
+                let Some(to) = any_destination(rule.to.as_deref()) else {
+                    continue;
+                };
+                let (severity, ports) = match rule.ports.as_deref() {
+                    None | Some([]) => (Severity::Warning, "on every port".to_owned()),
+                    Some(ports) => (Severity::Info, format!("on ports {}", port_list(ports))),
+                };
+                self.about(
+                    object,
+                    severity,
+                    "unrestricted-egress",
+                    format!("egress rule {i} allows {to} {ports}"),
+                );
+            }
+        }
+    }
+
+    fn peer_authentication(&mut self, object: &Object, policy: &PeerAuthentication) {
+        let mut open: Vec<String> = Vec::new();
+        if let Some(mode) = policy.spec.mtls.as_ref().and_then(|m| m.mode)
+            && admits_plaintext(mode)
+        {
+            open.push(format!("mtls.mode {}", mode.as_str()));
+        }
+        for (port, mtls) in policy.spec.port_level_mtls.iter().flatten() {
+            if let Some(mode) = mtls.mode
+                && admits_plaintext(mode)
+            {
+                open.push(format!("port {port} {}", mode.as_str()));
+            }
+        }
+        if open.is_empty() {
+            return;
+        }
+        let what = format!(
+            "{} admits plaintext callers (no identity, no encryption)",
+            open.join(", ")
+        );
+        // An exception with an end date is the documented way to migrate.
+        match object.expires_at() {
+            Some(at) => self.about(
+                object,
+                Severity::Info,
+                "permissive-mtls",
+                format!("{what} until {}", rfc3339(at.into())),
+            ),
+            None => self.about(
+                object,
+                Severity::Warning,
+                "permissive-mtls",
+                format!("{what}; give it a palisade.dev/expires-at or make it STRICT"),
+            ),
+        }
+    }
+
+    /// See [`has_default_deny`].
+    fn default_deny(&mut self, snapshot: &Snapshot, namespace: &str) {
+        if has_default_deny(snapshot, namespace, self.now) {
+            return;
+        }
+        let mut message = format!(
+            "no default deny: no ALLOW AuthorizationPolicy without a selector applies here \
+             (e.g. `spec: {{}}` in {namespace} or {ROOT_NAMESPACE}) and no NetworkPolicy \
+             isolates all its pods for ingress, so a request that no policy mentions is allowed"
+        );
+        let partial: Vec<String> = snapshot
+            .objects
+            .iter()
+            .filter(|o| self.in_force(o) && o.metadata().namespace_or_default() == namespace)
+            .filter(|o| match o {
+                Object::AuthorizationPolicy(p) => {
+                    matches!(p.spec.action, None | Some(Action::Allow))
+                        && !selects_all(p.spec.selector.as_ref())
+                }
+                _ => false,
+            })
+            .map(|o| o.object_ref().to_string())
+            .collect();
+        if !partial.is_empty() {
+            message.push_str(&format!(
+                " (only the workloads selected by {} are default-deny)",
+                partial.join(", ")
+            ));
+        }
+        self.about_namespace(namespace, Severity::Warning, "no-default-deny", message);
+    }
+
+    fn egress_isolation(&mut self, snapshot: &Snapshot, namespace: &str) {
+        let egress: Vec<&NetworkPolicy> = snapshot
+            .objects
+            .iter()
+            .filter(|o| self.in_force(o))
+            .filter_map(|o| match o {
+                Object::NetworkPolicy(p) if o.metadata().namespace_or_default() == namespace => {
+                    Some(p)
+                }
+                _ => None,
+            })
+            .filter(|p| isolates(p).1)
+            .collect();
+        if egress.is_empty() {
+            self.about_namespace(
+                namespace,
+                Severity::Warning,
+                "unrestricted-egress",
+                "no NetworkPolicy restricts egress here: its pods may connect anywhere (add one \
+                 with podSelector: {} and policyTypes: [Egress])"
+                    .to_owned(),
+            );
+        } else if !egress
+            .iter()
+            .any(|p| selector_is_empty(&p.spec.pod_selector))
+        {
+            self.about_namespace(
+                namespace,
+                Severity::Info,
+                "unrestricted-egress",
+                "pods that no Egress NetworkPolicy selects may connect anywhere (no policy with \
+                 podSelector: {} and policyTypes: [Egress])"
+                    .to_owned(),
+            );
+        }
+    }
+
+    /// Enforced at `now`: not dry-run, not expired.
+    fn in_force(&self, object: &Object) -> bool {
+        in_force(object, self.now)
+    }
+}
+
+fn in_force(object: &Object, now: SystemTime) -> bool {
+    !object.is_dry_run() && object.expires_at().is_none_or(|at| now < at)
+}
+
+/// A namespace has a default deny when every workload in it denies what no
+/// policy allows: an ALLOW AuthorizationPolicy without a selector (or with
+/// an empty one) is in force in the namespace or in the root namespace
+/// `mesh-system` (then every workload has an ALLOW policy, and Istio denies
+/// what none of them matches) and none of its rules allows everything
+/// (`allow-all`), or a NetworkPolicy in the namespace with an empty
+/// `podSelector` isolates all its pods for ingress. Dry-run and expired
+/// objects do not count.
+pub fn has_default_deny(snapshot: &Snapshot, namespace: &str, now: SystemTime) -> bool {
+    snapshot.objects.iter().any(|o| {
+        let in_namespace = o.metadata().namespace_or_default();
+        in_force(o, now)
+            && match o {
+                Object::AuthorizationPolicy(p) => {
+                    (in_namespace == namespace || in_namespace == ROOT_NAMESPACE)
+                        && matches!(p.spec.action, None | Some(Action::Allow))
+                        && selects_all(p.spec.selector.as_ref())
+                        && !p
+                            .spec
+                            .rules
+                            .iter()
+                            .flatten()
+                            .any(|r| allows_everything(r).is_some())
+                }
+                Object::NetworkPolicy(p) => {
+                    in_namespace == namespace
+                        && selector_is_empty(&p.spec.pod_selector)
+                        && isolates(p).0
+                }
+                _ => false,
+            }
+    })
+}
+
+/// Namespaces the folder knows: Namespace objects, and the namespace of every
+/// other object (which may not have a Namespace object in the folder).
+fn namespaces(snapshot: &Snapshot) -> BTreeSet<String> {
+    snapshot
+        .objects
+        .iter()
+        .map(|o| match o {
+            Object::Namespace(n) => n.metadata.name.clone(),
+            other => other.metadata().namespace_or_default().to_owned(),
+        })
+        .collect()
+}
+
+/// Istio: no selector, or one without labels, selects every workload.
+fn selects_all(selector: Option<&WorkloadSelector>) -> bool {
+    selector
+        .and_then(|s| s.match_labels.as_ref())
+        .is_none_or(|labels| labels.is_empty())
+}
+
+fn selector_is_empty(selector: &LabelSelector) -> bool {
+    selector.match_labels.as_ref().is_none_or(|l| l.is_empty())
+        && selector
+            .match_expressions
+            .as_ref()
+            .is_none_or(|e| e.is_empty())
+}
+
+fn is_none_or_empty<T>(list: &Option<Vec<T>>) -> bool {
+    list.as_ref().is_none_or(|l| l.is_empty())
+}
+
+/// Kubernetes' policyTypes defaults: Ingress always, Egress when the policy
+/// has egress rules. Returns (isolates ingress, isolates egress).
+fn isolates(policy: &NetworkPolicy) -> (bool, bool) {
+    let spec = &policy.spec;
+    match &spec.policy_types {
+        Some(types) => (
+            types.contains(&PolicyType::Ingress),
+            types.contains(&PolicyType::Egress),
+        ),
+        None => (true, !is_none_or_empty(&spec.egress)),
+    }
+}
+
+/// Why an ALLOW rule matches every request, or `None` when it does not.
+/// A rule limited by `to` (ports, paths) or `when` is not reported: opening
+/// one port to everyone is a deliberate, common choice.
+fn allows_everything(rule: &Rule) -> Option<&'static str> {
+    if rule.to.is_some() || rule.when.is_some() {
+        return None;
+    }
+    match &rule.from {
+        None => Some("has no from, to or when: it allows every request"),
+        Some(from)
+            if from
+                .iter()
+                .all(|f| f.source.as_ref().is_none_or(any_source)) =>
+        {
+            Some("allows any caller (its sources only hold wildcards) with any request")
+        }
+        Some(_) => None,
+    }
+}
+
+/// A source that every mTLS caller satisfies: only positive fields, each
+/// holding `*` or an address block covering everything.
+fn any_source(source: &Source) -> bool {
+    let wildcard = |list: &Option<Vec<String>>| {
+        list.as_ref()
+            .is_none_or(|values| values.iter().any(|v| v == "*"))
+    };
+    let everywhere = |list: &Option<Vec<String>>| {
+        list.as_ref()
+            .is_none_or(|blocks| blocks.iter().any(|b| is_everywhere(b)))
+    };
+    let narrowing = [
+        &source.not_principals,
+        &source.not_namespaces,
+        &source.not_ip_blocks,
+        &source.not_remote_ip_blocks,
+        &source.request_principals,
+        &source.not_request_principals,
+    ];
+    narrowing.iter().all(|l| l.is_none())
+        && wildcard(&source.principals)
+        && wildcard(&source.namespaces)
+        && everywhere(&source.ip_blocks)
+        && everywhere(&source.remote_ip_blocks)
+}
+
+/// `0.0.0.0/0` or `::/0`, however it is spelled.
+fn is_everywhere(block: &str) -> bool {
+    let Some((address, bits)) = block.trim().split_once('/') else {
+        return false;
+    };
+    bits.trim() == "0" && address.trim().parse::<std::net::IpAddr>().is_ok()
+}
+
+/// How an egress rule reaches any destination, or `None`.
+fn any_destination(to: Option<&[NetworkPolicyPeer]>) -> Option<String> {
+    match to {
+        None | Some([]) => Some("every destination".to_owned()),
+        Some(peers) => peers.iter().find_map(|p| match &p.ip_block {
+            Some(IpBlock { cidr, except })
+                if is_everywhere(cidr) && except.as_ref().is_none_or(|e| e.is_empty()) =>
+            {
+                Some(format!("any address ({cidr} without except)"))
+            }
+            _ => None,
+        }),
+    }
+}
+
+fn port_list(ports: &[NetworkPolicyPort]) -> String {
+    ports
+        .iter()
+        .map(|p| {
+            let port = match &p.port {
+                None => "all".to_owned(),
+                Some(mesh_policy::resource::IntOrString::Int(n)) => n.to_string(),
+                Some(mesh_policy::resource::IntOrString::String(s)) => s.clone(),
+            };
+            let range = p.end_port.map(|end| format!("-{end}")).unwrap_or_default();
+            let protocol = p.protocol.as_deref().unwrap_or("TCP");
+            format!("{port}{range}/{protocol}")
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn admits_plaintext(mode: MtlsMode) -> bool {
+    matches!(mode, MtlsMode::Permissive | MtlsMode::Disable)
+}
+
+#[cfg(test)]
+mod tests;
