@@ -195,7 +195,8 @@ enum PolicyCommand {
         DISABLE); info when it has an expires-at\n\n\
         A namespace has a default deny when a request that no policy mentions is denied \
         for every workload in it: an ALLOW AuthorizationPolicy without a selector (e.g. \
-        `spec: {}`) is in force in the namespace or in the root namespace mesh-system, or \
+        `spec: {}`) and without an allow-all rule is in force in the namespace or in the \
+        root namespace mesh-system, or \
         a NetworkPolicy in the namespace with `podSelector: {}` isolates all pods for \
         ingress. Dry-run and expired objects do not count.\n\n\
         Exit status: 0 when no finding is a warning or an error (info only, or none), \
@@ -220,10 +221,15 @@ enum PolicyCommand {
     Get(PolicyGetArgs),
 }
 
+// The caller (--from-service-account or --plaintext) is not a clap
+// ArgGroup: MESH_PLAINTEXT=false in the environment would count as given,
+// and a caller on the command line must win over one from the environment.
 #[derive(Debug, Args)]
 #[command(
-    group(ArgGroup::new("caller").args(["from_service_account", "plaintext"]).required(true)),
-    group(ArgGroup::new("http").args(["method", "path"]).multiple(true))
+    group(ArgGroup::new("http").args(["method", "path"]).multiple(true)),
+    override_usage = "meshctl policy check [OPTIONS] --config-dir DIR \
+        <--from-namespace NS --from-service-account SA | --plaintext> \
+        --to-namespace NS --to-labels K=V,… --port P"
 )]
 struct PolicyCheckArgs {
     /// Folder of policy YAML, as the control plane's --config-dir
@@ -233,12 +239,7 @@ struct PolicyCheckArgs {
     #[arg(long, env = "MESH_FROM_NAMESPACE", value_name = "NS")]
     from_namespace: Option<String>,
     /// Service account of an mTLS caller: spiffe://TD/ns/NS/sa/SA
-    #[arg(
-        long,
-        env = "MESH_FROM_SERVICE_ACCOUNT",
-        value_name = "SA",
-        requires = "from_namespace"
-    )]
+    #[arg(long, env = "MESH_FROM_SERVICE_ACCOUNT", value_name = "SA")]
     from_service_account: Option<String>,
     /// The caller has no client certificate (no identity)
     #[arg(long, env = "MESH_PLAINTEXT")]
@@ -299,7 +300,13 @@ struct PolicyLintArgs {
     #[arg(long, env = "MESH_CONFIG_DIR", value_name = "DIR")]
     config_dir: PathBuf,
     /// Report exceptions that expire within this long: 12h, 7d
-    #[arg(long, env = "MESH_SOON", default_value = "7d", value_parser = parse_duration)]
+    #[arg(
+        long,
+        env = "MESH_SOON",
+        value_name = "DURATION",
+        default_value = "7d",
+        value_parser = parse_duration
+    )]
     soon: Duration,
     /// Output format
     #[arg(short, long, env = "MESH_OUTPUT", value_enum, default_value_t = Output::Table)]
@@ -388,7 +395,12 @@ fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Policy(PolicyCommand::Check(a)) => policy_check(*a),
+        Command::Policy(PolicyCommand::Check(a)) => {
+            let check_matches = matches
+                .subcommand_matches("policy")
+                .and_then(|m| m.subcommand_matches("check"));
+            policy_check(*a, check_matches)
+        }
         Command::Policy(PolicyCommand::Lint(a)) => {
             let (report, warnings) = lint::lint_dir(&a.config_dir, SystemTime::now(), a.soon)?;
             warn(&warnings);
@@ -423,17 +435,8 @@ fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn policy_check(a: PolicyCheckArgs) -> anyhow::Result<ExitCode> {
-    // clap guarantees one of the two, and a namespace with a service account.
-    let caller = match (a.plaintext, a.from_service_account) {
-        (false, Some(service_account)) => Caller::Mtls {
-            namespace: a.from_namespace.unwrap_or_default(),
-            service_account,
-        },
-        _ => Caller::Plaintext {
-            namespace: a.from_namespace,
-        },
-    };
+fn policy_check(mut a: PolicyCheckArgs, matches: Option<&ArgMatches>) -> anyhow::Result<ExitCode> {
+    let caller = check_caller(&mut a, matches);
     let http = (a.method.is_some() || a.path.is_some()).then(|| HttpCall {
         method: a.method.unwrap_or_else(|| "GET".to_owned()),
         path: a.path.unwrap_or_else(|| "/".to_owned()),
@@ -462,6 +465,50 @@ fn policy_check(a: PolicyCheckArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(EXIT_DENIED)
     })
+}
+
+/// The caller of `policy check`: an identity or `--plaintext`, exactly one.
+/// When one comes from the command line and the other from the
+/// environment, the command line wins; anything else is a usage error.
+fn check_caller(a: &mut PolicyCheckArgs, matches: Option<&ArgMatches>) -> Caller {
+    const PATH: [&str; 2] = ["policy", "check"];
+    let from_command_line =
+        |id: &str| matches.and_then(|m| m.value_source(id)) == Some(ValueSource::CommandLine);
+    let mtls = match (a.plaintext, a.from_service_account.take()) {
+        (false, None) => usage_error(
+            &PATH,
+            ErrorKind::MissingRequiredArgument,
+            "give the caller: --from-namespace NS --from-service-account SA (mTLS), or --plaintext",
+        ),
+        (false, Some(sa)) => Some(sa),
+        (true, None) => None,
+        (true, Some(sa)) => {
+            match (
+                from_command_line("plaintext"),
+                from_command_line("from_service_account"),
+            ) {
+                (true, false) => None,
+                (false, true) => Some(sa),
+                _ => usage_error(
+                    &PATH,
+                    ErrorKind::ArgumentConflict,
+                    "give either --from-service-account SA or --plaintext, not both",
+                ),
+            }
+        }
+    };
+    match (mtls, a.from_namespace.take()) {
+        (Some(service_account), Some(namespace)) => Caller::Mtls {
+            namespace,
+            service_account,
+        },
+        (Some(_), None) => usage_error(
+            &PATH,
+            ErrorKind::MissingRequiredArgument,
+            "--from-service-account needs --from-namespace NS",
+        ),
+        (None, namespace) => Caller::Plaintext { namespace },
+    }
 }
 
 /// The loader's notes (documents that are not policy), on stderr so they
@@ -507,12 +554,14 @@ fn inspect_source(a: &CertInspectArgs, matches: Option<&ArgMatches>) -> Source {
     match <[_; 1]>::try_from(candidates) {
         Ok([(_, source)]) => source,
         Err(c) if c.is_empty() => usage_error(
+            &["cert", "inspect"],
             ErrorKind::MissingRequiredArgument,
             "give one of --admin URL, --connect HOST:PORT or FILE.pem",
         ),
         Err(c) => {
             let names: Vec<String> = c.iter().map(|(id, _)| flag_name(id)).collect();
             usage_error(
+                &["cert", "inspect"],
                 ErrorKind::ArgumentConflict,
                 &format!("give only one of {}", names.join(", ")),
             )
@@ -520,16 +569,17 @@ fn inspect_source(a: &CertInspectArgs, matches: Option<&ArgMatches>) -> Source {
     }
 }
 
-/// Exits with clap's usage error for `cert inspect`.
-fn usage_error(kind: ErrorKind, msg: &str) -> ! {
+/// Exits with clap's usage error (exit code 2) for the subcommand at `path`,
+/// e.g. `["cert", "inspect"]`.
+fn usage_error(path: &[&str], kind: ErrorKind, msg: &str) -> ! {
     let mut cmd = Cli::command();
     // Building fills in the subcommands' "meshctl cert inspect" names.
     cmd.build();
-    let inspect = cmd
-        .find_subcommand("cert")
-        .and_then(|c| c.find_subcommand("inspect"))
-        .cloned();
-    inspect.unwrap_or(cmd).error(kind, msg).exit()
+    let mut sub = Some(&cmd);
+    for name in path {
+        sub = sub.and_then(|c| c.find_subcommand(name));
+    }
+    sub.cloned().unwrap_or(cmd).error(kind, msg).exit()
 }
 
 fn flag_name(id: &str) -> String {

@@ -447,6 +447,33 @@ fn policy_check_exit_codes_and_json() {
     let v: serde_json::Value = serde_json::from_slice(&env.stdout).unwrap();
     assert_eq!(v["principal"], "spiffe://example.org/ns/shop/sa/web");
     assert_eq!(v["path"], "/b");
+
+    // A caller on the command line wins over the other kind from the environment.
+    let mut args = check_args(d, "web");
+    args.extend(["-o", "json"]);
+    let o = meshctl(&args, &[("MESH_PLAINTEXT", "true")]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let args = [
+        "policy",
+        "check",
+        "--config-dir",
+        d,
+        "--plaintext",
+        "--to-namespace",
+        "shop",
+        "--to-labels",
+        "app=api",
+        "--port",
+        "8080",
+        "-o",
+        "json",
+    ];
+    let o = meshctl(&args, &[("MESH_FROM_SERVICE_ACCOUNT", "web")]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    // Palisade's default is STRICT: the plaintext caller is refused.
+    assert_eq!(v["stage"], "PeerAuthentication");
+    assert_eq!(v["principal"], serde_json::Value::Null);
 }
 
 #[test]
@@ -472,7 +499,7 @@ fn policy_check_errors_and_usage() {
     assert!(stdout(&broken).is_empty());
 
     // Usage errors: exit 2.
-    let usage: [&[&str]; 4] = [
+    let usage: [&[&str]; 5] = [
         // Neither an identity nor --plaintext.
         &[
             "policy",
@@ -519,6 +546,21 @@ fn policy_check_errors_and_usage() {
             "80",
             "--host",
             "x",
+        ],
+        // A service account without its namespace.
+        &[
+            "policy",
+            "check",
+            "--config-dir",
+            d,
+            "--from-service-account",
+            "b",
+            "--to-namespace",
+            "shop",
+            "--to-labels",
+            "",
+            "--port",
+            "80",
         ],
         // Port 0.
         &[
