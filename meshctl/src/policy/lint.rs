@@ -27,7 +27,7 @@ use mesh_policy::resource::{
     NetworkPolicyPeer, NetworkPolicyPort, PeerAuthentication, PolicyType, ROOT_NAMESPACE, Rule,
     Source, WorkloadSelector,
 };
-use mesh_policy::{Object, ObjectRef, Snapshot};
+use mesh_policy::{Loaded, Object, ObjectRef, Snapshot};
 use serde::Serialize;
 
 use super::{PolicyError, load, origins};
@@ -170,16 +170,17 @@ pub fn lint_dir(
 ) -> Result<(LintReport, Vec<String>), PolicyError> {
     let loaded = load(dir)?;
     let files = origins(dir);
-    Ok((lint(&loaded.snapshot, &files, now, soon), loaded.warnings))
+    Ok((lint(&loaded, &files, now, soon), loaded.warnings))
 }
 
-/// Lints a loaded snapshot. `files` names the file of each object, if known.
+/// Lints a loaded folder. `files` names the file of each object, if known.
 pub fn lint(
-    snapshot: &Snapshot,
+    loaded: &Loaded,
     files: &BTreeMap<ObjectRef, String>,
     now: SystemTime,
     soon: Duration,
 ) -> LintReport {
+    let snapshot = &loaded.snapshot;
     let mut lint = Lint {
         files,
         now,
@@ -188,7 +189,7 @@ pub fn lint(
     for object in &snapshot.objects {
         lint.object(object, soon);
     }
-    for namespace in namespaces(snapshot) {
+    for namespace in namespaces(loaded) {
         lint.default_deny(snapshot, &namespace);
         lint.egress_isolation(snapshot, &namespace);
     }
@@ -511,16 +512,18 @@ pub fn has_default_deny(snapshot: &Snapshot, namespace: &str, now: SystemTime) -
 }
 
 /// Namespaces the folder knows: Namespace objects, and the namespace of every
-/// other object (which may not have a Namespace object in the folder).
-fn namespaces(snapshot: &Snapshot) -> BTreeSet<String> {
-    snapshot
-        .objects
+/// other object, Services included (which may not have a Namespace object in
+/// the folder).
+fn namespaces(loaded: &Loaded) -> BTreeSet<String> {
+    let policy = loaded.snapshot.objects.iter().map(|o| match o {
+        Object::Namespace(n) => n.metadata.name.clone(),
+        other => other.metadata().namespace_or_default().to_owned(),
+    });
+    let services = loaded
+        .services
         .iter()
-        .map(|o| match o {
-            Object::Namespace(n) => n.metadata.name.clone(),
-            other => other.metadata().namespace_or_default().to_owned(),
-        })
-        .collect()
+        .map(|s| s.metadata.namespace_or_default().to_owned());
+    policy.chain(services).collect()
 }
 
 /// Istio: no selector, or one without labels, selects every workload.

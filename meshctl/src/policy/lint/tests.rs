@@ -12,7 +12,7 @@ fn at(secs: u64) -> SystemTime {
 
 fn lint_yaml(yaml: &str) -> LintReport {
     let loaded = mesh_policy::parse_yaml("test.yaml", yaml).unwrap();
-    lint(&loaded.snapshot, &BTreeMap::new(), at(NOW), DEFAULT_SOON)
+    lint(&loaded, &BTreeMap::new(), at(NOW), DEFAULT_SOON)
 }
 
 /// `(severity, code, object)` of every finding, in report order.
@@ -192,8 +192,11 @@ fn namespaces_without_a_default_deny() {
     let scoped = "apiVersion: security.palisade.dev/v1\nkind: AuthorizationPolicy\n\
                   metadata: {name: api-only, namespace: billing}\n\
                   spec: {selector: {matchLabels: {app: api}}}";
-    let cases: [(&str, String, bool); 7] = [
+    let service = "apiVersion: v1\nkind: Service\nmetadata: {name: api, namespace: billing}\n\
+                   spec: {ports: [{port: 80}]}";
+    let cases: [(&str, String, bool); 8] = [
         ("a Namespace object alone", ns("billing"), false),
+        ("a Service alone", service.to_owned(), false),
         // Objects name namespaces too, with or without a Namespace object.
         (
             "ALLOW with a selector covers only its workloads",
@@ -298,7 +301,7 @@ fn expired_and_expiring_exceptions() {
     // --soon widens the window.
     let loaded = mesh_policy::parse_yaml("t.yaml", &with(&yaml)).unwrap();
     let wide = lint(
-        &loaded.snapshot,
+        &loaded,
         &BTreeMap::new(),
         at(NOW),
         Duration::from_secs(40 * DAY),
