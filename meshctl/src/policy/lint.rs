@@ -17,149 +17,29 @@
 //! Dry-run and expired objects never count as a default deny or an egress
 //! restriction: they enforce nothing.
 
+mod reach;
+mod report;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use mesh_policy::resource::{
-    Action, AuthorizationPolicy, IpBlock, LabelSelector, MtlsMode, NetworkPolicy,
-    NetworkPolicyPeer, NetworkPolicyPort, PeerAuthentication, PolicyType, ROOT_NAMESPACE, Rule,
-    Source, WorkloadSelector,
+    Action, AuthorizationPolicy, NetworkPolicy, PeerAuthentication, ROOT_NAMESPACE,
 };
 use mesh_policy::{Loaded, Object, ObjectRef, Snapshot};
-use serde::Serialize;
 
 use super::{PolicyError, load, origins};
 use crate::cert::report::{format_span, rfc3339};
+use reach::{
+    admits_plaintext, allows_everything, any_destination, is_none_or_empty, isolates, port_list,
+    selector_is_empty, selects_all,
+};
+pub use report::{Finding, LintReport, Severity};
 
 /// How far ahead `expires-soon` looks by default: a week gives a team that
 /// runs lint in CI a few working days to extend or drop an exception.
 pub const DEFAULT_SOON: Duration = Duration::from_secs(7 * 24 * 3600);
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    /// Worth knowing; does not fail the lint.
-    Info,
-    /// Probably a mistake or an open door; fails the lint.
-    Warning,
-    /// Opens the whole mesh; fails the lint.
-    Error,
-}
-
-impl Severity {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Info => "info",
-            Severity::Warning => "warning",
-            Severity::Error => "error",
-        }
-    }
-}
-
-impl fmt::Display for Severity {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Finding {
-    pub severity: Severity,
-    pub code: &'static str,
-    /// `<kind> <namespace>/<name>`, or `Namespace <name>` for a namespace.
-    pub object: String,
-    /// The file the object was loaded from; `null` for namespace findings.
-    pub file: Option<String>,
-    pub message: String,
-}
-
-impl fmt::Display for Finding {
-    /// `warning: policies/shop.yaml: AuthorizationPolicy shop/open: … [allow-all]`,
-    /// the shape of the loader's errors with the severity in front.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: ", self.severity)?;
-        if let Some(file) = &self.file {
-            write!(f, "{file}: ")?;
-        }
-        write!(f, "{}: {} [{}]", self.object, self.message, self.code)
-    }
-}
-
-/// All findings, most severe first.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct LintReport {
-    pub findings: Vec<Finding>,
-}
-
-#[derive(Serialize)]
-struct JsonReport<'a> {
-    findings: &'a [Finding],
-    summary: BTreeMap<&'static str, usize>,
-    /// Whether the lint fails (a warning or an error): the exit code, as data.
-    failed: bool,
-}
-
-impl LintReport {
-    /// A finding of severity warning or above: `policy lint` exits 1.
-    pub fn failed(&self) -> bool {
-        self.findings
-            .iter()
-            .any(|f| f.severity >= Severity::Warning)
-    }
-
-    pub fn count(&self, severity: Severity) -> usize {
-        self.findings
-            .iter()
-            .filter(|f| f.severity == severity)
-            .count()
-    }
-
-    /// One finding per line, then a summary line.
-    pub fn to_table(&self) -> String {
-        let mut out = String::new();
-        for finding in &self.findings {
-            out.push_str(&finding.to_string());
-            out.push('\n');
-        }
-        if self.findings.is_empty() {
-            out.push_str("no findings\n");
-        } else {
-            let n = self.findings.len();
-            out.push_str(&format!(
-                "{n} finding{}: {} error{}, {} warning{}, {} info\n",
-                plural(n),
-                self.count(Severity::Error),
-                plural(self.count(Severity::Error)),
-                self.count(Severity::Warning),
-                plural(self.count(Severity::Warning)),
-                self.count(Severity::Info),
-            ));
-        }
-        out
-    }
-
-    /// `{"findings": [{"severity", "code", "object", "file", "message"}…],
-    ///   "summary": {"error": n, "warning": n, "info": n}, "failed": bool}`
-    pub fn to_json(&self) -> String {
-        let summary = [Severity::Error, Severity::Warning, Severity::Info]
-            .into_iter()
-            .map(|s| (s.as_str(), self.count(s)))
-            .collect();
-        let report = JsonReport {
-            findings: &self.findings,
-            summary,
-            failed: self.failed(),
-        };
-        // Strings and numbers only: serializing cannot fail.
-        serde_json::to_string_pretty(&report).unwrap_or_default() + "\n"
-    }
-}
-
-fn plural(n: usize) -> &'static str {
-    if n == 1 { "" } else { "s" }
-}
 
 /// Loads `dir` and lints it at `now`; loader warnings (skipped kinds) are
 /// returned for the caller to show.
@@ -524,128 +404,6 @@ fn namespaces(loaded: &Loaded) -> BTreeSet<String> {
         .iter()
         .map(|s| s.metadata.namespace_or_default().to_owned());
     policy.chain(services).collect()
-}
-
-/// Istio: no selector, or one without labels, selects every workload.
-fn selects_all(selector: Option<&WorkloadSelector>) -> bool {
-    selector
-        .and_then(|s| s.match_labels.as_ref())
-        .is_none_or(|labels| labels.is_empty())
-}
-
-fn selector_is_empty(selector: &LabelSelector) -> bool {
-    selector.match_labels.as_ref().is_none_or(|l| l.is_empty())
-        && selector
-            .match_expressions
-            .as_ref()
-            .is_none_or(|e| e.is_empty())
-}
-
-fn is_none_or_empty<T>(list: &Option<Vec<T>>) -> bool {
-    list.as_ref().is_none_or(|l| l.is_empty())
-}
-
-/// Kubernetes' policyTypes defaults: Ingress always, Egress when the policy
-/// has egress rules. Returns (isolates ingress, isolates egress).
-fn isolates(policy: &NetworkPolicy) -> (bool, bool) {
-    let spec = &policy.spec;
-    match &spec.policy_types {
-        Some(types) => (
-            types.contains(&PolicyType::Ingress),
-            types.contains(&PolicyType::Egress),
-        ),
-        None => (true, !is_none_or_empty(&spec.egress)),
-    }
-}
-
-/// Why an ALLOW rule matches every request, or `None` when it does not.
-/// A rule limited by `to` (ports, paths) or `when` is not reported: opening
-/// one port to everyone is a deliberate, common choice.
-fn allows_everything(rule: &Rule) -> Option<&'static str> {
-    if rule.to.is_some() || rule.when.is_some() {
-        return None;
-    }
-    match &rule.from {
-        None => Some("has no from, to or when: it allows every request"),
-        Some(from)
-            if from
-                .iter()
-                .all(|f| f.source.as_ref().is_none_or(any_source)) =>
-        {
-            Some("allows any caller (its sources only hold wildcards) with any request")
-        }
-        Some(_) => None,
-    }
-}
-
-/// A source that every mTLS caller satisfies: only positive fields, each
-/// holding `*` or an address block covering everything.
-fn any_source(source: &Source) -> bool {
-    let wildcard = |list: &Option<Vec<String>>| {
-        list.as_ref()
-            .is_none_or(|values| values.iter().any(|v| v == "*"))
-    };
-    let everywhere = |list: &Option<Vec<String>>| {
-        list.as_ref()
-            .is_none_or(|blocks| blocks.iter().any(|b| is_everywhere(b)))
-    };
-    let narrowing = [
-        &source.not_principals,
-        &source.not_namespaces,
-        &source.not_ip_blocks,
-        &source.not_remote_ip_blocks,
-        &source.request_principals,
-        &source.not_request_principals,
-    ];
-    narrowing.iter().all(|l| l.is_none())
-        && wildcard(&source.principals)
-        && wildcard(&source.namespaces)
-        && everywhere(&source.ip_blocks)
-        && everywhere(&source.remote_ip_blocks)
-}
-
-/// `0.0.0.0/0` or `::/0`, however it is spelled.
-fn is_everywhere(block: &str) -> bool {
-    let Some((address, bits)) = block.trim().split_once('/') else {
-        return false;
-    };
-    bits.trim() == "0" && address.trim().parse::<std::net::IpAddr>().is_ok()
-}
-
-/// How an egress rule reaches any destination, or `None`.
-fn any_destination(to: Option<&[NetworkPolicyPeer]>) -> Option<String> {
-    match to {
-        None | Some([]) => Some("every destination".to_owned()),
-        Some(peers) => peers.iter().find_map(|p| match &p.ip_block {
-            Some(IpBlock { cidr, except })
-                if is_everywhere(cidr) && except.as_ref().is_none_or(|e| e.is_empty()) =>
-            {
-                Some(format!("any address ({cidr} without except)"))
-            }
-            _ => None,
-        }),
-    }
-}
-
-fn port_list(ports: &[NetworkPolicyPort]) -> String {
-    ports
-        .iter()
-        .map(|p| {
-            let port = match &p.port {
-                None => "all".to_owned(),
-                Some(mesh_policy::resource::IntOrString::Int(n)) => n.to_string(),
-                Some(mesh_policy::resource::IntOrString::String(s)) => s.clone(),
-            };
-            let range = p.end_port.map(|end| format!("-{end}")).unwrap_or_default();
-            let protocol = p.protocol.as_deref().unwrap_or("TCP");
-            format!("{port}{range}/{protocol}")
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-fn admits_plaintext(mode: MtlsMode) -> bool {
-    matches!(mode, MtlsMode::Permissive | MtlsMode::Disable)
 }
 
 #[cfg(test)]
