@@ -2,7 +2,11 @@
 //! tonic/prost code.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/identity.proto", "proto/policy.proto"];
+    let protos = [
+        "proto/identity.proto",
+        "proto/policy.proto",
+        "proto/discovery.proto",
+    ];
     for p in &protos {
         println!("cargo:rerun-if-changed={p}");
     }

@@ -2,6 +2,7 @@
 
 pub mod certify;
 pub mod config;
+pub mod discovery;
 pub mod policy;
 pub mod server;
 
@@ -15,6 +16,7 @@ use mesh_admin::{Reply, Routes};
 use mesh_identity::local::LocalCertifier;
 use mesh_identity::token::TokenKey;
 use mesh_identity::{Ca, Store};
+use mesh_proto::discovery::discovery_server::DiscoveryServer;
 use mesh_proto::identity::identity_server::IdentityServer;
 use mesh_proto::policy::policy_server::PolicyServer;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -93,6 +95,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         ),
     }
 
+    let (discovery_tx, discovery_rx) = watch::channel(Arc::new(discovery::build(&policies, 0)));
+    tokio::spawn(discovery::publish(policies.clone(), discovery_tx));
+
     let status = Arc::new(Status {
         policies: policies.clone(),
         metrics,
@@ -122,6 +127,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let grpc = tonic::transport::Server::builder()
         .add_service(IdentityServer::new(identity_svc))
         .add_service(PolicyServer::new(policy::PolicyService::new(policies)))
+        .add_service(DiscoveryServer::new(discovery::DiscoveryService::new(
+            discovery_rx,
+        )))
         .serve_with_incoming_shutdown(server::incoming(listener, tls), async move {
             mesh_admin::stopped(&mut grpc_shutdown).await;
         });

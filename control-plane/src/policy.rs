@@ -7,6 +7,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use mesh_policy::resource::Service;
 use mesh_policy::{Evaluator, Labels, Snapshot};
 use mesh_proto::policy::policy_server::Policy;
 use mesh_proto::policy::{PolicySnapshot, WatchRequest};
@@ -24,6 +25,8 @@ const MAX_LABELS: usize = 64;
 /// Longest label key or value accepted (Kubernetes: 253 + 63 for keys).
 const MAX_LABEL_LEN: usize = 317;
 const MAX_IPS: usize = 16;
+/// A proxy that does not say otherwise receives mTLS on the standard port.
+pub const DEFAULT_INBOUND_PORT: u32 = 4143;
 /// Snapshots queued for one slow proxy before it is disconnected.
 const STREAM_QUEUE: usize = 4;
 
@@ -33,6 +36,8 @@ pub struct PolicyState {
     /// Increases with every successful load.
     pub version: u64,
     pub snapshot: Arc<Snapshot>,
+    /// Services from the same folder (discovery).
+    pub services: Arc<Vec<Service>>,
     /// Why the latest load failed (the last good snapshot stays in force).
     pub error: Option<String>,
     pub warnings: Vec<String>,
@@ -43,16 +48,20 @@ pub struct PolicyState {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Registration {
     pub identity: String,
+    pub namespace: String,
     pub workload: String,
     pub labels: Labels,
     pub ips: Vec<String>,
     pub ports: Vec<u32>,
+    pub inbound_port: u32,
 }
 
 /// Shared between the loader, the service and the admin endpoint.
 pub struct Policies {
     pub state: watch::Sender<Arc<PolicyState>>,
     pub registry: Mutex<BTreeMap<u64, Registration>>,
+    /// Bumped whenever discovery data changes (workloads or Services).
+    pub changes: watch::Sender<u64>,
     next_id: Mutex<u64>,
     trust_domain: String,
 }
@@ -62,6 +71,7 @@ impl Policies {
         Arc::new(Self {
             state: watch::channel(Arc::new(PolicyState::default())).0,
             registry: Mutex::new(BTreeMap::new()),
+            changes: watch::channel(0).0,
             next_id: Mutex::new(0),
             trust_domain: trust_domain.to_string(),
         })
@@ -69,6 +79,10 @@ impl Policies {
 
     pub fn current(&self) -> Arc<PolicyState> {
         self.state.borrow().clone()
+    }
+
+    fn changed(&self) {
+        self.changes.send_modify(|n| *n += 1);
     }
 
     /// Loads the folder; on success publishes a new version, on failure keeps
@@ -98,10 +112,12 @@ impl Policies {
                 self.state.send_replace(Arc::new(PolicyState {
                     version,
                     snapshot: Arc::new(loaded.snapshot),
+                    services: Arc::new(loaded.services),
                     error: None,
                     warnings: loaded.warnings,
                     loaded_at: Some(SystemTime::now()),
                 }));
+                self.changed();
             }
             Err(e) => {
                 let message = e.to_string();
@@ -216,6 +232,7 @@ impl Drop for Registered {
             r.remove(&self.id);
             metrics::gauge!("mesh_connected_proxies").set(r.len() as f64);
         }
+        self.policies.changed();
     }
 }
 
@@ -262,14 +279,21 @@ impl Policy for PolicyService {
                 id,
                 Registration {
                     identity: identity.to_string(),
+                    namespace: namespace.clone(),
                     workload: req.workload.clone(),
                     labels: labels.clone(),
                     ips: req.ips.clone(),
                     ports: req.ports.clone(),
+                    inbound_port: if req.inbound_port == 0 {
+                        DEFAULT_INBOUND_PORT
+                    } else {
+                        req.inbound_port
+                    },
                 },
             );
             metrics::gauge!("mesh_connected_proxies").set(r.len() as f64);
         }
+        self.policies.changed();
         tracing::info!(identity = %identity, workload = %req.workload, "proxy connected for policy");
         let guard = Registered {
             policies: self.policies.clone(),

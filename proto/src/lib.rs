@@ -11,3 +11,9 @@ pub mod policy {
     #![allow(clippy::all, missing_docs)]
     tonic::include_proto!("palisade.policy.v1");
 }
+
+/// Service discovery: `Discovery.Watch`.
+pub mod discovery {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("palisade.discovery.v1");
+}

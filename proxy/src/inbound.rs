@@ -19,6 +19,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
 use crate::detect::{self, Protocol, Rewind};
+use crate::discovery::DiscoveryRx;
 use crate::drain::Drain;
 use crate::policy::{self, LocalWorkload, PolicyRx};
 use crate::relay::relay;
@@ -32,6 +33,9 @@ const DEFAULT_APP_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_DETECT_TIMEOUT: Duration = Duration::from_millis(500);
 /// The first byte of a TLS handshake record.
 const TLS_HANDSHAKE: u8 = 0x16;
+/// How much of a ClientHello is examined; hellos with post-quantum key
+/// shares are about 1.5 KB.
+const MAX_HELLO_PEEK: usize = 4096;
 
 /// Inbound settings.
 pub struct Inbound {
@@ -43,6 +47,7 @@ pub struct Inbound {
     pub detect_timeout: Duration,
     pub idle_timeout: Duration,
     pub policy: PolicyRx,
+    pub discovery: DiscoveryRx,
     pub local: Arc<LocalWorkload>,
 }
 
@@ -103,17 +108,15 @@ impl Inbound {
             Ok(a) => a,
             Err(_) => return,
         };
-        let mut first = [0u8; 1];
-        let is_tls = match tokio::time::timeout(self.handshake_timeout, tcp.peek(&mut first)).await
-        {
-            Ok(Ok(0)) | Ok(Err(_)) => return,
-            Ok(Ok(_)) => first[0] == TLS_HANDSHAKE,
+        let is_mesh = match tokio::time::timeout(self.handshake_timeout, peek_mesh(&tcp)).await {
+            Ok(Some(m)) => m,
+            Ok(None) => return,
             Err(_) => {
                 refused("inbound", "timeout", peer, "client sent nothing");
                 return;
             }
         };
-        if is_tls {
+        if is_mesh {
             let Some((tls, port)) = self.mesh_handshake(acceptor, tcp, peer).await else {
                 return;
             };
@@ -126,8 +129,9 @@ impl Inbound {
             self.deliver(tls, client, local.ip(), port, true, drain)
                 .await;
         } else {
-            // A plaintext client: redirected to us (transparent mode), so the
-            // port it wanted is the original destination.
+            // A plaintext client, or TLS that is not ours (passed through
+            // opaque): redirected to us (transparent mode), so the port it
+            // wanted is the original destination.
             let target = crate::orig_dst::original_dst(&tcp, local.is_ipv6())
                 .filter(|d| *d != local)
                 .map(|d| d.port());
@@ -187,17 +191,14 @@ impl Inbound {
 
     /// The L4 decision; `None` when denied (counted and logged).
     fn authorize_l4(&self, client: &Client, dst_ip: IpAddr, port: u16, tls: bool) -> Option<()> {
-        let view = self.policy.borrow().clone();
-        let decision = policy::decide_inbound(
-            view.as_deref(),
+        let decision = decide(
+            &self.policy,
+            &self.discovery,
             &self.local,
-            policy::Inbound {
-                peer: client.peer(),
-                source_ip: client.addr.ip(),
-                destination_ip: dst_ip,
-                port,
-                http: None,
-            },
+            client,
+            dst_ip,
+            port,
+            None,
         );
         let Some(decision) = decision else {
             tracing::warn!(peer = %client.addr, "refused: no policy yet");
@@ -254,6 +255,7 @@ impl Inbound {
                     port,
                     target,
                     policy: self.policy.clone(),
+                    discovery: self.discovery.clone(),
                     local: self.local.clone(),
                 },
                 drain,
@@ -312,17 +314,14 @@ impl Inbound {
                 r = rx.changed() => if r.is_err() { return std::future::pending().await },
                 _ = wait_expiry => {}
             }
-            let view = rx.borrow().clone();
-            let decision = policy::decide_inbound(
-                view.as_deref(),
+            let decision = decide(
+                &rx,
+                &self.discovery,
                 &self.local,
-                policy::Inbound {
-                    peer: client.peer(),
-                    source_ip: client.addr.ip(),
-                    destination_ip: dst_ip,
-                    port,
-                    http: None,
-                },
+                client,
+                dst_ip,
+                port,
+                None,
             );
             if let Some(d) = decision
                 && !d.is_allowed()
@@ -332,6 +331,62 @@ impl Inbound {
             }
         }
     }
+}
+
+/// Looks at the first bytes: `Some(true)` for a mesh mTLS ClientHello,
+/// `Some(false)` for anything else (plaintext, or TLS meant for the app),
+/// `None` when the client closed.
+async fn peek_mesh(tcp: &TcpStream) -> Option<bool> {
+    let mut buf = vec![0u8; MAX_HELLO_PEEK];
+    loop {
+        let n = tcp.peek(&mut buf).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        if buf[0] != TLS_HANDSHAKE {
+            return Some(false);
+        }
+        if let Some(mesh) = detect::client_hello_is_mesh(&buf[..n]) {
+            return Some(mesh);
+        }
+        if n == buf.len() {
+            // A hello larger than we look at: let the mesh handshake judge it.
+            return Some(true);
+        }
+        // Wait for more of the hello (peek returns at once while data is pending).
+        tcp.readable().await.ok()?;
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+}
+
+/// The inbound decision for `client`, with its workload's labels when
+/// discovery knows it. `None` before any policy arrived.
+pub(crate) fn decide(
+    policy: &PolicyRx,
+    discovery: &DiscoveryRx,
+    local: &LocalWorkload,
+    client: &Client,
+    dst_ip: IpAddr,
+    port: u16,
+    http: Option<mesh_policy::Http<'_>>,
+) -> Option<mesh_policy::Decision> {
+    let view = policy.borrow().clone();
+    let mesh = discovery.borrow().clone();
+    let source = mesh
+        .source(client.addr.ip(), client.identity.as_ref())
+        .map(|w| (w.namespace.as_str(), &w.labels));
+    policy::decide_inbound(
+        view.as_deref(),
+        local,
+        policy::Inbound {
+            peer: client.peer(),
+            source,
+            source_ip: client.addr.ip(),
+            destination_ip: dst_ip,
+            port,
+            http,
+        },
+    )
 }
 
 /// Counts and logs a refused connection.

@@ -5,8 +5,10 @@ pub mod admin;
 pub mod config;
 pub mod control;
 pub mod detect;
+pub mod discovery;
 pub mod drain;
 pub mod inbound;
+pub mod init;
 pub mod orig_dst;
 pub mod outbound;
 pub mod policy;
@@ -54,6 +56,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let inbound_listener = TcpListener::bind(args.inbound)
         .await
         .with_context(|| format!("cannot listen on --inbound {}", args.inbound))?;
+    let outbound_listener = TcpListener::bind(args.outbound)
+        .await
+        .with_context(|| format!("cannot listen on --outbound {}", args.outbound))?;
     let mut route_listeners = Vec::new();
     for r in &args.static_routes {
         let l = TcpListener::bind(r.listen)
@@ -98,11 +103,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     // made only now that we hold one.
     let policy_channel = control::channel(&store, &args.control_plane)?;
     tokio::spawn(policy::run_watch(
-        policy_channel,
+        policy_channel.clone(),
         (*local).clone(),
+        args.inbound.port(),
         args.trust_domain.clone(),
         policy_tx,
     ));
+    let (discovery_tx, discovery_rx) =
+        tokio::sync::watch::channel(Arc::new(discovery::DiscoveryView::default()));
+    tokio::spawn(discovery::run_watch(policy_channel, discovery_tx));
     let mut pol = policy_rx.clone();
     tokio::select! {
         r = pol.wait_for(|p| p.is_some()) => { r.context("policy channel closed")?; }
@@ -121,24 +130,25 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         detect_timeout: args.detect_timeout,
         idle_timeout: args.idle_timeout,
         policy: policy_rx.clone(),
+        discovery: discovery_rx.clone(),
         local: local.clone(),
     });
     tokio::spawn(inbound.serve(inbound_listener, drain.clone()));
+    let outbound = Arc::new(outbound::Outbound::new(
+        store.clone(),
+        policy_rx.clone(),
+        discovery_rx.clone(),
+        local.clone(),
+        args.handshake_timeout,
+        args.idle_timeout,
+    ));
+    tokio::spawn(
+        outbound
+            .clone()
+            .serve_transparent(outbound_listener, drain.clone()),
+    );
     for (r, l) in route_listeners {
-        let tls = mesh_identity::tls::client_config(
-            &store,
-            r.identity.clone(),
-            &[mesh_identity::tls::ALPN_TCP],
-        )?;
-        let route = Arc::new(outbound::Route {
-            route: r,
-            tls,
-            handshake_timeout: args.handshake_timeout,
-            idle_timeout: args.idle_timeout,
-            policy: policy_rx.clone(),
-            local: local.clone(),
-        });
-        tokio::spawn(route.serve(l, drain.clone()));
+        tokio::spawn(outbound.clone().serve_route(r, l, drain.clone()));
     }
 
     mesh_admin::shutdown_signal().await;

@@ -12,12 +12,17 @@ struct Cli {
 enum Command {
     /// Run the sidecar proxy.
     Run(Box<mesh_proxy::RunArgs>),
+    /// Install (or remove) the pod's traffic redirection (iptables).
+    Init(mesh_proxy::init::InitArgs),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     mesh_admin::init_tracing();
-    let Command::Run(args) = cli.command;
+    let args = match cli.command {
+        Command::Run(args) => args,
+        Command::Init(args) => return mesh_proxy::init::main(&args),
+    };
     let rt = if args.workers <= 1 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()

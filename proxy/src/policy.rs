@@ -101,6 +101,7 @@ pub fn next_expiry(snapshot: &Snapshot, now: SystemTime) -> Option<SystemTime> {
 pub async fn run_watch(
     channel: Channel,
     workload: LocalWorkload,
+    inbound_port: u16,
     trust_domain: String,
     tx: watch::Sender<Option<Arc<PolicyView>>>,
 ) {
@@ -112,6 +113,7 @@ pub async fn run_watch(
             labels: workload.labels.clone().into_iter().collect(),
             ips: workload.ips.iter().map(|i| i.to_string()).collect(),
             ports: workload.ports.iter().map(|p| u32::from(*p)).collect(),
+            inbound_port: u32::from(inbound_port),
         };
         match client.watch(req).await {
             Ok(resp) => {
@@ -159,6 +161,8 @@ pub async fn run_watch(
 /// The facts of one inbound connection or request.
 pub struct Inbound<'a> {
     pub peer: Peer<'a>,
+    /// The calling workload's namespace and labels, when discovery knows it.
+    pub source: Option<(&'a str, &'a Labels)>,
     pub source_ip: IpAddr,
     pub destination_ip: IpAddr,
     pub port: u16,
@@ -173,19 +177,12 @@ pub fn decide_inbound(
     f: Inbound<'_>,
 ) -> Option<Decision> {
     let view = view?;
-    let source_ns = match f.peer {
-        Peer::Mtls { principal } => mesh_identity::SpiffeId::parse(principal)
-            .ok()
-            .and_then(|id| id.namespace().map(str::to_string)),
-        Peer::Plaintext => None,
-    };
-    let empty = Labels::new();
-    let source = source_ns.as_deref().map(|ns| Workload {
-        namespace: ns,
-        // Source pod labels come with discovery; until then pod selectors
-        // on the source side match nothing (fail closed).
-        labels: &empty,
-    });
+    // Unknown to discovery: no source workload; the evaluator takes the
+    // namespace from the principal and treats the labels as unknown, so no
+    // pod selector (not even NotIn / DoesNotExist) matches it: fail closed.
+    let source = f
+        .source
+        .map(|(namespace, labels)| Workload { namespace, labels });
     Some(view.evaluator.inbound(&Request {
         peer: f.peer,
         source_ip: Some(f.source_ip),
@@ -203,6 +200,7 @@ pub fn decide_outbound(
     view: Option<&PolicyView>,
     local: &LocalWorkload,
     destination_ip: Option<IpAddr>,
+    destination: Option<(&str, &Labels)>,
     port: u16,
 ) -> Option<Decision> {
     let view = view?;
@@ -210,7 +208,7 @@ pub fn decide_outbound(
         peer: Peer::Plaintext,
         source_ip: local.ips.first().copied(),
         source: Some(local.as_workload()),
-        destination: None,
+        destination: destination.map(|(namespace, labels)| Workload { namespace, labels }),
         destination_ip,
         destination_port: port,
         http: None,

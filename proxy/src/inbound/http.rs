@@ -42,6 +42,7 @@ pub struct Context {
     pub port: u16,
     pub target: SocketAddr,
     pub policy: PolicyRx,
+    pub discovery: crate::discovery::DiscoveryRx,
     pub local: Arc<LocalWorkload>,
 }
 
@@ -142,27 +143,22 @@ impl Conn {
             .and_then(|h| h.to_str().ok())
             .map(str::to_string)
             .or_else(|| req.uri().authority().map(|a| a.to_string()));
-        let decision = {
-            let view = ctx.policy.borrow().clone();
-            policy::decide_inbound(
-                view.as_deref(),
-                &ctx.local,
-                policy::Inbound {
-                    peer: ctx.client.peer(),
-                    source_ip: ctx.client.addr.ip(),
-                    destination_ip: ctx.dst_ip,
-                    port: ctx.port,
-                    http: Some(Http {
-                        method: req.method().as_str(),
-                        path: &path,
-                        host: host.as_deref(),
-                        headers: Headers::Map(req.headers()),
-                        request_principal: None,
-                        remote_ip: None,
-                    }),
-                },
-            )
-        };
+        let decision = super::decide(
+            &ctx.policy,
+            &ctx.discovery,
+            &ctx.local,
+            &ctx.client,
+            ctx.dst_ip,
+            ctx.port,
+            Some(Http {
+                method: req.method().as_str(),
+                path: &path,
+                host: host.as_deref(),
+                headers: Headers::Map(req.headers()),
+                request_principal: None,
+                remote_ip: None,
+            }),
+        );
         let Some(decision) = decision else {
             return text(StatusCode::SERVICE_UNAVAILABLE, "no policy yet\n".into());
         };

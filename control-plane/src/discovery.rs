@@ -1,0 +1,159 @@
+//! `Discovery.Watch`: Services (from the config folder) with their endpoints
+//! (connected workloads matching the selector) and every workload, built once
+//! per change and shared by all streams.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mesh_proto::discovery::discovery_server::Discovery;
+use mesh_proto::discovery::{
+    DiscoveryRequest, DiscoverySnapshot, Endpoint, Service, ServicePort, Workload,
+};
+use tokio::sync::{mpsc, watch};
+use tonic::{Request, Response, Status};
+
+use crate::policy::Policies;
+use crate::server::Peer;
+
+/// Changes arriving within this window are pushed together: a fleet of
+/// proxies starting at once causes one push per window, not one per proxy.
+const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(20);
+/// Snapshots queued for one slow proxy.
+const STREAM_QUEUE: usize = 4;
+
+/// Builds the view from the current Services and registry.
+pub fn build(policies: &Policies, version: u64) -> DiscoverySnapshot {
+    let state = policies.current();
+    let registry: Vec<_> = policies
+        .registry
+        .lock()
+        .map(|r| r.values().cloned().collect())
+        .unwrap_or_default();
+    let services = state
+        .services
+        .iter()
+        .map(|s| {
+            let ns = s.metadata.namespace_or_default();
+            let endpoints = match &s.spec.selector {
+                // Kubernetes: a Service without a selector has no automatic endpoints.
+                None => Vec::new(),
+                Some(sel) => registry
+                    .iter()
+                    .filter(|w| {
+                        w.namespace == ns && sel.iter().all(|(k, v)| w.labels.get(k) == Some(v))
+                    })
+                    .flat_map(|w| {
+                        w.ips.iter().map(move |ip| Endpoint {
+                            ip: ip.clone(),
+                            identity: w.identity.clone(),
+                            inbound_port: w.inbound_port,
+                            workload: w.workload.clone(),
+                        })
+                    })
+                    .collect(),
+            };
+            Service {
+                name: s.metadata.name.clone(),
+                namespace: ns.to_string(),
+                vip: s.vip().map(|v| v.to_string()).unwrap_or_default(),
+                ports: s
+                    .spec
+                    .ports
+                    .iter()
+                    .map(|p| ServicePort {
+                        port: u32::from(p.port),
+                        target_port: u32::from(p.target_port.unwrap_or(p.port)),
+                        name: p.name.clone().unwrap_or_default(),
+                    })
+                    .collect(),
+                endpoints,
+            }
+        })
+        .collect();
+    let workloads = registry
+        .into_iter()
+        .map(|w| Workload {
+            identity: w.identity,
+            namespace: w.namespace,
+            name: w.workload,
+            labels: w.labels.into_iter().collect(),
+            ips: w.ips,
+            inbound_port: w.inbound_port,
+        })
+        .collect();
+    DiscoverySnapshot {
+        version,
+        services,
+        workloads,
+    }
+}
+
+/// Rebuilds the shared view after every (debounced) change.
+pub async fn publish(policies: Arc<Policies>, tx: watch::Sender<Arc<DiscoverySnapshot>>) {
+    let mut changes = policies.changes.subscribe();
+    let mut version = 0u64;
+    loop {
+        version += 1;
+        let snap = build(&policies, version);
+        tx.send_replace(Arc::new(snap));
+        if changes.changed().await.is_err() {
+            return;
+        }
+        tokio::time::sleep(DEFAULT_DEBOUNCE).await;
+        changes.borrow_and_update();
+    }
+}
+
+/// The `Discovery` gRPC service.
+pub struct DiscoveryService {
+    view: watch::Receiver<Arc<DiscoverySnapshot>>,
+}
+
+impl DiscoveryService {
+    pub fn new(view: watch::Receiver<Arc<DiscoverySnapshot>>) -> Self {
+        Self { view }
+    }
+}
+
+type SnapshotStream =
+    Pin<Box<dyn futures_util::Stream<Item = Result<DiscoverySnapshot, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Discovery for DiscoveryService {
+    type WatchStream = SnapshotStream;
+
+    async fn watch(
+        &self,
+        request: Request<DiscoveryRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        if request
+            .extensions()
+            .get::<Peer>()
+            .and_then(|p| p.identity.as_ref())
+            .is_none()
+        {
+            return Err(Status::unauthenticated(
+                "Discovery.Watch needs a workload certificate (mTLS)",
+            ));
+        }
+        let (tx, rx) = mpsc::channel(STREAM_QUEUE);
+        let mut view = self.view.clone();
+        tokio::spawn(async move {
+            loop {
+                let snap = view.borrow_and_update().clone();
+                if tx.send(Ok((*snap).clone())).await.is_err() {
+                    return;
+                }
+                metrics::counter!("mesh_discovery_pushes_total").increment(1);
+                tokio::select! {
+                    r = view.changed() => if r.is_err() { return },
+                    _ = tx.closed() => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+}
