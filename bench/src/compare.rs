@@ -15,6 +15,9 @@ use crate::procs::{self, Child};
 use crate::tls_probe::{Observed, Tap};
 use crate::{certs, machine, report};
 
+/// Connections a peer is configured for beyond S6's (readiness and probes).
+const CONN_HEADROOM: usize = 50;
+
 fn dur(s: &str) -> Result<Duration, String> {
     mesh_identity::duration::parse_duration_ms(s)
 }
@@ -77,6 +80,11 @@ pub struct CompareArgs {
     /// Wait (at most 3 minutes) until the 1-minute load average is at most this.
     #[arg(long)]
     pub max_load: Option<f64>,
+    /// RUST_LOG for the Palisade proxies. Their default is `info`, which
+    /// writes an access-log line per inbound HTTP request; `warn` measures
+    /// the data path without it.
+    #[arg(long, default_value = "info")]
+    pub palisade_log: String,
     /// A smoke run: one repetition, short runs, 500 idle connections.
     #[arg(long)]
     pub quick: bool,
@@ -156,7 +164,7 @@ pub struct IdleConnections {
 pub struct PairResult {
     pub kind: Kind,
     pub label: String,
-    pub tls: Option<Observed>,
+    pub tls: Option<TlsSeen>,
     /// S5: RSS right after start and one request, per process tree.
     pub idle_rss_kib: BTreeMap<String, u64>,
     /// Peak RSS at the end of S1–S4.
@@ -179,13 +187,13 @@ pub struct Results {
 }
 
 /// The upstream process.
-struct Upstream {
+pub struct Upstream {
     child: Child,
     http: std::net::SocketAddr,
     sink: std::net::SocketAddr,
 }
 
-fn start_upstream(work: &std::path::Path, cpu: usize) -> anyhow::Result<Upstream> {
+pub fn start_upstream(work: &std::path::Path, cpu: usize) -> anyhow::Result<Upstream> {
     let exe = std::env::current_exe().context("where is mesh-bench")?;
     let http = procs::loopback(procs::free_port()?);
     let sink = procs::loopback(procs::free_port()?);
@@ -306,28 +314,42 @@ fn run_one(
     })
 }
 
-/// Sends one request through the pair's probe route, with the relay in
-/// place, and returns what the hop negotiated.
-fn probe_tls(rt: &tokio::runtime::Runtime, pair: &Pair) -> Option<Observed> {
+/// Sends two requests, one after the other, through the pair's probe
+/// route with the relay in place, and returns what the hop negotiated: the
+/// first shows the group; the second whether a reconnect resumes the
+/// session (which S3's numbers depend on).
+fn probe_tls(rt: &tokio::runtime::Runtime, pair: &Pair) -> Option<TlsSeen> {
     let (probe, listen, target) = (pair.probe?, pair.tap_listen?, pair.tap_target?);
     rt.block_on(async {
         let tap = Tap::start(listen, target).await.ok()?;
-        let r = tokio::task::spawn_blocking(move || pairs::blocking_get(probe)).await;
-        if !matches!(r, Ok(Ok(()))) {
-            return None;
-        }
-        // The relay records when both directions have closed; the request
-        // above closed its connection, so wait for that (bounded).
-        let end = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < end {
-            if let Some(o) = tap.first() {
-                return Some(o);
+        let mut out: Vec<Observed> = Vec::new();
+        for i in 1..=2 {
+            let r = tokio::task::spawn_blocking(move || pairs::blocking_get(probe)).await;
+            if !matches!(r, Ok(Ok(()))) {
+                return None;
             }
-            tokio::task::yield_now().await;
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            // The relay records a connection once both directions have
+            // closed; proxies close the hop soon after the client does.
+            let end = Instant::now() + Duration::from_secs(5);
+            while tap.seen().len() < i && Instant::now() < end {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            out = tap.seen();
         }
-        None
+        let first = out.first()?.clone();
+        Some(TlsSeen {
+            resumed_on_reconnect: out.get(1).map(|o| o.psk_accepted),
+            first,
+        })
     })
+}
+
+/// The hop's TLS as observed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TlsSeen {
+    pub first: Observed,
+    /// A second connection resumed the first's session.
+    pub resumed_on_reconnect: Option<bool>,
 }
 
 fn s6(rt: &tokio::runtime::Runtime, pair: &Pair, n: usize) -> IdleConnections {
@@ -367,8 +389,10 @@ pub fn run(mut args: CompareArgs) -> anyhow::Result<Results> {
         .context("cannot pin the generator (is taskset/sched_setaffinity allowed?)")?;
     let nofile = procs::raise_nofile();
     // Per idle connection a proxy holds two descriptors (app side and mTLS
-    // side); keep headroom for listeners, logs and the runtime.
-    let fd_cap = (nofile as usize).saturating_sub(200) / 2;
+    // side); keep headroom for listeners, logs and the runtime, and for the
+    // peers' own accounting (HAProxy refuses to start when 2 × maxconn plus
+    // its extras exceeds the limit).
+    let fd_cap = ((nofile as usize).saturating_sub(300) / 2).saturating_sub(CONN_HEADROOM);
     if args.s6_connections > fd_cap {
         notes.push(format!(
             "S6 asked for {} idle connections, but RLIMIT_NOFILE here is {nofile} (hard limit) and each proxied connection costs a proxy 2 descriptors: measured {fd_cap} instead.",
@@ -461,7 +485,8 @@ pub fn run(mut args: CompareArgs) -> anyhow::Result<Results> {
         cpu: Some(args.proxy_cpu),
         control_plane,
         issuer,
-        max_conns: args.s6_connections + 100,
+        max_conns: args.s6_connections + CONN_HEADROOM,
+        palisade_log: args.palisade_log.clone(),
     };
 
     let mut results: Vec<PairResult> = Vec::new();
@@ -583,4 +608,58 @@ pub fn run(mut args: CompareArgs) -> anyhow::Result<Results> {
     drop(upstream);
     report::write(&results, &args.out)?;
     Ok(results)
+}
+
+/// `mesh-bench pair`: starts one pair with its upstream (and control plane)
+/// pinned as in `compare`, prints where it listens and its PIDs, and keeps
+/// it up for `hold` (for profiling with perf or callgrind), then stops it.
+pub fn serve_pair(
+    kind: Kind,
+    bin_dir: Option<PathBuf>,
+    proxy_cpu: usize,
+    hold: Duration,
+) -> anyhow::Result<()> {
+    let bin_dir = match bin_dir {
+        Some(d) => d,
+        None => std::env::current_exe()?
+            .parent()
+            .map(PathBuf::from)
+            .context("binary directory")?,
+    };
+    let work = tempfile::Builder::new().prefix("mesh-bench-").tempdir()?;
+    let upstream = start_upstream(work.path(), proxy_cpu)?;
+    let control_plane = ControlPlane::start(&bin_dir, work.path(), Some(proxy_cpu))?;
+    let issuer = certs::PalisadeIssuer::load(&control_plane.data_dir)?;
+    let setup = Setup {
+        work: work.path().to_path_buf(),
+        bin_dir,
+        upstream_http: upstream.http,
+        upstream_sink: upstream.sink,
+        cpu: Some(proxy_cpu),
+        control_plane,
+        issuer,
+        max_conns: 1000,
+        palisade_log: "info".into(),
+    };
+    let mut pair = pairs::start(kind, &setup)?;
+    let pids: BTreeMap<&str, u32> = pair.pids().into_iter().collect();
+    println!(
+        "{}",
+        serde_json::json!({
+            "pair": kind.name(),
+            "http": pair.http.to_string(),
+            "bulk": pair.bulk.to_string(),
+            "pids": pids,
+            "upstream_pid": upstream.child.pid(),
+            "work": work.path().display().to_string(),
+            "until_secs": hold.as_secs(),
+        })
+    );
+    let end = Instant::now() + hold;
+    while Instant::now() < end {
+        pair.check_alive()?;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    pair.stop();
+    Ok(())
 }

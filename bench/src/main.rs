@@ -65,6 +65,18 @@ enum Command {
         #[arg(long, default_value = "2s", value_parser = dur)]
         duration: Duration,
     },
+    /// Start one pair (pinned as in compare), print its addresses and PIDs
+    /// as JSON, keep it up for --hold, then stop it: for profiling.
+    Pair {
+        #[arg(long, value_enum)]
+        pair: mesh_bench::pairs::Kind,
+        #[arg(long)]
+        bin_dir: Option<PathBuf>,
+        #[arg(long, default_value_t = 1)]
+        proxy_cpu: usize,
+        #[arg(long, default_value = "60s", value_parser = dur)]
+        hold: Duration,
+    },
     /// Rewrite latest.md and latency.svg from a results JSON.
     Report {
         #[arg(long, default_value = "bench/results/latest.json")]
@@ -162,6 +174,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             println!("{}", serde_json::to_string_pretty(&v)?);
         }
+        Command::Pair {
+            pair,
+            bin_dir,
+            proxy_cpu,
+            hold,
+        } => compare::serve_pair(pair, bin_dir, proxy_cpu, hold)?,
         Command::Report { from, out } => {
             let text = std::fs::read_to_string(&from)
                 .with_context(|| format!("cannot read {}", from.display()))?;

@@ -87,6 +87,8 @@ pub struct Setup {
     pub issuer: PalisadeIssuer,
     /// Most connections a proxy must carry at once (S6), for peer configs.
     pub max_conns: usize,
+    /// RUST_LOG of the Palisade proxies.
+    pub palisade_log: String,
 }
 
 /// The run's control plane: Palisade proxies get their SVIDs from it, and

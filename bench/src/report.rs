@@ -175,7 +175,8 @@ fn mib(kib: Option<&u64>) -> String {
 fn tls_group(p: &PairResult) -> String {
     match (&p.tls, p.kind) {
         (_, Kind::Direct) => "–".into(),
-        (Some(o), _) => {
+        (Some(t), _) => {
+            let o = &t.first;
             let mut s = o.group.clone().unwrap_or_else(|| "?".into());
             if o.hello_retry {
                 s += " (after HRR)";
@@ -324,7 +325,7 @@ pub fn targets(r: &Results) -> Vec<Target> {
                 met: Some(worst <= 20.0 && s6.held > 0),
             });
         }
-        let group = p.tls.as_ref().and_then(|o| o.group.clone());
+        let group = p.tls.as_ref().and_then(|t| t.first.group.clone());
         let full = r
             .floor
             .iter()
@@ -512,7 +513,7 @@ pub fn markdown(r: &Results) -> String {
     );
     let _ = writeln!(
         s,
-        "| pair | p50 ms | p99 ms | p99.9 ms | CPU-s per 1k req A | B | accepts per request | errors |\n|---|---|---|---|---|---|---|---|"
+        "| pair | p50 ms | p99 ms | p99.9 ms | CPU-s per 1k req A | B | accepts per request | generator send delay p99 ms | load avg | errors |\n|---|---|---|---|---|---|---|---|---|---|"
     );
     for p in r.pairs.iter().filter(|p| !p.runs.is_empty()) {
         let errors: u64 = p
@@ -520,9 +521,15 @@ pub fn markdown(r: &Results) -> String {
             .filter_map(|r| r.load.as_ref())
             .map(|l| l.errors + l.incomplete)
             .sum();
+        let delay = stat(
+            p.runs_of(Scenario::S1)
+                .filter_map(|r| r.load.as_ref()?.send_delay.as_ref())
+                .map(|d| d.p99_ms),
+        );
+        let load = stat(p.runs_of(Scenario::S1).map(|r| r.loadavg_after[0]));
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             p.label,
             spread(p.s1(Quantile::P50), 3),
             spread(p.s1(Quantile::P99), 3),
@@ -530,6 +537,8 @@ pub fn markdown(r: &Results) -> String {
             spread(p.cpu_per_1k(Scenario::S1, Some("client")), 3),
             spread(p.cpu_per_1k(Scenario::S1, Some("server")), 3),
             f(p.accepts_per_request(Scenario::S1).map(|x| x.median), 3),
+            spread(delay, 3),
+            spread(load, 2),
             errors
         );
     }
@@ -634,18 +643,24 @@ pub fn markdown(r: &Results) -> String {
     );
     let _ = writeln!(
         s,
-        "| pair | version | client offered | client key shares | server chose |\n|---|---|---|---|---|"
+        "| pair | version | client offered | client key shares | server chose | a reconnect resumes |\n|---|---|---|---|---|---|"
     );
     for p in r.pairs.iter().filter(|p| p.is_proxy()) {
-        if let Some(o) = &p.tls {
+        if let Some(t) = &p.tls {
+            let o = &t.first;
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} |",
                 p.label,
                 o.version.clone().unwrap_or_default(),
                 o.offered.join(", "),
                 o.client_key_shares.join(", "),
-                tls_group(p)
+                tls_group(p),
+                match t.resumed_on_reconnect {
+                    Some(true) => "yes",
+                    Some(false) => "no",
+                    None => "?",
+                }
             );
         }
     }

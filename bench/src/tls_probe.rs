@@ -16,6 +16,7 @@ const CAPTURE_LIMIT: usize = 5 + 16 * 1024;
 const EXT_SUPPORTED_GROUPS: u16 = 0x000a;
 const EXT_SUPPORTED_VERSIONS: u16 = 0x002b;
 const EXT_KEY_SHARE: u16 = 0x0033;
+const EXT_PRE_SHARED_KEY: u16 = 0x0029;
 /// ServerHello.random of a HelloRetryRequest (RFC 8446 §4.1.3).
 const HRR_RANDOM: [u8; 32] = [
     0xcf, 0x21, 0xad, 0x74, 0xe5, 0x9a, 0x61, 0x11, 0xbe, 0x1d, 0x8c, 0x02, 0x1e, 0x65, 0xb8, 0x91,
@@ -35,6 +36,10 @@ pub struct Observed {
     pub version: Option<String>,
     /// The server asked for another key share first (an extra round trip).
     pub hello_retry: bool,
+    /// The client offered a session ticket (resumption).
+    pub psk_offered: bool,
+    /// The server accepted it: no certificates, no signatures.
+    pub psk_accepted: bool,
 }
 
 pub fn group_name(id: u16) -> String {
@@ -132,6 +137,7 @@ pub fn parse_client_hello(bytes: &[u8]) -> Option<Observed> {
                     o.client_key_shares.push(group_name(g));
                 }
             }
+            EXT_PRE_SHARED_KEY => o.psk_offered = true,
             _ => {}
         }
     }
@@ -153,6 +159,7 @@ pub fn parse_server_hello(bytes: &[u8], o: &mut Observed) -> Option<()> {
         match t {
             EXT_KEY_SHARE => o.group = Some(group_name(d.u16()?)),
             EXT_SUPPORTED_VERSIONS => o.version = Some(version_name(d.u16()?)),
+            EXT_PRE_SHARED_KEY => o.psk_accepted = true,
             _ => {}
         }
     }
@@ -190,12 +197,12 @@ impl Tap {
         })
     }
 
-    /// The first complete observation, if any.
-    pub fn first(&self) -> Option<Observed> {
+    /// Complete observations so far, in the order connections closed.
+    pub fn seen(&self) -> Vec<Observed> {
         self.observed
             .lock()
-            .ok()
-            .and_then(|v| v.iter().find(|o| o.group.is_some()).cloned())
+            .map(|v| v.iter().filter(|o| o.group.is_some()).cloned().collect())
+            .unwrap_or_default()
     }
 }
 
@@ -280,6 +287,7 @@ mod tests {
         assert_eq!(o.group.as_deref(), Some("X25519"));
         assert_eq!(o.version.as_deref(), Some("TLS 1.3"));
         assert!(!o.hello_retry);
+        assert!(!o.psk_offered && !o.psk_accepted);
     }
 
     #[test]
