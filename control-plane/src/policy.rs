@@ -33,7 +33,7 @@ const STREAM_QUEUE: usize = 4;
 /// The configuration in force.
 #[derive(Debug, Clone, Default)]
 pub struct PolicyState {
-    /// Increases with every successful load.
+    /// Increases with every successful load, also across restarts.
     pub version: u64,
     pub snapshot: Arc<Snapshot>,
     /// Services from the same folder (discovery).
@@ -96,7 +96,13 @@ impl Policies {
         match result {
             Ok(loaded) => {
                 let prev = self.current();
-                let version = prev.version + 1;
+                // Milliseconds since the epoch (or one more than the last):
+                // versions keep increasing across control plane restarts.
+                let now_ms = SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0);
+                let version = (prev.version + 1).max(now_ms);
                 for w in &loaded.warnings {
                     tracing::warn!(warning = %w, "policy object ignored");
                 }

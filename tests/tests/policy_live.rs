@@ -350,3 +350,22 @@ spec:
     // mTLS clients are unaffected.
     assert_eq!(get(m.http, "/hello").0, 200);
 }
+
+#[test]
+fn proxies_keep_the_last_policy_when_the_control_plane_goes_away() {
+    let yaml = deny_admin("deny-admin");
+    let mut m = mesh(&[("deny-admin.yaml", &yaml)]);
+    let version = m.api.policy_version().unwrap();
+    m.cp.stop();
+    // Still enforced, still ready, same version: proxies never invent policy.
+    assert_eq!(get(m.http, "/admin").0, 403);
+    assert_eq!(get(m.http, "/hello").0, 200);
+    assert_eq!(m.api.admin_get("/ready").0, 200);
+    assert_eq!(m.api.policy_version(), Some(version));
+    // A change made while it is down arrives once it is back.
+    m.cp.remove_policy("deny-admin.yaml");
+    m.cp.restart();
+    wait_for("policy after the control plane is back", Duration::from_secs(10), || {
+        (get(m.http, "/admin").0 == 200).then_some(())
+    });
+}
