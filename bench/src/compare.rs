@@ -80,11 +80,6 @@ pub struct CompareArgs {
     /// Wait (at most 3 minutes) until the 1-minute load average is at most this.
     #[arg(long)]
     pub max_load: Option<f64>,
-    /// RUST_LOG for the Palisade proxies. Their default is `info`, which
-    /// writes an access-log line per inbound HTTP request; `warn` measures
-    /// the data path without it.
-    #[arg(long, default_value = "info")]
-    pub palisade_log: String,
     /// A smoke run: one repetition, short runs, 500 idle connections.
     #[arg(long)]
     pub quick: bool,
@@ -486,7 +481,6 @@ pub fn run(mut args: CompareArgs) -> anyhow::Result<Results> {
         control_plane,
         issuer,
         max_conns: args.s6_connections + CONN_HEADROOM,
-        palisade_log: args.palisade_log.clone(),
     };
 
     let mut results: Vec<PairResult> = Vec::new();
@@ -639,7 +633,6 @@ pub fn serve_pair(
         control_plane,
         issuer,
         max_conns: 1000,
-        palisade_log: "info".into(),
     };
     let mut pair = pairs::start(kind, &setup)?;
     let pids: BTreeMap<&str, u32> = pair.pids().into_iter().collect();
