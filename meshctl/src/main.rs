@@ -47,6 +47,9 @@ enum Command {
     /// Authorization policy: check a call offline, lint a folder, read a proxy's snapshot
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// A local mesh of network-namespace pods: lab up DIR, status, down
+    #[command(subcommand)]
+    Lab(meshctl::lab::cli::LabCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -353,6 +356,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Lab(c) => meshctl::lab::cli::run(c),
         Command::Token(TokenCommand::Create(a)) => {
             let created = token::create(&a.data_dir, &a.namespace, &a.service_account, a.ttl)?;
             if created.generated_key {
