@@ -1,13 +1,27 @@
 #!/usr/bin/env bash
-# Installs the system packages Palisade's tests and tools need, when missing.
+# Installs the system packages Palisade's tests and tools need, when missing:
+# openssl and curl (tests, quickstart), and for the network-namespace lab
+# and its tests iproute2 (ip netns, veth, bridge), iptables (the nft backend
+# on current Debian/Ubuntu; mesh-proxy init), tcpdump (capture tests) and
+# util-linux (setpriv).
 # Safe to run repeatedly; needs root (or sudo) only when something is missing.
 set -euo pipefail
 
 need=()
-command -v openssl >/dev/null 2>&1 || need+=(openssl)
-command -v curl >/dev/null 2>&1 || need+=(curl)
+want() { # COMMAND PACKAGE
+    command -v "$1" >/dev/null 2>&1 || need+=("$2")
+}
+want openssl openssl
+want curl curl
+want ip iproute2
+want iptables iptables
+want ip6tables iptables
+want tcpdump tcpdump
+want setpriv util-linux
 
 if [ ${#need[@]} -gt 0 ]; then
+    # One package may provide several commands.
+    mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)
     echo "setup: installing ${need[*]}" >&2
     SUDO=""
     [ "$(id -u)" -eq 0 ] || SUDO="sudo"

@@ -36,12 +36,23 @@ pub const DEFAULT_PROXY_UID: u32 = 2102;
 /// means something else keeps adding it, and looping forever would hide that.
 const MAX_JUMP_COPIES: usize = 16;
 
-/// mesh-proxy init: install the pod's traffic redirection (iptables, nat
-/// table) in the current network namespace. Inbound TCP goes to the proxy's
-/// inbound port, outbound TCP to its outbound port; the proxy's UID and
-/// loopback traffic are excluded. Re-running replaces the rules; --remove
-/// deletes them. Needs root (CAP_NET_ADMIN) in the pod's network namespace.
+/// Install (or remove) the pod's traffic redirection (iptables)
 #[derive(Debug, Clone, Parser)]
+#[command(
+    long_about = "Install (or remove) the pod's traffic redirection in the current \
+    network namespace, with iptables (nat table; ip6tables too when installed).\n\n\
+    Inbound TCP goes to the proxy's inbound port, outbound TCP to its outbound port. \
+    Not redirected: connections of the proxy's UID (so the proxy does not loop into \
+    itself), traffic that stays in the pod (lo, 127.0.0.0/8), and the skip-ports and \
+    skip-subnets given. The rules live in two chains of our own, PALISADE_INBOUND (from \
+    PREROUTING) and PALISADE_OUTPUT (from OUTPUT): re-running replaces them, --remove \
+    deletes exactly them and the two jumps. Needs root (CAP_NET_ADMIN) in the pod's \
+    network namespace; run it before the app starts, e.g. as an init container.\n\n\
+    Examples:\n  \
+    mesh-proxy init --skip-inbound-ports 4191 --dry-run\n  \
+    ip netns exec pod1 mesh-proxy init --skip-outbound-ports 5432 --skip-subnets 10.96.0.0/12\n  \
+    mesh-proxy init --remove"
+)]
 pub struct InitArgs {
     /// Where inbound TCP is redirected (the proxy's --inbound port).
     #[arg(long, env = "MESH_INBOUND_PORT", default_value_t = DEFAULT_INBOUND_PORT,

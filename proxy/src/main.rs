@@ -12,7 +12,7 @@ struct Cli {
 enum Command {
     /// Run the sidecar proxy.
     Run(Box<mesh_proxy::RunArgs>),
-    /// Install (or remove) the pod's traffic redirection (iptables).
+    // Its help text is InitArgs' own.
     Init(mesh_proxy::init::InitArgs),
 }
 
