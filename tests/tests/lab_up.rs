@@ -51,6 +51,20 @@ fn denied_by(pod: &serde_json::Value, policy: &str) -> u64 {
         .sum()
 }
 
+/// `scripts/lab.sh [ARGS]` (the README's main command) for lab `name`.
+fn lab_sh(name: &str, args: &[&str]) -> std::process::Output {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let bins = mesh_tests::bin("meshctl");
+    std::process::Command::new(root.join("scripts/lab.sh"))
+        .args(args)
+        .current_dir(&root)
+        .env("MESH_NAME", name)
+        .env("MESH_BIN_DIR", bins.parent().expect("bin dir"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run scripts/lab.sh")
+}
+
 #[test]
 fn example_lab_is_ready_fast_shows_flows_and_goes_away() {
     if !available("example_lab_is_ready_fast_shows_flows_and_goes_away") {
@@ -60,13 +74,16 @@ fn example_lab_is_ready_fast_shows_flows_and_goes_away() {
     // so a lab started by hand (`pal`) is never touched.
     let name = "plex";
     let _down = Down(name);
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/lab");
-    let (out, took) = lab_up(&dir, name);
-    assert!(out.status.success(), "lab up: {}", text(&out));
-    assert!(took < UP_BOUND, "lab up took {took:?}");
-    eprintln!("example lab up in {took:?}");
+    let out = lab_sh(name, &[]);
+    let shown = text(&out);
+    assert!(out.status.success(), "scripts/lab.sh: {shown}");
+    assert!(shown.contains("lab plex is up in"), "{shown}");
+    assert!(shown.contains("IDENTITY"), "no status table: {shown}");
 
     let st = status(name);
+    let took = Duration::from_secs_f64(st["up_seconds"].as_f64().unwrap_or(f64::MAX));
+    assert!(took < UP_BOUND, "lab up took {took:?}");
+    eprintln!("example lab up in {took:?}");
     let cp = &st["control_plane"];
     assert_eq!(cp["ready"], true, "{st:#}");
     assert_eq!(cp["connected_proxies"], 4, "{st:#}");
@@ -102,8 +119,8 @@ fn example_lab_is_ready_fast_shows_flows_and_goes_away() {
     assert!(table.contains("denied connections and requests"), "{table}");
     assert!(table.contains("intruder"), "{table}");
 
-    let out = meshctl(&["lab", "down", "--name", name]);
-    assert!(out.status.success(), "lab down: {}", text(&out));
+    let out = lab_sh(name, &["down"]);
+    assert!(out.status.success(), "scripts/lab.sh down: {}", text(&out));
     let left = leftovers(name);
     assert!(left.is_empty(), "lab down left: {left:#?}");
 }
