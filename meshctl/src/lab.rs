@@ -18,7 +18,7 @@ pub mod status;
 mod tests;
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant, SystemTime};
@@ -346,17 +346,19 @@ impl Builder<'_> {
 
     fn prepare_dirs(&self) -> Result<(), LabError> {
         let p = &self.paths;
-        let mut b = std::fs::DirBuilder::new();
-        b.recursive(true).mode(0o755);
-        for d in [p.root.clone(), p.config()] {
-            b.create(&d)
-                .map_err(io(format!("cannot create {}", d.display())))?;
+        // The proxies (UID 2102) read their token and the trust bundle
+        // under the lab's folder, so every folder on the way must let them
+        // through, whatever the caller's umask.
+        if let Some(parent) = p.root.parent()
+            && !parent.exists()
+        {
+            make_dir(parent, 0o755)?;
         }
-        // The proxies (UID 2102) read the trust bundle from the data dir:
-        // they may pass through it, not list it; the keys in it are 0600.
-        b.mode(0o711)
-            .create(p.data())
-            .map_err(io(format!("cannot create {}", p.data().display())))?;
+        make_dir(&p.root, 0o755)?;
+        make_dir(&p.config(), 0o755)?;
+        // They may pass through the data dir, not list it; the keys in it
+        // are 0600.
+        make_dir(&p.data(), 0o711)?;
         for f in &self.lab.config_files {
             let Some(name) = f.file_name() else { continue };
             std::fs::copy(f, p.config().join(name))
@@ -376,11 +378,10 @@ impl Builder<'_> {
             std::fs::write(etc.join("hosts"), spec::hosts_file(self.lab, pod))
                 .map_err(io(format!("cannot write {}/hosts", etc.display())))?;
             let dir = self.paths.pod(&pod.name);
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o755)
-                .create(&dir)
-                .map_err(io(format!("cannot create {}", dir.display())))?;
+            if let Some(pods) = dir.parent() {
+                make_dir(pods, 0o755)?;
+            }
+            make_dir(&dir, 0o755)?;
             self.state.pods.push(self.pod_state(i, pod));
         }
         self.state.save(&self.paths)
@@ -649,6 +650,14 @@ fn wait_until(
         }
         std::thread::sleep(POLL);
     }
+}
+
+/// Creates a folder (and its parents) with exactly `mode`: the umask must
+/// not lock the proxies out.
+fn make_dir(dir: &Path, mode: u32) -> Result<(), LabError> {
+    std::fs::create_dir_all(dir)
+        .and_then(|()| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)))
+        .map_err(io(format!("cannot create {}", dir.display())))
 }
 
 /// Starts a pod's proxy as the proxy UID.

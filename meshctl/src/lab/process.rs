@@ -77,12 +77,16 @@ pub fn spawn(s: Spawn<'_>) -> Result<Child, LabError> {
         .stdin(Stdio::null())
         .stdout(Stdio::from(log))
         .stderr(Stdio::from(err));
-    // SAFETY: setsid is async-signal-safe and touches no memory of ours.
+    // SAFETY: setsid and umask are async-signal-safe and touch no memory
+    // of ours.
     unsafe {
         cmd.pre_exec(|| {
             if libc::setsid() < 0 {
                 return Err(std::io::Error::last_os_error());
             }
+            // Files the lab's processes write (the trust bundle above all)
+            // must be readable by the others, whatever the caller's umask.
+            libc::umask(0o022);
             Ok(())
         });
     }
