@@ -12,6 +12,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 pub struct Admin {
     pub store: Arc<Store>,
     pub policy: crate::policy::PolicyRx,
+    pub discovery: crate::discovery::DiscoveryRx,
     pub metrics: PrometheusHandle,
 }
 
@@ -24,6 +25,8 @@ impl Routes for Admin {
                     Reply::text(StatusCode::SERVICE_UNAVAILABLE, "no valid certificate\n")
                 } else if self.policy.borrow().is_none() {
                     Reply::text(StatusCode::SERVICE_UNAVAILABLE, "no policy yet\n")
+                } else if self.discovery.borrow().version == 0 {
+                    Reply::text(StatusCode::SERVICE_UNAVAILABLE, "no discovery data yet\n")
                 } else {
                     Reply::text(StatusCode::OK, "ready\n")
                 }

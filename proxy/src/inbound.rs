@@ -219,6 +219,23 @@ impl Inbound {
         decision.is_allowed().then_some(())
     }
 
+    /// PeerAuthentication for a plaintext caller: counted and logged when refused.
+    fn plaintext_allowed(&self, client: &Client, port: u16) -> bool {
+        let Some(view) = self.policy.borrow().clone() else {
+            return false;
+        };
+        let (mode, decided_by) =
+            view.evaluator
+                .mtls_mode(&self.local.as_workload(), port, SystemTime::now());
+        if mode != mesh_policy::MtlsMode::Strict {
+            return true;
+        }
+        let policy = decided_by.map_or_else(|| "default deny".to_string(), |d| d.to_string());
+        metrics::counter!("mesh_authz_decisions_total", "direction" => "inbound", "decision" => "deny", "policy" => policy.clone()).increment(1);
+        tracing::info!(access = "inbound", src = %client.addr, client = "-", port, tls = false, decision = "deny", policy, "http");
+        false
+    }
+
     async fn deliver<S>(
         &self,
         stream: S,
@@ -244,8 +261,13 @@ impl Inbound {
         let tls_label = if tls { "true" } else { "false" };
         let target = SocketAddr::new(self.app_addr, port);
         if protocol == Protocol::Http1 {
-            // PeerAuthentication and NetworkPolicy are L4 facts; the HTTP
-            // path evaluates them with every request, together with L7.
+            // A plaintext caller of a STRICT workload is refused here, as a
+            // connection, not request by request.
+            if client.identity.is_none() && !self.plaintext_allowed(&client, port) {
+                return;
+            }
+            // NetworkPolicy and AuthorizationPolicy are evaluated with every
+            // request, together with L7.
             metrics::counter!("mesh_tcp_connections_total", "direction" => "inbound", "tls" => tls_label).increment(1);
             http::serve(
                 stream,

@@ -69,11 +69,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let (trigger, drain) = drain::new();
     let (policy_tx, policy_rx) = tokio::sync::watch::channel(None);
+    let (discovery_tx, discovery_rx) =
+        tokio::sync::watch::channel(Arc::new(discovery::DiscoveryView::default()));
     tokio::spawn(mesh_admin::serve(
         admin_listener,
         Arc::new(admin::Admin {
             store: store.clone(),
             policy: policy_rx.clone(),
+            discovery: discovery_rx.clone(),
             metrics,
         }),
         drain.receiver(),
@@ -109,15 +112,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         args.trust_domain.clone(),
         policy_tx,
     ));
-    let (discovery_tx, discovery_rx) =
-        tokio::sync::watch::channel(Arc::new(discovery::DiscoveryView::default()));
     tokio::spawn(discovery::run_watch(policy_channel, discovery_tx));
     let mut pol = policy_rx.clone();
     tokio::select! {
         r = pol.wait_for(|p| p.is_some()) => { r.context("policy channel closed")?; }
         _ = mesh_admin::shutdown_signal() => return Ok(()),
     }
-    tracing::info!("policy received; serving");
+    let mut disc = discovery_rx.clone();
+    tokio::select! {
+        r = disc.wait_for(|d| d.version > 0) => { r.context("discovery channel closed")?; }
+        _ = mesh_admin::shutdown_signal() => return Ok(()),
+    }
+    tracing::info!("policy and discovery received; serving");
 
     let mut own_ports: HashSet<u16> =
         [args.inbound.port(), args.outbound.port(), args.admin.port()].into();

@@ -229,7 +229,10 @@ impl Outbound {
                             return Ok(());
                         }
                         Err(e) if e.0 == "peer_connect" || e.0 == "peer_connect_timeout" => {
-                            last = e
+                            // A dead endpoint: counted, and the next one is tried.
+                            metrics::counter!("mesh_tcp_connection_errors_total", "direction" => "outbound", "reason" => "endpoint_failover").increment(1);
+                            tracing::info!(endpoint = %ep.proxy, error = %e.1, "endpoint unreachable; trying the next");
+                            last = e;
                         }
                         Err(e) => return Err(e),
                     }

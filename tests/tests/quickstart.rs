@@ -1,4 +1,4 @@
-//! The README's main command works: the quickstart script brings up a mesh,
+//! The README's loopback quickstart works: the script brings up a mesh,
 //! sends a request across the mTLS hop and inspects the certificates.
 
 use std::process::Command;
