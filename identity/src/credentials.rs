@@ -230,7 +230,14 @@ impl Store {
                     let left = self
                         .current()
                         .and_then(|c| c.not_after.duration_since(SystemTime::now()).ok());
-                    tracing::warn!(error = %e, retry_in = ?backoff, valid_for = ?left, "certificate renewal failed; keeping current certificate");
+                    match left {
+                        Some(left) => {
+                            tracing::warn!(error = %e, retry_in = ?backoff, valid_for = ?left, "certificate renewal failed; keeping current certificate")
+                        }
+                        None => {
+                            tracing::warn!(error = %e, retry_in = ?backoff, "no valid certificate yet; retrying")
+                        }
+                    }
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(DEFAULT_BACKOFF_MAX);
                     // Retry after the backoff, not at the next renewal point.
