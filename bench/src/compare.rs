@@ -80,6 +80,10 @@ pub struct CompareArgs {
     /// Wait (at most 3 minutes) until the 1-minute load average is at most this.
     #[arg(long)]
     pub max_load: Option<f64>,
+    /// What Palisade build is measured, when not run from its git checkout
+    /// (default: `git log -1` of the current directory).
+    #[arg(long)]
+    pub commit: Option<String>,
     /// A smoke run: one repetition, short runs, 500 idle connections.
     #[arg(long)]
     pub quick: bool,
@@ -436,7 +440,10 @@ pub fn run(mut args: CompareArgs) -> anyhow::Result<Results> {
             std::thread::sleep(Duration::from_secs(5));
         }
     }
-    let machine = machine::Machine::collect(&bin_dir);
+    let mut machine = machine::Machine::collect(&bin_dir);
+    if let Some(c) = &args.commit {
+        machine.versions.insert("palisade commit".into(), c.clone());
+    }
     eprintln!(
         "machine: {} × {}, load {:.2} {:.2} {:.2}",
         machine.cpus,
@@ -587,7 +594,6 @@ pub fn run(mut args: CompareArgs) -> anyhow::Result<Results> {
             }
         }
     }
-    let mut machine = machine;
     machine.load_after = procs::loadavg();
     let results = Results {
         started: machine.started.clone(),
