@@ -365,7 +365,9 @@ fn proxies_keep_the_last_policy_when_the_control_plane_goes_away() {
     // A change made while it is down arrives once it is back.
     m.cp.remove_policy("deny-admin.yaml");
     m.cp.restart();
-    wait_for("policy after the control plane is back", Duration::from_secs(10), || {
-        (get(m.http, "/admin").0 == 200).then_some(())
-    });
+    wait_for(
+        "policy after the control plane is back",
+        Duration::from_secs(10),
+        || (get(m.http, "/admin").0 == 200).then_some(()),
+    );
 }
