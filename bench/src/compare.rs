@@ -166,6 +166,11 @@ pub struct PairResult {
     pub tls: Option<TlsSeen>,
     /// S5: RSS right after start and one request, per process tree.
     pub idle_rss_kib: BTreeMap<String, u64>,
+    /// S5: PSS and anonymous memory at the same moment.
+    #[serde(default)]
+    pub idle_pss_kib: BTreeMap<String, u64>,
+    #[serde(default)]
+    pub idle_anon_kib: BTreeMap<String, u64>,
     /// Peak RSS at the end of S1–S4.
     pub hwm_kib: BTreeMap<String, u64>,
     pub runs: Vec<Run>,
@@ -499,6 +504,8 @@ pub fn run(mut args: CompareArgs) -> anyhow::Result<Results> {
             label: k.label().into(),
             tls: None,
             idle_rss_kib: BTreeMap::new(),
+            idle_pss_kib: BTreeMap::new(),
+            idle_anon_kib: BTreeMap::new(),
             hwm_kib: BTreeMap::new(),
             runs: vec![],
             s6: None,
@@ -507,6 +514,11 @@ pub fn run(mut args: CompareArgs) -> anyhow::Result<Results> {
         match pairs::start(*k, &setup) {
             Ok(p) => {
                 pr.idle_rss_kib = memory(&p).0;
+                for (role, pid) in p.pids() {
+                    let (pss, anon) = procs::tree_pss_anon_kib(pid);
+                    pr.idle_pss_kib.insert(role.to_string(), pss);
+                    pr.idle_anon_kib.insert(role.to_string(), anon);
+                }
                 pr.tls = probe_tls(&rt, &p);
                 running.push(Some(p));
             }

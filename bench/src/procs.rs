@@ -234,6 +234,29 @@ pub fn memory_kib(pid: u32) -> Option<(u64, u64)> {
     Some((field("VmRSS:")?, field("VmHWM:")?))
 }
 
+/// PSS (shared pages divided among the processes that map them) and
+/// anonymous memory (heap, stacks) in KiB, from /proc/PID/smaps_rollup.
+/// RSS counts a binary's mapped code in full for every process; PSS and
+/// anonymous memory say what one more proxy really costs.
+pub fn pss_anon_kib(pid: u32) -> Option<(u64, u64)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    let field = |name: &str| {
+        s.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    Some((field("Pss:")?, field("Anonymous:")?))
+}
+
+/// PSS and anonymous memory of a process tree, in KiB.
+pub fn tree_pss_anon_kib(pid: u32) -> (u64, u64) {
+    tree(pid)
+        .iter()
+        .filter_map(|p| pss_anon_kib(*p))
+        .fold((0, 0), |(a, b), (c, d)| (a + c, b + d))
+}
+
 /// RSS and peak RSS of a process tree, in KiB (summed over its processes).
 pub fn tree_memory_kib(pid: u32) -> (u64, u64) {
     tree(pid)
@@ -311,6 +334,8 @@ mod tests {
         assert!(rss > 0 && hwm >= rss);
         assert!(tree(me).contains(&me));
         assert!(passive_opens().is_some());
+        let (pss, anon) = pss_anon_kib(me).unwrap();
+        assert!(pss > 0 && anon > 0);
         assert!(loadavg()[0] >= 0.0);
     }
 }

@@ -625,6 +625,30 @@ pub fn markdown(r: &Results) -> String {
     }
     let _ = writeln!(
         s,
+        "\nS5 idle memory (KiB) by kind: RSS counts the binary's mapped code in full in every process; PSS divides shared pages among the processes mapping them; anonymous is heap and stacks.\n"
+    );
+    let _ = writeln!(
+        s,
+        "| pair | RSS A | RSS B | PSS A | PSS B | anonymous A | anonymous B |\n|---|---|---|---|---|---|---|"
+    );
+    for p in r.pairs.iter().filter(|p| p.is_proxy()) {
+        let g = |m: &std::collections::BTreeMap<String, u64>, k: &str| {
+            m.get(k).map_or("–".into(), |v| thousands(*v as f64))
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            p.label,
+            g(&p.idle_rss_kib, "client"),
+            g(&p.idle_rss_kib, "server"),
+            g(&p.idle_pss_kib, "client"),
+            g(&p.idle_pss_kib, "server"),
+            g(&p.idle_anon_kib, "client"),
+            g(&p.idle_anon_kib, "server")
+        );
+    }
+    let _ = writeln!(
+        s,
         "\nS5/S6: RSS (KiB) of each proxy (process tree) idle after start, peak after S1–S4, and with N idle mTLS connections (fresh processes).\n"
     );
     let _ = writeln!(
