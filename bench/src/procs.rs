@@ -49,6 +49,21 @@ pub fn spawn(
     cmd.stdin(Stdio::null())
         .stdout(Stdio::from(out))
         .stderr(Stdio::from(err));
+    // If this process dies without stopping its children (killed, or a
+    // panic that skips Drop), they get SIGTERM instead of running on.
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGTERM as libc::c_ulong,
+                0,
+                0,
+                0,
+            );
+            Ok(())
+        });
+    }
     let child = cmd
         .spawn()
         .with_context(|| format!("cannot start {name} ({})", program.display()))?;
