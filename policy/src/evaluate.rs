@@ -49,6 +49,8 @@ pub struct Evaluator {
     /// Whether a would-be pass can differ from the enforced one at all.
     any_dry_run: bool,
     any_audit: bool,
+    /// Some AuthorizationPolicy rule reads a field only HTTP requests have.
+    any_http: bool,
 }
 
 /// What is known about the other side of a NetworkPolicy check.
@@ -93,16 +95,30 @@ impl Evaluator {
             || tables.peer_auth.iter().any(|p| p.common.dry_run)
             || tables.netpol.iter().any(|n| n.common.dry_run);
         let any_audit = tables.authz.iter().any(|a| a.action == Action::Audit);
+        let any_http = tables
+            .authz
+            .iter()
+            .any(|a| a.rules.iter().any(|r| r.http_only));
         Ok(Evaluator {
             trust_domain: trust_domain.into(),
             tables,
             any_dry_run,
             any_audit,
+            any_http,
         })
     }
 
     pub fn trust_domain(&self) -> &str {
         &self.trust_domain
+    }
+
+    /// Whether any AuthorizationPolicy rule in this snapshot reads an
+    /// HTTP-only field (methods, paths, hosts, request principals, request
+    /// headers...). When none does, a connection's decision is the same for
+    /// every request on it, so a proxy may decide once per connection and
+    /// relay opaque bytes. Expired and dry-run objects count too.
+    pub fn reads_http(&self) -> bool {
+        self.any_http
     }
 
     /// The inbound decision at the destination's proxy (per connection for

@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 
 use mesh_identity::SpiffeId;
 use mesh_policy::Peer;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
@@ -149,7 +149,7 @@ impl Inbound {
                     // an allowed plaintext client still has nowhere to go.
                     if self
                         .authorize_l4(&client, local.ip(), local.port(), false)
-                        .is_some()
+                        .is_ok()
                     {
                         metrics::counter!("mesh_tcp_connection_errors_total", "direction" => "inbound", "reason" => "no_original_destination").increment(1);
                         tracing::info!(%peer, "plaintext connection without an original destination (not redirected); closed");
@@ -190,7 +190,14 @@ impl Inbound {
     }
 
     /// The L4 decision; `None` when denied (counted and logged).
-    fn authorize_l4(&self, client: &Client, dst_ip: IpAddr, port: u16, tls: bool) -> Option<()> {
+    /// `Err(Some(what decided))` when denied, `Err(None)` without a policy.
+    fn authorize_l4(
+        &self,
+        client: &Client,
+        dst_ip: IpAddr,
+        port: u16,
+        tls: bool,
+    ) -> Result<(), Option<String>> {
         let decision = decide(
             &self.policy,
             &self.discovery,
@@ -202,7 +209,7 @@ impl Inbound {
         );
         let Some(decision) = decision else {
             tracing::warn!(peer = %client.addr, "refused: no policy yet");
-            return None;
+            return Err(None);
         };
         policy::record("inbound", &decision);
         tracing::info!(
@@ -216,7 +223,11 @@ impl Inbound {
             dry_run = %decision.dry_run.as_ref().map(|d| d.decided_by.to_string()).unwrap_or_default(),
             "tcp"
         );
-        decision.is_allowed().then_some(())
+        if decision.is_allowed() {
+            Ok(())
+        } else {
+            Err(Some(decision.decided_by.to_string()))
+        }
     }
 
     /// PeerAuthentication for a plaintext caller: counted and logged when refused.
@@ -260,7 +271,18 @@ impl Inbound {
         let stream = Rewind::new(prefix, stream);
         let tls_label = if tls { "true" } else { "false" };
         let target = SocketAddr::new(self.app_addr, port);
-        if protocol == Protocol::Http1 {
+        // HTTP is served request by request only when some rule reads HTTP
+        // fields; otherwise every request of the connection gets the same
+        // answer, so it is decided once and relayed as opaque bytes (if a
+        // later policy starts reading HTTP, the re-check below closes the
+        // connection and the client's next one is served per request).
+        let per_request = protocol == Protocol::Http1
+            && self
+                .policy
+                .borrow()
+                .as_ref()
+                .is_none_or(|v| v.evaluator.reads_http());
+        if per_request {
             // A plaintext caller of a STRICT workload is refused here, as a
             // connection, not request by request.
             if client.identity.is_none() && !self.plaintext_allowed(&client, port) {
@@ -285,7 +307,23 @@ impl Inbound {
             .await;
             return;
         }
-        if self.authorize_l4(&client, dst_ip, port, tls).is_none() {
+        let mut stream = stream;
+        if let Err(denied) = self.authorize_l4(&client, dst_ip, port, tls) {
+            // An HTTP client is told what denied it, as on the per-request path.
+            if protocol == Protocol::Http1
+                && let Some(by) = denied
+            {
+                let body = format!("access denied: {by}\n");
+                let resp = format!(
+                    "HTTP/1.1 403 Forbidden\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = tokio::time::timeout(DEFAULT_APP_CONNECT_TIMEOUT, async {
+                    let _ = stream.write_all(resp.as_bytes()).await;
+                    let _ = stream.shutdown().await;
+                })
+                .await;
+            }
             return;
         }
         metrics::counter!("mesh_tcp_connections_total", "direction" => "inbound", "tls" => tls_label).increment(1);
@@ -314,7 +352,7 @@ impl Inbound {
                     tracing::debug!(peer = %client.addr, client = client.name(), %target, error = %e, "inbound connection ended");
                 }
             }
-            _ = self.revoked(&client, dst_ip, port) => {
+            _ = self.revoked(&client, dst_ip, port, protocol == Protocol::Http1) => {
                 tracing::info!(peer = %client.addr, client = client.name(), port, "open connection closed: no longer allowed by policy");
             }
         }
@@ -322,7 +360,10 @@ impl Inbound {
 
     /// Resolves when a new policy (or an expiring exception) no longer allows
     /// this open connection.
-    async fn revoked(&self, client: &Client, dst_ip: IpAddr, port: u16) {
+    /// `http`: the connection carries HTTP/1.1 relayed opaque; it is closed
+    /// when a policy starts reading HTTP, so the client reconnects and is
+    /// served per request.
+    async fn revoked(&self, client: &Client, dst_ip: IpAddr, port: u16, http: bool) {
         let mut rx = self.policy.clone();
         loop {
             let next_expiry = rx.borrow_and_update().as_ref().and_then(|v| v.next_expiry);
@@ -335,6 +376,14 @@ impl Inbound {
             tokio::select! {
                 r = rx.changed() => if r.is_err() { return std::future::pending().await },
                 _ = wait_expiry => {}
+            }
+            if http
+                && rx
+                    .borrow()
+                    .as_ref()
+                    .is_some_and(|v| v.evaluator.reads_http())
+            {
+                return;
             }
             let decision = decide(
                 &rx,

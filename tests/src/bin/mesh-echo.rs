@@ -62,6 +62,7 @@ fn serve(conn: TcpStream, name: &str) {
     loop {
         let mut head = Vec::new();
         let mut content_length = 0usize;
+        let mut close = false;
         loop {
             let mut line = String::new();
             match reader.read_line(&mut line) {
@@ -72,10 +73,13 @@ fn serve(conn: TcpStream, name: &str) {
                 let _ = conn.write_all(b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
                 return;
             }
-            if let Some((k, v)) = line.split_once(':')
-                && k.eq_ignore_ascii_case("content-length")
-            {
-                content_length = v.trim().parse().unwrap_or(0);
+            if let Some((k, v)) = line.split_once(':') {
+                if k.eq_ignore_ascii_case("content-length") {
+                    content_length = v.trim().parse().unwrap_or(0);
+                }
+                if k.eq_ignore_ascii_case("connection") && v.trim().eq_ignore_ascii_case("close") {
+                    close = true;
+                }
             }
             let end = line == "\r\n" || line == "\n";
             head.push(line);
@@ -102,11 +106,18 @@ fn serve(conn: TcpStream, name: &str) {
         if !body.is_empty() {
             text.push_str(&format!("  body: {} bytes\n", body.len()));
         }
+        let request_line_http10 = request_line.ends_with("HTTP/1.0");
+        let close = close || request_line_http10;
         let resp = format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{text}",
-            text.len()
+            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n{}\r\n{text}",
+            text.len(),
+            if close { "connection: close\r\n" } else { "" }
         );
         if conn.write_all(resp.as_bytes()).is_err() {
+            return;
+        }
+        if close {
+            let _ = conn.shutdown(Shutdown::Both);
             return;
         }
     }
