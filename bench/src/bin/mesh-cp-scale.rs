@@ -106,11 +106,13 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let nofile = mesh_bench::procs::raise_nofile();
-    if (nofile as usize) < args.proxies * 2 + 1000 {
+    // One socket per proxy here, one per proxy in the control plane (which
+    // inherits the raised limit), plus a margin for everything else.
+    let needed = args.proxies + 500;
+    if (nofile as usize) < needed {
         bail!(
-            "RLIMIT_NOFILE is {nofile}; {} proxies need about {}",
-            args.proxies,
-            args.proxies * 2 + 1000
+            "RLIMIT_NOFILE is {nofile}; {} proxies need about {needed}",
+            args.proxies
         );
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
