@@ -105,27 +105,22 @@ const HOP_BY_HOP: [&str; 6] = [
 impl Conn {
     async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
         let started = Instant::now();
-        let method = req.method().as_str().to_string();
-        let raw_path = req
-            .uri()
-            .path_and_query()
-            .map(|p| p.as_str().to_string())
-            .unwrap_or_else(|| "/".into());
-        let resp = self.authorize_and_forward(req, &raw_path).await;
+        let resp = self.authorize_and_forward(req).await;
         let code = resp.status().as_u16();
         metrics::counter!("mesh_requests_total", "direction" => "inbound", "code" => code.to_string()).increment(1);
         metrics::histogram!("mesh_request_duration_seconds", "direction" => "inbound")
             .record(started.elapsed().as_secs_f64());
-        tracing::debug!(method, path = raw_path, code, "inbound request done");
         resp
     }
 
-    async fn authorize_and_forward(
-        &self,
-        mut req: Request<Incoming>,
-        raw_path: &str,
-    ) -> Response<Body> {
+    async fn authorize_and_forward(&self, mut req: Request<Incoming>) -> Response<Body> {
         let ctx = &self.ctx;
+        let raw_path = req
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        let raw_path = raw_path.as_str();
         // One normalized path, used for the decision and for forwarding.
         let path = match mesh_policy::normalize_path(raw_path) {
             Ok(p) => p,
