@@ -299,6 +299,7 @@ struct Builder<'a> {
 impl Builder<'_> {
     fn build(&mut self) -> Result<(), LabError> {
         self.prepare_dirs()?;
+        self.bins = stage_binaries(&self.bins, &self.paths.bin())?;
         self.state.save(&self.paths)?;
         self.network()?;
         self.control_plane()?;
@@ -652,6 +653,33 @@ fn wait_until(
     }
 }
 
+/// The mesh binaries the lab runs, copied into the lab's own folder (0755):
+/// the proxies (UID 2102) and apps (another UID) must be able to execute
+/// them, and the folder they were built in may be private to root (a
+/// checkout under /root, a `mktemp -d` clone).
+const LAB_BINARIES: [&str; 4] = ["mesh-control-plane", "mesh-proxy", "meshctl", "mesh-echo"];
+
+fn stage_binaries(from: &Path, to: &Path) -> Result<PathBuf, LabError> {
+    make_dir(to, 0o755)?;
+    for name in LAB_BINARIES {
+        let src = from.join(name);
+        if !src.is_file() {
+            // mesh-echo and meshctl are conveniences for apps; the lab
+            // checked the ones it needs in bin_dir().
+            continue;
+        }
+        let dst = to.join(name);
+        std::fs::copy(&src, &dst)
+            .and_then(|_| std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o755)))
+            .map_err(io(format!(
+                "cannot copy {} to {}",
+                src.display(),
+                dst.display()
+            )))?;
+    }
+    Ok(to.to_path_buf())
+}
+
 /// Creates a folder (and its parents) with exactly `mode`: the umask must
 /// not lock the proxies out.
 fn make_dir(dir: &Path, mode: u32) -> Result<(), LabError> {
@@ -862,8 +890,13 @@ pub fn stop_pod(name: &str, pod: &str, opts: &Options) -> Result<(), LabError> {
 /// ready, as a scaled-up replica.
 pub fn start_pod(name: &str, pod: &str, opts: &Options) -> Result<(), LabError> {
     require_root()?;
-    let bins = bin_dir(opts)?;
     let (mut state, paths) = load_state(name, opts)?;
+    // The copies `lab up` made, which every UID can execute.
+    let bins = if paths.bin().join("mesh-proxy").is_file() {
+        paths.bin()
+    } else {
+        bin_dir(opts)?
+    };
     let i = state
         .pods
         .iter()

@@ -79,6 +79,10 @@ impl Paths {
     pub fn config(&self) -> PathBuf {
         self.root.join("config")
     }
+    /// Copies of the mesh binaries, executable by the proxy and app UIDs.
+    pub fn bin(&self) -> PathBuf {
+        self.root.join("bin")
+    }
     pub fn data(&self) -> PathBuf {
         self.root.join("data")
     }

@@ -240,3 +240,27 @@ fn resolve_name_prefers_the_flag() {
     assert_eq!(resolve_name(None, None).unwrap(), spec::DEFAULT_NAME);
     assert!(resolve_name(Some("Bad-Name"), None).is_err());
 }
+
+#[test]
+fn binaries_are_staged_where_every_uid_can_run_them() {
+    use std::os::unix::fs::PermissionsExt;
+    // A build folder private to root (a checkout under /root, a `mktemp -d`
+    // clone) must not lock the proxy and app UIDs out of the binaries.
+    let private = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(private.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let from = private.path().join("bin");
+    std::fs::create_dir(&from).unwrap();
+    for name in ["mesh-control-plane", "mesh-proxy"] {
+        std::fs::write(from.join(name), b"#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(from.join(name), std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    let lab = tempfile::tempdir().unwrap();
+    let to = stage_binaries(&from, &lab.path().join("bin")).unwrap();
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&to), 0o755);
+    for name in ["mesh-control-plane", "mesh-proxy"] {
+        assert_eq!(mode(&to.join(name)), 0o755, "{name}");
+    }
+    // Optional binaries that were not built are skipped, not an error.
+    assert!(!to.join("mesh-echo").exists());
+}
