@@ -32,6 +32,16 @@ pub struct CompareArgs {
         default_value = "direct,palisade,haproxy,nginx,stunnel"
     )]
     pub pairs: Vec<Kind>,
+    /// Scenarios to run, comma-separated (S5, idle RSS, is always taken;
+    /// S6 is set by --s6-connections).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_enum,
+        default_value = "s1,s2,s3,s4x1,s4x4"
+    )]
+    #[serde(default = "all_scenarios")]
+    pub scenarios: Vec<Scenario>,
     /// Repetitions of each scenario per pair (medians are reported).
     #[arg(long, default_value_t = 3)]
     pub reps: usize,
@@ -105,7 +115,7 @@ impl CompareArgs {
 }
 
 /// The scenarios that are repeated and interleaved.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 pub enum Scenario {
     /// 1 KiB HTTP/1.1 at a fixed rate over keep-alive connections.
     S1,
@@ -117,6 +127,10 @@ pub enum Scenario {
     S4x1,
     /// Bulk TCP, four streams.
     S4x4,
+}
+
+fn all_scenarios() -> Vec<Scenario> {
+    Scenario::ALL.to_vec()
 }
 
 impl Scenario {
@@ -532,6 +546,9 @@ pub fn run(mut args: CompareArgs) -> anyhow::Result<Results> {
     }
 
     for scenario in Scenario::ALL {
+        if !args.scenarios.contains(&scenario) {
+            continue;
+        }
         for rep in 0..args.reps {
             for (i, slot) in running.iter_mut().enumerate() {
                 let Some(pair) = slot.as_mut() else { continue };

@@ -1,94 +1,92 @@
 //! Full-duplex relaying between two streams, with half-close and an idle timeout.
+//!
+//! Each direction reads into a scratch buffer shared by every relay on the
+//! worker thread and writes straight from it. Only bytes the writer could not
+//! take at once are copied into the connection's own buffer, which is given
+//! back as soon as the reader goes quiet: an idle connection holds no relay
+//! buffer at all, and a busy one costs one read and one write per chunk.
 
+use std::cell::RefCell;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
-/// Each direction reads into a small buffer while traffic is light, so an
-/// idle connection holds about a kilobyte of relay memory ...
-const IDLE_BUFFER_SIZE: usize = 512;
-/// ... and switches to one TLS record's worth of plaintext while data keeps
-/// coming, returning to the small one when the stream goes quiet.
-const BUSY_BUFFER_SIZE: usize = 16 * 1024;
+/// One TLS record's worth of plaintext: the most one read moves.
+const CHUNK_SIZE: usize = 16 * 1024;
+
+thread_local! {
+    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; CHUNK_SIZE]);
+}
 
 /// Relays bytes both ways until both directions end. When one side finishes
 /// sending, the other side's write half is shut down (half-close) and the
 /// other direction keeps going. Closes both when neither side has moved a
 /// byte for `idle`. Returns bytes copied (a→b, b→a).
-pub async fn relay<A, B>(a: A, b: B, idle: Duration) -> io::Result<(u64, u64)>
+pub async fn relay<A, B>(mut a: A, mut b: B, idle: Duration) -> io::Result<(u64, u64)>
 where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
     let start = Instant::now();
-    let last = Arc::new(AtomicU64::new(0));
-    let mut a = Activity {
-        inner: a,
-        start,
-        last: last.clone(),
-    };
-    let mut b = Activity {
-        inner: b,
-        start,
-        last: last.clone(),
-    };
-    let mut ab = Direction::new();
-    let mut ba = Direction::new();
-    let copy = std::future::poll_fn(|cx| {
+    let mut last_active = start;
+    let mut ab = Direction::default();
+    let mut ba = Direction::default();
+    let timer = tokio::time::sleep_until(start + idle);
+    tokio::pin!(timer);
+    std::future::poll_fn(|cx| {
         let r1 = ab.poll_copy(cx, &mut a, &mut b)?;
         let r2 = ba.poll_copy(cx, &mut b, &mut a)?;
-        match (r1, r2) {
-            (Poll::Ready(x), Poll::Ready(y)) => Poll::Ready(Ok::<_, io::Error>((x, y))),
-            _ => Poll::Pending,
+        if let (Poll::Ready(x), Poll::Ready(y)) = (r1, r2) {
+            return Poll::Ready(Ok((x, y)));
         }
-    });
-    tokio::pin!(copy);
-    loop {
-        let deadline = start + Duration::from_millis(last.load(Ordering::Relaxed)) + idle;
-        tokio::select! {
-            r = &mut copy => return r,
-            _ = tokio::time::sleep_until(deadline) => {
-                let now_ms = elapsed_ms(start);
-                if now_ms >= last.load(Ordering::Relaxed) + idle.as_millis() as u64 {
-                    return Err(io::Error::new(io::ErrorKind::TimedOut, "idle timeout"));
-                }
+        if std::mem::take(&mut ab.moved) | std::mem::take(&mut ba.moved) {
+            last_active = Instant::now();
+        }
+        // The timer is set for the first idle deadline and, when it fires
+        // early because bytes moved since, pushed to the current one.
+        while timer.as_mut().poll(cx).is_ready() {
+            let deadline = last_active + idle;
+            if Instant::now() >= deadline {
+                return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "idle timeout")));
             }
+            timer.as_mut().reset(deadline);
         }
-    }
+        Poll::Pending
+    })
+    .await
+}
+
+/// What one read-and-write step through the scratch buffer did.
+enum Step {
+    /// Read and wrote everything.
+    Copied,
+    /// Read, but the writer took only part; the rest is saved.
+    Blocked,
+    /// The reader has nothing now.
+    Quiet,
+    Eof,
 }
 
 /// One direction of a relay: read, write everything read, repeat; at EOF,
 /// shut down the writer.
+#[derive(Default)]
 struct Direction {
-    buf: Vec<u8>,
-    /// `buf[pos..filled]` is read but not yet written.
+    /// `pending[pos..]` was read but the writer has not taken it yet.
+    pending: Vec<u8>,
     pos: usize,
-    filled: usize,
     eof: bool,
     done: bool,
     need_flush: bool,
     copied: u64,
+    /// Bytes were read since the relay last looked.
+    moved: bool,
 }
 
 impl Direction {
-    fn new() -> Self {
-        Self {
-            buf: vec![0; IDLE_BUFFER_SIZE],
-            pos: 0,
-            filled: 0,
-            eof: false,
-            done: false,
-            need_flush: false,
-            copied: 0,
-        }
-    }
-
     fn poll_copy<R, W>(
         &mut self,
         cx: &mut Context<'_>,
@@ -103,11 +101,8 @@ impl Direction {
             return Poll::Ready(Ok(self.copied));
         }
         loop {
-            while self.pos < self.filled {
-                let n = match Pin::new(&mut *w).poll_write(cx, &self.buf[self.pos..self.filled]) {
-                    Poll::Ready(r) => r?,
-                    Poll::Pending => return Poll::Pending,
-                };
+            while self.pos < self.pending.len() {
+                let n = ready!(Pin::new(&mut *w).poll_write(cx, &self.pending[self.pos..]))?;
                 if n == 0 {
                     return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
                 }
@@ -115,94 +110,77 @@ impl Direction {
                 self.copied += n as u64;
                 self.need_flush = true;
             }
+            self.pending.clear();
+            self.pos = 0;
             if self.eof {
-                match Pin::new(&mut *w).poll_shutdown(cx) {
-                    Poll::Ready(r) => r?,
-                    Poll::Pending => return Poll::Pending,
-                }
+                ready!(Pin::new(&mut *w).poll_shutdown(cx))?;
                 self.done = true;
+                self.pending = Vec::new();
                 return Poll::Ready(Ok(self.copied));
             }
-            let was_full = self.filled == self.buf.len() && self.filled > 0;
-            self.pos = 0;
-            self.filled = 0;
-            if was_full && self.buf.len() < BUSY_BUFFER_SIZE {
-                self.buf = vec![0; BUSY_BUFFER_SIZE];
-            }
-            let mut rb = ReadBuf::new(&mut self.buf);
-            match Pin::new(&mut *r).poll_read(cx, &mut rb) {
-                Poll::Ready(Ok(())) => {
-                    let n = rb.filled().len();
-                    if n == 0 {
-                        self.eof = true;
-                    }
-                    self.filled = n;
-                }
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => {
+            match SCRATCH.with(|cell| match cell.try_borrow_mut() {
+                Ok(mut scratch) => self.step(cx, r, w, &mut scratch),
+                // Not reached (a relay does not poll another relay), but a
+                // buffer of its own is correct too.
+                Err(_) => self.step(cx, r, w, &mut vec![0; CHUNK_SIZE]),
+            })? {
+                Step::Copied => {}
+                Step::Blocked => return Poll::Pending,
+                Step::Eof => self.eof = true,
+                Step::Quiet => {
                     if self.need_flush {
-                        match Pin::new(&mut *w).poll_flush(cx) {
-                            Poll::Ready(r) => r?,
-                            Poll::Pending => return Poll::Pending,
-                        }
+                        ready!(Pin::new(&mut *w).poll_flush(cx))?;
                         self.need_flush = false;
                     }
-                    if self.buf.len() > IDLE_BUFFER_SIZE {
-                        // Quiet again: give the big buffer back.
-                        self.buf = vec![0; IDLE_BUFFER_SIZE];
-                    }
+                    // Quiet: give back what a busy stretch needed.
+                    self.pending = Vec::new();
                     return Poll::Pending;
                 }
             }
         }
     }
-}
 
-fn elapsed_ms(start: Instant) -> u64 {
-    start.elapsed().as_millis() as u64
-}
-
-/// Records the time of the last byte moved through a stream.
-struct Activity<S> {
-    inner: S,
-    start: Instant,
-    last: Arc<AtomicU64>,
-}
-
-impl<S> Activity<S> {
-    fn touch(&self) {
-        self.last.store(elapsed_ms(self.start), Ordering::Relaxed);
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Activity<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
+    /// Reads once into `scratch` and writes what was read; keeps what the
+    /// writer does not take in `pending`.
+    fn step<R, W>(
+        &mut self,
         cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.touch();
+        r: &mut R,
+        w: &mut W,
+        scratch: &mut [u8],
+    ) -> io::Result<Step>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        let mut rb = ReadBuf::new(scratch);
+        match Pin::new(&mut *r).poll_read(cx, &mut rb) {
+            Poll::Pending => return Ok(Step::Quiet),
+            Poll::Ready(r) => r?,
         }
-        r
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Activity<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        let n = rb.filled().len();
+        if n == 0 {
+            return Ok(Step::Eof);
+        }
+        self.moved = true;
+        let mut off = 0;
+        while off < n {
+            match Pin::new(&mut *w).poll_write(cx, &scratch[off..n]) {
+                Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+                Poll::Ready(Ok(k)) => {
+                    off += k;
+                    self.copied += k as u64;
+                    self.need_flush = true;
+                }
+                Poll::Ready(Err(e)) => return Err(e),
+                Poll::Pending => {
+                    self.pending.extend_from_slice(&scratch[off..n]);
+                    self.pos = 0;
+                    return Ok(Step::Blocked);
+                }
+            }
+        }
+        Ok(Step::Copied)
     }
 }
 

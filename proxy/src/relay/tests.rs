@@ -45,3 +45,27 @@ async fn traffic_in_one_direction_keeps_the_connection() {
         "active connection must not hit the idle timeout"
     );
 }
+
+#[tokio::test]
+async fn bytes_survive_a_writer_that_takes_less_than_was_read() {
+    // Small pipes: the writer side takes a few hundred bytes at a time, so
+    // most reads leave a remainder that must be written later, in order.
+    let (mut client, a) = duplex(300);
+    let (b, mut server) = duplex(700);
+    let task = tokio::spawn(relay(a, b, Duration::from_secs(5)));
+    let data: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+    let sent = data.clone();
+    let writer = tokio::spawn(async move {
+        client.write_all(&sent).await.unwrap();
+        client.shutdown().await.unwrap();
+        client
+    });
+    let mut got = Vec::new();
+    server.read_to_end(&mut got).await.unwrap();
+    assert_eq!(got.len(), data.len());
+    assert!(got == data, "relayed bytes differ from the bytes sent");
+    drop(server);
+    let _client = writer.await.unwrap();
+    let (ab, ba) = task.await.unwrap().unwrap();
+    assert_eq!((ab, ba), (1_000_000, 0));
+}
