@@ -15,6 +15,7 @@ use hyper_util::rt::TokioIo;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tracing_subscriber::filter::Targets;
 
 /// Admin requests must finish their headers quickly; the endpoint is local
 /// and its clients are probes and operators, not slow networks.
@@ -61,16 +62,36 @@ pub fn install_metrics() -> Result<PrometheusHandle, String> {
         .map_err(|e| format!("cannot install metrics recorder: {e}"))
 }
 
-/// Logs to stderr; `RUST_LOG` overrides the default level `info`.
+/// Logs to stderr; `RUST_LOG` overrides the default level `info` with
+/// comma-separated `target=level` directives and an optional bare default
+/// level (e.g. `warn,mesh_proxy=debug`). A `RUST_LOG` that does not parse is
+/// reported and the default used.
 pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let (filter, bad) = log_filter(std::env::var("RUST_LOG").ok().as_deref());
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .finish()
+        .with(filter)
         .try_init();
+    if let Some(e) = bad {
+        tracing::warn!(error = %e, "RUST_LOG ignored: it does not parse; logging at info");
+    }
+}
+
+/// The filter for a `RUST_LOG` value, and why the value was refused if it was.
+fn log_filter(value: Option<&str>) -> (Targets, Option<String>) {
+    let default = || Targets::new().with_default(tracing::Level::INFO);
+    match value.map(str::trim) {
+        Some(v) if !v.is_empty() => match v.parse::<Targets>() {
+            Ok(t) => (t, None),
+            Err(e) => (default(), Some(e.to_string())),
+        },
+        _ => (default(), None),
+    }
 }
 
 /// Binds the admin address, with an error that names it.
@@ -150,4 +171,34 @@ pub async fn shutdown_signal() {
 /// Resolves once `shutdown` turns true (or its sender is gone).
 pub async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|s| *s).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_filter;
+    use tracing::Level;
+
+    #[test]
+    fn rust_log_sets_levels_per_target() {
+        let (f, bad) = log_filter(Some("warn,mesh_proxy=debug"));
+        assert!(bad.is_none());
+        assert!(f.would_enable("mesh_proxy::inbound", &Level::DEBUG));
+        assert!(!f.would_enable("mesh_proxy::inbound", &Level::TRACE));
+        assert!(f.would_enable("h2", &Level::WARN));
+        assert!(!f.would_enable("h2", &Level::INFO));
+    }
+
+    #[test]
+    fn unset_or_unparsable_rust_log_means_info() {
+        for v in [None, Some(""), Some("  ")] {
+            let (f, bad) = log_filter(v);
+            assert!(bad.is_none(), "{v:?}");
+            assert!(f.would_enable("mesh_proxy", &Level::INFO));
+            assert!(!f.would_enable("mesh_proxy", &Level::DEBUG));
+        }
+        let (f, bad) = log_filter(Some("mesh_proxy=loud"));
+        assert!(bad.is_some());
+        assert!(f.would_enable("mesh_proxy", &Level::INFO));
+        assert!(!f.would_enable("mesh_proxy", &Level::DEBUG));
+    }
 }

@@ -42,6 +42,11 @@ pub struct CompareArgs {
     )]
     #[serde(default = "all_scenarios")]
     pub scenarios: Vec<Scenario>,
+    /// Run S3 and S4 without a proxy too (by default the direct baseline
+    /// runs S1, which the added latency needs, and S2 only).
+    #[arg(long)]
+    #[serde(default)]
+    pub direct_all: bool,
     /// Repetitions of each scenario per pair (medians are reported).
     #[arg(long, default_value_t = 3)]
     pub reps: usize,
@@ -58,34 +63,34 @@ pub struct CompareArgs {
     #[arg(long, default_value_t = 1)]
     pub proxy_cpu: usize,
     /// Unmeasured start of every run.
-    #[arg(long, default_value = "1s", value_parser = dur)]
+    #[arg(long, default_value = "500ms", value_parser = dur)]
     pub warmup: Duration,
     /// S1: fixed request rate.
     #[arg(long, default_value_t = 1000.0)]
     pub s1_rate: f64,
     #[arg(long, default_value_t = 16)]
     pub s1_connections: usize,
-    #[arg(long, default_value = "8s", value_parser = dur)]
+    #[arg(long, default_value = "4s", value_parser = dur)]
     pub s1_duration: Duration,
     /// S2: closed-loop connections.
     #[arg(long, default_value_t = 32)]
     pub s2_connections: usize,
-    #[arg(long, default_value = "3s", value_parser = dur)]
+    #[arg(long, default_value = "2s", value_parser = dur)]
     pub s2_duration: Duration,
     /// S3: concurrent clients, each opening a new connection per request.
     #[arg(long, default_value_t = 16)]
     pub s3_concurrency: usize,
-    #[arg(long, default_value = "3s", value_parser = dur)]
+    #[arg(long, default_value = "2s", value_parser = dur)]
     pub s3_duration: Duration,
     /// S4: per stream count (1 and 4).
-    #[arg(long, default_value = "3s", value_parser = dur)]
+    #[arg(long, default_value = "2s", value_parser = dur)]
     pub s4_duration: Duration,
     /// S6: idle mTLS connections held at once (0 skips S6). Each costs a
     /// proxy two descriptors; the hard RLIMIT_NOFILE bounds it.
     #[arg(long, default_value_t = 10_000)]
     pub s6_connections: usize,
     /// Handshake floor: time per variant.
-    #[arg(long, default_value = "2s", value_parser = dur)]
+    #[arg(long, default_value = "1s", value_parser = dur)]
     pub floor_duration: Duration,
     /// Wait (at most 3 minutes) until the 1-minute load average is at most this.
     #[arg(long)]
@@ -134,6 +139,11 @@ fn all_scenarios() -> Vec<Scenario> {
 }
 
 impl Scenario {
+    /// Scenarios the no-proxy baseline runs by default.
+    fn needs_direct(self) -> bool {
+        matches!(self, Scenario::S1 | Scenario::S2)
+    }
+
     pub const ALL: [Scenario; 5] = [
         Scenario::S1,
         Scenario::S2,
@@ -552,6 +562,9 @@ pub fn run(mut args: CompareArgs) -> anyhow::Result<Results> {
         for rep in 0..args.reps {
             for (i, slot) in running.iter_mut().enumerate() {
                 let Some(pair) = slot.as_mut() else { continue };
+                if pair.kind == Kind::Direct && !args.direct_all && !scenario.needs_direct() {
+                    continue;
+                }
                 if let Err(e) = pair.check_alive() {
                     results[i].error = Some(format!("{e:#}"));
                     *slot = None;
