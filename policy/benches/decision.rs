@@ -1,7 +1,8 @@
 //! Decision time against 1, 100 and 10,000 rules.
 //!
 //! `l4`: rules keyed by exact principal and port (indexed by principal).
-//! `l4-scan`: rules keyed by source namespace (no index: a linear scan).
+//! `l4-ns`: rules keyed by exact source namespace (indexed by namespace).
+//! `l4-scan`: rules keyed by a namespace suffix pattern (no index: a scan).
 //! `l7`: principal, method and path prefix, with a DENY checked first.
 //! The request always matches the last rule, the worst case for a scan.
 
@@ -49,6 +50,12 @@ fn by_namespace(i: usize) -> String {
     )
 }
 
+fn by_namespace_suffix(i: usize) -> String {
+    format!(
+        "  - from:\n    - source:\n        namespaces: [\"*-{i}\"]\n    to:\n    - operation:\n        ports: [\"8080\"]\n"
+    )
+}
+
 fn l7(i: usize) -> String {
     format!(
         "  - from:\n    - source:\n        principals: [cluster.local/ns/shop/sa/sa{i}]\n    to:\n    - operation:\n        methods: [GET, HEAD]\n        paths: [/api/*]\n"
@@ -84,6 +91,7 @@ fn decision(c: &mut Criterion) {
         let last = n - 1;
         let principal = format!("spiffe://cluster.local/ns/shop/sa/sa{last}");
         let namespace_principal = format!("spiffe://cluster.local/ns/ns{last}/sa/default");
+        let suffix_principal = format!("spiffe://cluster.local/ns/team-{last}/sa/default");
 
         let m = evaluator(by_principal, n, false);
         let r = request(&principal, &api, now, None);
@@ -94,6 +102,13 @@ fn decision(c: &mut Criterion) {
 
         let m = evaluator(by_namespace, n, false);
         let r = request(&namespace_principal, &api, now, None);
+        assert!(m.inbound(&r).is_allowed());
+        group.bench_with_input(BenchmarkId::new("l4-ns", n), &r, |b, r| {
+            b.iter(|| black_box(m.inbound(black_box(r))))
+        });
+
+        let m = evaluator(by_namespace_suffix, n, false);
+        let r = request(&suffix_principal, &api, now, None);
         assert!(m.inbound(&r).is_allowed());
         group.bench_with_input(BenchmarkId::new("l4-scan", n), &r, |b, r| {
             b.iter(|| black_box(m.inbound(black_box(r))))

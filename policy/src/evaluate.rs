@@ -533,23 +533,38 @@ fn first_match(policy: &Authz, facts: &Facts<'_>, lenient_http: bool) -> Option<
     match &policy.index {
         None => (0..policy.rules.len()).find(|&i| matches(i)),
         Some(index) => {
-            let indexed: &[u32] = facts
-                .principal
-                .and_then(|p| index.by_principal.get(p))
-                .map_or(&[], Vec::as_slice);
-            // Merge the two ascending lists so the lowest matching rule wins.
-            let (mut a, mut b) = (indexed.iter().peekable(), index.always.iter().peekable());
+            fn lookup<'a>(
+                map: &'a std::collections::HashMap<Box<str>, Vec<u32>>,
+                key: Option<&str>,
+            ) -> &'a [u32] {
+                key.and_then(|k| map.get(k)).map_or(&[], Vec::as_slice)
+            }
+            let lists = [
+                lookup(&index.by_principal, facts.principal),
+                lookup(&index.by_namespace, facts.source_namespace),
+                index.always.as_slice(),
+            ];
+            // Merge the ascending lists so the lowest matching rule wins; a
+            // rule listed under both the principal and the namespace is
+            // checked once.
+            let mut at = [0usize; 3];
+            let mut last = None;
             loop {
-                let next = match (a.peek(), b.peek()) {
-                    (Some(&&x), Some(&&y)) if x <= y => a.next(),
-                    (Some(_), Some(_)) => b.next(),
-                    (Some(_), None) => a.next(),
-                    (None, Some(_)) => b.next(),
-                    (None, None) => return None,
-                };
-                if let Some(&i) = next
-                    && matches(i as usize)
-                {
+                let mut next: Option<(usize, u32)> = None;
+                for (k, list) in lists.iter().enumerate() {
+                    if let Some(&v) = list.get(at[k])
+                        && next.is_none_or(|(_, best)| v < best)
+                    {
+                        next = Some((k, v));
+                    }
+                }
+                let (k, i) = next?;
+                at[k] += 1;
+                if last == Some(i) {
+                    continue;
+                }
+                last = Some(i);
+                if matches(i as usize) {
                     return Some(i as usize);
                 }
             }

@@ -443,3 +443,42 @@ fn principal_index_keeps_rule_order() {
     );
     assert_eq!(call("nobody", 8005), "deny: default deny");
 }
+
+#[test]
+fn namespace_index_keeps_rule_order() {
+    // Many rules by source namespace, one rule keyed by a principal and a
+    // namespace at once, and one that cannot be indexed: the index must name
+    // the same (first) rule a scan would, and never a rule that does not match.
+    let mut spec = String::from("  rules:\n");
+    for i in 0..40 {
+        spec.push_str(&format!(
+            "  - from:\n    - source:\n        namespaces: [ns{i}]\n    to:\n    - operation:\n        ports: [\"{}\"]\n",
+            8000 + i
+        ));
+        if i == 20 {
+            // Rule 21: sa "special" of ns30, or anyone in ns7, on port 7000.
+            spec.push_str(
+                "  - from:\n    - source:\n        principals: [\"cluster.local/ns/ns30/sa/special\"]\n    - source:\n        namespaces: [ns7]\n    to:\n    - operation:\n        ports: [\"7000\"]\n",
+            );
+            // Rule 22: any caller on port 7001.
+            spec.push_str("  - to:\n    - operation:\n        ports: [\"7001\"]\n");
+        }
+    }
+    // Rule 42: anyone in ns7, any port.
+    spec.push_str("  - from:\n    - source:\n        namespaces: [ns7]\n");
+    let m = mesh(&shop("by-namespace", &spec));
+    let call = |ns: &str, sa: &str, port| {
+        outcome(&Call::from_sa(ns, sa).to("shop", API).port(port).inbound(&m))
+    };
+    let rule = |n: u32| format!("allow: AuthorizationPolicy shop/by-namespace rule {n}");
+    assert_eq!(call("ns5", "default", 8005), rule(5));
+    assert_eq!(call("ns7", "default", 8007), rule(7));
+    assert_eq!(call("ns7", "default", 7000), rule(21));
+    assert_eq!(call("ns30", "special", 7000), rule(21));
+    assert_eq!(call("ns30", "other", 7000), "deny: default deny");
+    assert_eq!(call("ns30", "other", 7001), rule(22));
+    assert_eq!(call("ns30", "other", 8030), rule(32));
+    assert_eq!(call("ns30", "other", 8031), "deny: default deny");
+    assert_eq!(call("ns7", "default", 1234), rule(42));
+    assert_eq!(call("elsewhere", "default", 8005), "deny: default deny");
+}

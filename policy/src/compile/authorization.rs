@@ -13,10 +13,11 @@ use crate::resource::{
     Action, AuthorizationPolicy, Condition, Operation, Scalar, Source, TRUST_DOMAIN_ALIAS,
 };
 
-/// Above this many rules, a policy gets an index from exact principal to
-/// rules, so a policy listing thousands of callers costs a lookup instead of
-/// a scan. Below it, scanning a few rules is cheaper than hashing.
-const PRINCIPAL_INDEX_MIN_RULES: usize = 16;
+/// Above this many rules, a policy gets an index from exact principal and
+/// exact source namespace to rules, so a policy listing thousands of callers
+/// costs a lookup instead of a scan. Below it, scanning a few rules is
+/// cheaper than hashing.
+const RULE_INDEX_MIN_RULES: usize = 16;
 
 #[derive(Debug)]
 pub(crate) struct Authz {
@@ -25,7 +26,7 @@ pub(crate) struct Authz {
     pub(crate) selector: Option<Selector>,
     pub(crate) action: Action,
     pub(crate) rules: Vec<AuthzRule>,
-    pub(crate) index: Option<PrincipalIndex>,
+    pub(crate) index: Option<RuleIndex>,
 }
 
 #[derive(Debug, Default)]
@@ -100,12 +101,14 @@ pub(crate) struct ConditionMatch {
     pub(crate) not_values: Option<ValueSet>,
 }
 
-/// Exact principal → the rules that can only match that principal, plus the
-/// rules that must always be checked. Both lists are ascending, so merging
+/// Exact principal (or exact source namespace) → the rules that can only
+/// match a caller with that principal (or from that namespace), plus the
+/// rules that must always be checked. Every list is ascending, so merging
 /// them visits candidate rules in order and "rule n" is the first match.
 #[derive(Debug, Default)]
-pub(crate) struct PrincipalIndex {
+pub(crate) struct RuleIndex {
     pub(crate) by_principal: std::collections::HashMap<Box<str>, Vec<u32>>,
+    pub(crate) by_namespace: std::collections::HashMap<Box<str>, Vec<u32>>,
     pub(crate) always: Vec<u32>,
 }
 
@@ -210,7 +213,7 @@ pub(crate) fn compile(
     if errors.len() > start {
         return None;
     }
-    let index = (rules.len() >= PRINCIPAL_INDEX_MIN_RULES).then(|| build_index(&rules));
+    let index = (rules.len() >= RULE_INDEX_MIN_RULES).then(|| build_index(&rules));
     Some(Authz {
         common,
         selector,
@@ -220,30 +223,47 @@ pub(crate) fn compile(
     })
 }
 
-/// A rule can be indexed by principal when every `from` entry requires one of
-/// a list of exact principals: then no other caller can match it.
-fn build_index(rules: &[AuthzRule]) -> PrincipalIndex {
-    let mut index = PrincipalIndex::default();
+/// A rule can be indexed when every `from` entry requires one of a list of
+/// exact principals, or one of a list of exact source namespaces: then no
+/// other caller can match it. Such a rule is listed under each of those keys.
+fn build_index(rules: &[AuthzRule]) -> RuleIndex {
+    enum Key<'a> {
+        Principals(&'a [Box<str>]),
+        Namespaces(&'a [Box<str>]),
+    }
+    fn exact(set: &Option<StrSet>) -> Option<&[Box<str>]> {
+        set.as_ref().and_then(StrSet::exact_only)
+    }
+    let mut index = RuleIndex::default();
     for (i, rule) in rules.iter().enumerate() {
         let i = i as u32;
-        let exact: Option<Vec<&[Box<str>]>> = if rule.from.is_empty() {
+        let keys: Option<Vec<Key<'_>>> = if rule.from.is_empty() {
             None
         } else {
             rule.from
                 .iter()
-                .map(|s| s.principals.as_ref().and_then(StrSet::exact_only))
+                .map(|s| {
+                    exact(&s.principals)
+                        .map(Key::Principals)
+                        .or_else(|| exact(&s.namespaces).map(Key::Namespaces))
+                })
                 .collect()
         };
-        match exact {
-            Some(lists) => {
-                for principal in lists.into_iter().flatten() {
-                    let rules = index.by_principal.entry(principal.clone()).or_default();
-                    if rules.last() != Some(&i) {
-                        rules.push(i);
-                    }
+        let Some(keys) = keys else {
+            index.always.push(i);
+            continue;
+        };
+        for key in keys {
+            let (map, values) = match key {
+                Key::Principals(v) => (&mut index.by_principal, v),
+                Key::Namespaces(v) => (&mut index.by_namespace, v),
+            };
+            for value in values {
+                let rules = map.entry(value.clone()).or_default();
+                if rules.last() != Some(&i) {
+                    rules.push(i);
                 }
             }
-            None => index.always.push(i),
         }
     }
     index
