@@ -30,10 +30,14 @@ pub enum Kind {
     /// No proxy: the generator talks to the upstream.
     Direct,
     Palisade,
-    /// Palisade with RUST_LOG=warn: no access-log line per inbound HTTP
-    /// request (the default `info` writes one). Not in the default set; an
-    /// A/B of what the access log costs.
+    /// `palisade-l7` with RUST_LOG=warn: no access-log line per inbound
+    /// HTTP request (the default `info` writes one). Not in the default set;
+    /// an A/B of what the access log costs.
     PalisadeQuiet,
+    /// Palisade whose server side has an L7 rule (principal, method and
+    /// path): every request is parsed and authorized on B. Not in the
+    /// default set.
+    PalisadeL7,
     Haproxy,
     Nginx,
     Stunnel,
@@ -45,6 +49,7 @@ impl Kind {
             Kind::Direct => "direct",
             Kind::Palisade => "palisade",
             Kind::PalisadeQuiet => "palisade-quiet",
+            Kind::PalisadeL7 => "palisade-l7",
             Kind::Haproxy => "haproxy",
             Kind::Nginx => "nginx",
             Kind::Stunnel => "stunnel",
@@ -55,7 +60,8 @@ impl Kind {
         match self {
             Kind::Direct => "direct (no proxy)",
             Kind::Palisade => "Palisade",
-            Kind::PalisadeQuiet => "Palisade (RUST_LOG=warn)",
+            Kind::PalisadeQuiet => "Palisade, L7 rule on B, RUST_LOG=warn",
+            Kind::PalisadeL7 => "Palisade, L7 rule on B",
             Kind::Haproxy => "HAProxy tcp",
             Kind::Nginx => "nginx stream",
             Kind::Stunnel => "stunnel",
@@ -68,7 +74,7 @@ impl Kind {
             Kind::Haproxy => Some("haproxy"),
             Kind::Nginx => Some("nginx"),
             Kind::Stunnel => Some("stunnel4"),
-            Kind::Direct | Kind::Palisade | Kind::PalisadeQuiet => None,
+            Kind::Direct | Kind::Palisade | Kind::PalisadeQuiet | Kind::PalisadeL7 => None,
         }
     }
 }
@@ -99,11 +105,16 @@ pub struct ControlPlane {
 impl ControlPlane {
     pub fn start(bin_dir: &Path, work: &Path, cpu: Option<usize>) -> anyhow::Result<Self> {
         let data_dir = work.join("cp-data");
+        let config_dir = work.join("cp-policy");
+        std::fs::create_dir_all(&config_dir)?;
+        std::fs::write(config_dir.join("bench-l7.yaml"), l7_policy())?;
         let listen = loopback(free_port()?);
         let admin = loopback(free_port()?);
         let args = vec![
             "--data-dir".into(),
             data_dir.display().to_string(),
+            "--config-dir".into(),
+            config_dir.display().to_string(),
             "--listen".into(),
             listen.to_string(),
             "--admin".into(),
@@ -132,6 +143,18 @@ impl ControlPlane {
     pub fn trust_bundle(&self) -> PathBuf {
         self.data_dir.join("trust-bundle.pem")
     }
+}
+
+/// Labels of the `palisade-l7` server proxy, which only the L7 policy selects.
+const L7_LABELS: &str = "app=bench-l7";
+
+/// The one policy of a run. It selects only the `palisade-l7` server (the
+/// other Palisade pairs have no policy and relay after one L4 decision):
+/// its client's identity, GET, any path.
+fn l7_policy() -> String {
+    format!(
+        "apiVersion: security.palisade.dev/v1\nkind: AuthorizationPolicy\nmetadata:\n  name: bench-l7\n  namespace: {NAMESPACE}\nspec:\n  selector:\n    matchLabels: {{app: bench-l7}}\n  rules:\n    - from:\n        - source:\n            principals: [\"cluster.local/ns/{NAMESPACE}/sa/palisade-l7-client\"]\n      to:\n        - operation:\n            methods: [GET]\n            paths: [\"/*\"]\n"
+    )
 }
 
 /// A running pair.
@@ -210,8 +233,7 @@ pub fn start(kind: Kind, setup: &Setup) -> anyhow::Result<Pair> {
             tap_target: None,
             procs: vec![],
         },
-        Kind::Palisade => start_palisade(setup, "info")?,
-        Kind::PalisadeQuiet => start_palisade(setup, "warn")?,
+        Kind::Palisade | Kind::PalisadeQuiet | Kind::PalisadeL7 => start_palisade(kind, setup)?,
         Kind::Haproxy | Kind::Nginx | Kind::Stunnel => start_peer(kind, setup)?,
     };
     let http = pair.http;
@@ -226,17 +248,25 @@ pub fn start(kind: Kind, setup: &Setup) -> anyhow::Result<Pair> {
     Ok(pair)
 }
 
-/// `log`: RUST_LOG of both proxies (`info` is their default).
-fn start_palisade(setup: &Setup, log: &str) -> anyhow::Result<Pair> {
+/// Both proxies of a Palisade pair. The servers of `palisade-l7` and
+/// `palisade-quiet` are selected by the L7 policy (same identities and
+/// labels); `palisade-quiet` logs at `warn` (the default is `info`).
+fn start_palisade(kind: Kind, setup: &Setup) -> anyhow::Result<Pair> {
     let cp = &setup.control_plane;
-    let dir = setup.work.join(format!("palisade-{log}"));
+    let name = kind.name();
+    let l7 = matches!(kind, Kind::PalisadeL7 | Kind::PalisadeQuiet);
+    let dir = setup.work.join(name);
     std::fs::create_dir_all(&dir)?;
     let p = Ports::new()?;
     let key = mesh_identity::token::TokenKey::load_or_generate(&cp.data_dir)
         .context("the control plane's token key")?;
     let start_one =
         |role: &'static str, routes: Vec<String>| -> anyhow::Result<(Child, SocketAddr, u16)> {
-            let sa = format!("palisade-{role}");
+            let sa = if l7 {
+                format!("palisade-l7-{role}")
+            } else {
+                format!("palisade-{role}")
+            };
             let token = dir.join(format!("{role}.token"));
             std::fs::write(
                 &token,
@@ -271,18 +301,30 @@ fn start_palisade(setup: &Setup, log: &str) -> anyhow::Result<Pair> {
                 args.push("--static-route".into());
                 args.push(r);
             }
+            if l7 && role == "server" {
+                args.push("--labels".into());
+                args.push(L7_LABELS.into());
+            }
+            let env: &[(&str, &str)] = match kind {
+                Kind::PalisadeQuiet => &[("RUST_LOG", "warn")],
+                _ => &[],
+            };
             let child = procs::spawn(
                 &format!("mesh-proxy ({role})"),
                 setup.cpu,
                 &setup.bin_dir.join("mesh-proxy"),
                 &args,
-                &[],
+                env,
                 dir.join(format!("{role}.log")),
             )?;
             Ok((child, admin, inbound))
         };
     let (mut server, server_admin, server_inbound) = start_one("server", vec![])?;
-    let id = spiffe("palisade-server");
+    let id = if l7 {
+        spiffe("palisade-l7-server")
+    } else {
+        spiffe("palisade-server")
+    };
     let (mut client, client_admin, _) = start_one(
         "client",
         vec![
@@ -311,11 +353,7 @@ fn start_palisade(setup: &Setup, log: &str) -> anyhow::Result<Pair> {
         })?;
     }
     Ok(Pair {
-        kind: if log == "info" {
-            Kind::Palisade
-        } else {
-            Kind::PalisadeQuiet
-        },
+        kind,
         http: loopback(p.a_http),
         bulk: loopback(p.a_bulk),
         probe: Some(loopback(p.a_probe)),
@@ -537,6 +575,51 @@ pub fn blocking_get(addr: SocketAddr) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The L7 pair measures what it says only if the control plane accepts
+    /// its policy and the policy reads HTTP for that server alone.
+    #[test]
+    fn the_l7_policy_selects_only_the_l7_server_and_reads_http() {
+        use mesh_policy::{Evaluator, Headers, Http, Labels, Peer, Request, Workload};
+        let loaded = match mesh_policy::parse_yaml("bench-l7.yaml", &l7_policy()) {
+            Ok(l) => l,
+            Err(e) => panic!("bench policy does not load: {e}"),
+        };
+        let m = match Evaluator::compile(&loaded.snapshot, mesh_identity::DEFAULT_TRUST_DOMAIN) {
+            Ok(m) => m,
+            Err(e) => panic!("bench policy does not compile: {e}"),
+        };
+        let (key, value) = L7_LABELS.split_once('=').unwrap();
+        let l7_server: Labels = [(key.to_owned(), value.to_owned())].into();
+        let other: Labels = Labels::new();
+        let client = spiffe("palisade-l7-client");
+        let call = |labels: &Labels, method: &'static str| {
+            m.inbound(&Request {
+                peer: Peer::Mtls { principal: &client },
+                source_ip: None,
+                source: None,
+                destination: Some(Workload {
+                    namespace: NAMESPACE,
+                    labels,
+                }),
+                destination_ip: None,
+                destination_port: 8080,
+                http: Some(Http {
+                    method,
+                    path: "/1k",
+                    host: Some("upstream"),
+                    headers: Headers::Pairs(&[]),
+                    request_principal: None,
+                    remote_ip: None,
+                }),
+                now: std::time::SystemTime::now(),
+            })
+            .is_allowed()
+        };
+        assert!(call(&l7_server, "GET"));
+        assert!(!call(&l7_server, "POST"), "the rule must read the method");
+        assert!(call(&other, "POST"), "no policy may select the other pairs");
+    }
 
     fn cert() -> PeerCert {
         PeerCert {
