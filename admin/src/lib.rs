@@ -17,6 +17,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing_subscriber::filter::Targets;
 
+mod logs;
+pub use logs::LogGuard;
+
 /// Admin requests must finish their headers quickly; the endpoint is local
 /// and its clients are probes and operators, not slow networks.
 const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
@@ -62,16 +65,18 @@ pub fn install_metrics() -> Result<PrometheusHandle, String> {
         .map_err(|e| format!("cannot install metrics recorder: {e}"))
 }
 
-/// Logs to stderr; `RUST_LOG` overrides the default level `info` with
+/// Logs to stderr, in batches written by a background thread (see
+/// [`LogGuard`]); `RUST_LOG` overrides the default level `info` with
 /// comma-separated `target=level` directives and an optional bare default
 /// level (e.g. `warn,mesh_proxy=debug`). A `RUST_LOG` that does not parse is
 /// reported and the default used.
-pub fn init_tracing() {
+pub fn init_tracing() -> LogGuard {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     let (filter, bad) = log_filter(std::env::var("RUST_LOG").ok().as_deref());
+    logs::start();
     let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
+        .with_writer(|| logs::BatchWriter)
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .finish()
@@ -80,6 +85,7 @@ pub fn init_tracing() {
     if let Some(e) = bad {
         tracing::warn!(error = %e, "RUST_LOG ignored: it does not parse; logging at info");
     }
+    LogGuard::new()
 }
 
 /// The filter for a `RUST_LOG` value, and why the value was refused if it was.

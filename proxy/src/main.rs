@@ -18,7 +18,7 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    mesh_admin::init_tracing();
+    let logs = mesh_admin::init_tracing();
     let args = match cli.command {
         Command::Run(args) => args,
         Command::Init(args) => return mesh_proxy::init::main(&args),
@@ -36,11 +36,14 @@ fn main() -> std::process::ExitCode {
     let rt = match rt {
         Ok(rt) => rt,
         Err(e) => {
+            logs.flush();
             eprintln!("mesh-proxy: cannot start runtime: {e}");
             return std::process::ExitCode::FAILURE;
         }
     };
-    match rt.block_on(mesh_proxy::run(*args)) {
+    let result = rt.block_on(mesh_proxy::run(*args));
+    logs.flush();
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("mesh-proxy: {e:#}");

@@ -134,7 +134,10 @@ fn outbound_refuses_a_peer_with_another_identity() {
                 .then_some(())
         },
     );
-    assert!(a.logs().contains("peer certificate refused: peer is spiffe://cluster.local/ns/default/sa/api, expected spiffe://cluster.local/ns/default/sa/db"), "{}", a.logs());
+    // Logs are written in batches, shortly after the event.
+    wait_for("the refusal logged", Duration::from_secs(5), || {
+        a.logs().contains("peer certificate refused: peer is spiffe://cluster.local/ns/default/sa/api, expected spiffe://cluster.local/ns/default/sa/db").then_some(())
+    });
     assert_eq!(
         metric(
             &b.metrics(),

@@ -34,7 +34,11 @@ fn proxies_serve_through_a_control_plane_outage_and_renew_after() {
     // ... and the proxies keep serving with the certificate they hold.
     assert_eq!(a.serial().unwrap(), serial_before);
     assert_eq!(round_trip(listen, b"during").unwrap(), b"during");
-    assert!(a.logs().contains("keeping current certificate"));
+    wait_for("the failed renewal logged", Duration::from_secs(5), || {
+        a.logs()
+            .contains("keeping current certificate")
+            .then_some(())
+    });
 
     cp.restart();
     let serial_after = wait_for(

@@ -128,9 +128,16 @@ fn denied_http_request_gets_403_naming_the_rule() {
     .unwrap();
     assert_eq!(code, 200);
     assert!(!body.contains("sa/admin"), "{body}");
-    assert!(
-        m.api.logs().contains(&format!("policy={rule}")),
-        "access log names the rule"
+    // The access log names the rule (logs are written in batches).
+    wait_for(
+        "the access log naming the rule",
+        Duration::from_secs(5),
+        || {
+            m.api
+                .logs()
+                .contains(&format!("policy={rule}"))
+                .then_some(())
+        },
     );
 }
 

@@ -6,12 +6,12 @@ use mesh_tests::*;
 
 #[test]
 fn no_secret_in_logs_admin_or_errors() {
-    let cp = ControlPlane::start(CpOptions::default());
+    let mut cp = ControlPlane::start(CpOptions::default());
     let app = Echo::start();
-    let b = Proxy::start(&cp, ProxyOptions::new("default", "api"));
+    let mut b = Proxy::start(&cp, ProxyOptions::new("default", "api"));
     let mut opts = ProxyOptions::new("default", "web");
     let listen = opts.route(&b, app.port(), &b.identity);
-    let a = Proxy::start(&cp, opts);
+    let mut a = Proxy::start(&cp, opts);
     assert_eq!(round_trip(listen, b"x").unwrap(), b"x");
 
     // A proxy with a forged token (signed by another key) is refused; its
@@ -58,12 +58,7 @@ fn no_secret_in_logs_admin_or_errors() {
         }
     }
 
-    let mut haystacks = vec![
-        ("control plane logs".to_string(), cp.logs()),
-        ("proxy a logs".into(), a.logs()),
-        ("proxy b logs".into(), b.logs()),
-        ("proxy c logs".into(), c.logs()),
-    ];
+    let mut haystacks = Vec::new();
     for path in ["/live", "/ready", "/metrics", "/status", "/certs"] {
         haystacks.push((
             format!("control plane {path}"),
@@ -73,6 +68,28 @@ fn no_secret_in_logs_admin_or_errors() {
             haystacks.push((format!("proxy {n} {path}"), p.admin_get(path).1));
         }
     }
+    // Logs are written in batches: stop every process first (SIGTERM, so
+    // each writes what it still holds), then read everything they logged.
+    for p in [&mut a.proc, &mut b.proc, &mut c.proc] {
+        p.terminate();
+        assert!(
+            p.wait_exit(Duration::from_secs(15)).is_some(),
+            "proxy exits"
+        );
+    }
+    if let Some(p) = cp.proc.as_mut() {
+        p.terminate();
+        assert!(
+            p.wait_exit(Duration::from_secs(15)).is_some(),
+            "control plane exits"
+        );
+    }
+    haystacks.extend([
+        ("control plane logs".to_string(), cp.logs()),
+        ("proxy a logs".into(), a.logs()),
+        ("proxy b logs".into(), b.logs()),
+        ("proxy c logs".into(), c.logs()),
+    ]);
     // The haystacks are real: certificates and logs are there.
     assert!(
         haystacks
