@@ -237,16 +237,24 @@ pub fn tree_cpu_secs(pid: u32) -> f64 {
     ticks as f64 / clock_ticks() as f64
 }
 
-/// VmRSS and VmHWM in KiB.
-pub fn memory_kib(pid: u32) -> Option<(u64, u64)> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let field = |name: &str| {
-        s.lines()
+/// `name: value kB` fields of a /proc file, in the order asked.
+fn kib_fields<const N: usize>(path: &str, names: [&str; N]) -> Option<[u64; N]> {
+    let s = std::fs::read_to_string(path).ok()?;
+    let mut out = [0; N];
+    for (slot, name) in out.iter_mut().zip(names) {
+        *slot = s
+            .lines()
             .find(|l| l.starts_with(name))
             .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<u64>().ok())
-    };
-    Some((field("VmRSS:")?, field("VmHWM:")?))
+            .and_then(|v| v.parse::<u64>().ok())?;
+    }
+    Some(out)
+}
+
+/// VmRSS and VmHWM in KiB.
+pub fn memory_kib(pid: u32) -> Option<(u64, u64)> {
+    let [rss, hwm] = kib_fields(&format!("/proc/{pid}/status"), ["VmRSS:", "VmHWM:"])?;
+    Some((rss, hwm))
 }
 
 /// PSS (shared pages divided among the processes that map them) and
@@ -254,14 +262,8 @@ pub fn memory_kib(pid: u32) -> Option<(u64, u64)> {
 /// RSS counts a binary's mapped code in full for every process; PSS and
 /// anonymous memory say what one more proxy really costs.
 pub fn pss_anon_kib(pid: u32) -> Option<(u64, u64)> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
-    let field = |name: &str| {
-        s.lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<u64>().ok())
-    };
-    Some((field("Pss:")?, field("Anonymous:")?))
+    let [pss, anon] = kib_fields(&format!("/proc/{pid}/smaps_rollup"), ["Pss:", "Anonymous:"])?;
+    Some((pss, anon))
 }
 
 /// PSS and anonymous memory of a process tree, in KiB.

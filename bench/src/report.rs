@@ -155,6 +155,11 @@ fn spread(s: Option<Stat>, digits: usize) -> String {
     }
 }
 
+/// One KiB figure of a per-role map, with thousands separators; "–" if absent.
+fn kib(m: &std::collections::BTreeMap<String, u64>, role: &str) -> String {
+    m.get(role).map_or("–".into(), |v| thousands(*v as f64))
+}
+
 fn thousands(x: f64) -> String {
     let n = x.round() as i64;
     let s = n.abs().to_string();
@@ -632,19 +637,16 @@ pub fn markdown(r: &Results) -> String {
         "| pair | RSS A | RSS B | PSS A | PSS B | anonymous A | anonymous B |\n|---|---|---|---|---|---|---|"
     );
     for p in r.pairs.iter().filter(|p| p.is_proxy()) {
-        let g = |m: &std::collections::BTreeMap<String, u64>, k: &str| {
-            m.get(k).map_or("–".into(), |v| thousands(*v as f64))
-        };
         let _ = writeln!(
             s,
             "| {} | {} | {} | {} | {} | {} | {} |",
             p.label,
-            g(&p.idle_rss_kib, "client"),
-            g(&p.idle_rss_kib, "server"),
-            g(&p.idle_pss_kib, "client"),
-            g(&p.idle_pss_kib, "server"),
-            g(&p.idle_anon_kib, "client"),
-            g(&p.idle_anon_kib, "server")
+            kib(&p.idle_rss_kib, "client"),
+            kib(&p.idle_rss_kib, "server"),
+            kib(&p.idle_pss_kib, "client"),
+            kib(&p.idle_pss_kib, "server"),
+            kib(&p.idle_anon_kib, "client"),
+            kib(&p.idle_anon_kib, "server")
         );
     }
     let _ = writeln!(
@@ -656,21 +658,18 @@ pub fn markdown(r: &Results) -> String {
         "| pair | idle A | idle B | peak A | peak B | N held | A before → with N | B before → with N | KiB/conn A | B |\n|---|---|---|---|---|---|---|---|---|---|"
     );
     for p in r.pairs.iter().filter(|p| p.is_proxy()) {
-        let g = |m: &std::collections::BTreeMap<String, u64>, k: &str| {
-            m.get(k).map_or("–".into(), |v| thousands(*v as f64))
-        };
         let (held, ba, bb, ka, kb) = match &p.s6 {
             Some(x) => (
                 thousands(x.held as f64),
                 format!(
                     "{} → {}",
-                    g(&x.rss_before_kib, "client"),
-                    g(&x.rss_after_kib, "client")
+                    kib(&x.rss_before_kib, "client"),
+                    kib(&x.rss_after_kib, "client")
                 ),
                 format!(
                     "{} → {}",
-                    g(&x.rss_before_kib, "server"),
-                    g(&x.rss_after_kib, "server")
+                    kib(&x.rss_before_kib, "server"),
+                    kib(&x.rss_after_kib, "server")
                 ),
                 f(x.kib_per_connection.get("client").copied(), 1),
                 f(x.kib_per_connection.get("server").copied(), 1),
@@ -681,10 +680,10 @@ pub fn markdown(r: &Results) -> String {
             s,
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             p.label,
-            g(&p.idle_rss_kib, "client"),
-            g(&p.idle_rss_kib, "server"),
-            g(&p.hwm_kib, "client"),
-            g(&p.hwm_kib, "server"),
+            kib(&p.idle_rss_kib, "client"),
+            kib(&p.idle_rss_kib, "server"),
+            kib(&p.hwm_kib, "client"),
+            kib(&p.hwm_kib, "server"),
             held,
             ba,
             bb,
