@@ -59,9 +59,11 @@ impl Write for BatchWriter {
 /// Writes what is buffered now, and a note of lines dropped since the last
 /// note. `spare` keeps its capacity between batches.
 fn write_out(spare: &mut Vec<u8>) {
+    // stderr is locked before the batch is taken, so the writer thread and
+    // a final flush cannot write two batches out of order.
+    let mut err = std::io::stderr().lock();
     std::mem::swap(&mut *lock(), spare);
     let dropped = SHARED.dropped.swap(0, Ordering::Relaxed);
-    let mut err = std::io::stderr().lock();
     let _ = err.write_all(spare);
     if dropped > 0 {
         let _ = writeln!(
