@@ -20,6 +20,13 @@ use tracing_subscriber::filter::Targets;
 mod logs;
 pub use logs::LogGuard;
 
+/// Appends a whole line (ending in `\n`) to the log stream, batched with the
+/// other log output: for streams of their own, such as the access log.
+pub fn write_log_line(line: &[u8]) {
+    use std::io::Write;
+    let _ = logs::BatchWriter.write(line);
+}
+
 /// Admin requests must finish their headers quickly; the endpoint is local
 /// and its clients are probes and operators, not slow networks.
 const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);

@@ -16,12 +16,37 @@ use crate::verify::{SvidClientVerifier, SvidServerVerifier};
 
 /// ALPN of an opaque TCP connection between proxies (see docs/wire.md).
 pub const ALPN_TCP: &[u8] = b"palisade/tcp1";
+/// ALPN of the pooled HTTP/2 connections between proxies (see docs/wire.md).
+pub const ALPN_MESH_H2: &[u8] = b"palisade/h2";
 /// ALPN of gRPC to the control plane.
 pub const ALPN_H2: &[u8] = b"h2";
 
-/// The one crypto provider: rustls on aws-lc-rs.
+/// The one crypto provider: rustls on aws-lc-rs, preferring the hybrid
+/// post-quantum key exchange X25519MLKEM768 (a recorded session cannot be
+/// decrypted later by a quantum computer), with X25519 and P-256 for peers
+/// that do not offer it.
 pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+    use rustls::crypto::aws_lc_rs::kx_group;
+    provider_with_groups(vec![
+        kx_group::X25519MLKEM768,
+        kx_group::X25519,
+        kx_group::SECP256R1,
+    ])
+}
+
+/// The provider with only classical X25519 key exchange: for measuring what
+/// the post-quantum group costs, not for the mesh.
+pub fn provider_x25519_only() -> Arc<CryptoProvider> {
+    provider_with_groups(vec![rustls::crypto::aws_lc_rs::kx_group::X25519])
+}
+
+fn provider_with_groups(
+    kx_groups: Vec<&'static dyn rustls::crypto::SupportedKxGroup>,
+) -> Arc<CryptoProvider> {
+    Arc::new(CryptoProvider {
+        kx_groups,
+        ..rustls::crypto::aws_lc_rs::default_provider()
+    })
 }
 
 /// Presents whatever certificate the store holds now, so renewals apply to

@@ -6,7 +6,6 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
 use mesh_identity::SpiffeId;
 use mesh_policy::Labels;
@@ -14,9 +13,6 @@ use mesh_proto::discovery::DiscoveryRequest;
 use mesh_proto::discovery::discovery_client::DiscoveryClient;
 use tokio::sync::watch;
 use tonic::transport::Channel;
-
-const DEFAULT_RETRY_MIN: Duration = Duration::from_millis(500);
-const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// A meshed workload.
 #[derive(Debug, Clone)]
@@ -153,32 +149,23 @@ fn to_view(msg: mesh_proto::discovery::DiscoverySnapshot) -> DiscoveryView {
     view
 }
 
-/// Keeps the view current forever, reconnecting with backoff.
+/// Keeps the view current forever; the last view stays in force while the
+/// stream is down.
 pub async fn run_watch(channel: Channel, tx: watch::Sender<Arc<DiscoveryView>>) {
-    let mut client = DiscoveryClient::new(channel);
-    let mut delay = DEFAULT_RETRY_MIN;
-    loop {
-        match client.watch(DiscoveryRequest {}).await {
-            Ok(resp) => {
-                let mut stream = resp.into_inner();
-                while let Ok(Some(msg)) = stream.message().await {
-                    delay = DEFAULT_RETRY_MIN;
-                    let view = to_view(msg);
-                    tracing::debug!(
-                        version = view.version,
-                        services = view.services.len(),
-                        workloads = view.workloads.len(),
-                        "discovery updated"
-                    );
-                    tx.send_replace(Arc::new(view));
-                }
-                tracing::warn!("discovery stream ended; keeping the last view");
-            }
-            Err(s) => {
-                tracing::warn!(error = %s.message(), retry_in = ?delay, "cannot watch discovery")
-            }
-        }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(DEFAULT_RETRY_MAX);
-    }
+    let client = DiscoveryClient::new(channel);
+    let open = || {
+        let mut client = client.clone();
+        async move { client.watch(DiscoveryRequest {}).await }
+    };
+    crate::control::watch::run("discovery", open, |msg| {
+        let view = to_view(msg);
+        tracing::debug!(
+            version = view.version,
+            services = view.services.len(),
+            workloads = view.workloads.len(),
+            "discovery updated"
+        );
+        tx.send_replace(Arc::new(view));
+    })
+    .await;
 }

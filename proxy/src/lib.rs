@@ -1,18 +1,26 @@
 //! Palisade sidecar proxy: identity, inbound mTLS termination, outbound mTLS
 //! origination, admin and graceful drain.
+//!
+//! A connection moves through stages, each a module with a small typed
+//! target handed to the next: `transport` (accept, sniff, detect, original
+//! destination, relay) → `inbound` (handshake, identify, authorize, then
+//! `tcp` or `http`) or `outbound` (resolve, authorize, connect, `tcp`).
+//! `http` holds what every HTTP side shares; `errors` every failure and, in
+//! `errors/respond.rs`, what a client sees for it.
 
+pub mod access;
 pub mod admin;
 pub mod config;
 pub mod control;
-pub mod detect;
 pub mod discovery;
 pub mod drain;
+pub mod errors;
+pub mod http;
 pub mod inbound;
 pub mod init;
-pub mod orig_dst;
 pub mod outbound;
 pub mod policy;
-pub mod relay;
+pub mod transport;
 pub mod wire;
 
 use std::collections::HashSet;
@@ -135,19 +143,23 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         handshake_timeout: args.handshake_timeout,
         detect_timeout: args.detect_timeout,
         idle_timeout: args.idle_timeout,
-        policy: policy_rx.clone(),
-        discovery: discovery_rx.clone(),
-        local: local.clone(),
+        http: http::server::Limits::default(),
+        authz: inbound::authorize::Authorizer {
+            policy: policy_rx.clone(),
+            discovery: discovery_rx.clone(),
+            local: local.clone(),
+        },
     });
     tokio::spawn(inbound.serve(inbound_listener, drain.clone()));
-    let outbound = Arc::new(outbound::Outbound::new(
-        store.clone(),
-        policy_rx.clone(),
-        discovery_rx.clone(),
-        local.clone(),
-        args.handshake_timeout,
-        args.idle_timeout,
-    ));
+    let outbound = Arc::new(outbound::Outbound {
+        connector: outbound::connect::MeshConnector::new(store.clone(), args.handshake_timeout),
+        egress: outbound::authorize::Egress {
+            policy: policy_rx.clone(),
+            local: local.clone(),
+        },
+        discovery: discovery_rx.clone(),
+        idle_timeout: args.idle_timeout,
+    });
     tokio::spawn(
         outbound
             .clone()

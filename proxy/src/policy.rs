@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use mesh_policy::resource::ANNOTATION_EXPIRES_AT;
 use mesh_policy::{Decision, Http, Peer, Request, Workload};
@@ -15,11 +15,6 @@ use mesh_proto::policy::WatchRequest;
 use mesh_proto::policy::policy_client::PolicyClient;
 use tokio::sync::watch;
 use tonic::transport::Channel;
-
-/// First reconnect delay after the stream breaks; doubled up to the max.
-const DEFAULT_RETRY_MIN: Duration = Duration::from_millis(500);
-/// Longest reconnect delay: a restarted control plane is picked up within this.
-const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// A compiled snapshot.
 pub struct PolicyView {
@@ -96,8 +91,8 @@ pub fn next_expiry(snapshot: &Snapshot, now: SystemTime) -> Option<SystemTime> {
         .min()
 }
 
-/// Keeps the policy current forever: watch, compile, publish; reconnect with
-/// backoff when the stream breaks, keeping the last snapshot meanwhile.
+/// Keeps the policy current forever: watch, compile, publish; the last
+/// snapshot stays in force while the stream is down.
 pub async fn run_watch(
     channel: Channel,
     workload: LocalWorkload,
@@ -105,57 +100,37 @@ pub async fn run_watch(
     trust_domain: String,
     tx: watch::Sender<Option<Arc<PolicyView>>>,
 ) {
-    let mut client = PolicyClient::new(channel);
-    let mut delay = DEFAULT_RETRY_MIN;
-    loop {
-        let req = WatchRequest {
-            workload: workload.name.clone(),
-            labels: workload.labels.clone().into_iter().collect(),
-            ips: workload.ips.iter().map(|i| i.to_string()).collect(),
-            ports: workload.ports.iter().map(|p| u32::from(*p)).collect(),
-            inbound_port: u32::from(inbound_port),
-        };
-        match client.watch(req).await {
-            Ok(resp) => {
-                let mut stream = resp.into_inner();
-                loop {
-                    match stream.message().await {
-                        Ok(Some(msg)) => {
-                            delay = DEFAULT_RETRY_MIN;
-                            match compile(msg.version, &msg.snapshot_json, &trust_domain) {
-                                Ok(view) => {
-                                    tracing::info!(
-                                        version = msg.version,
-                                        objects = view.snapshot.objects.len(),
-                                        "policy received"
-                                    );
-                                    metrics::gauge!("mesh_policy_version").set(msg.version as f64);
-                                    tx.send_replace(Some(Arc::new(view)));
-                                }
-                                Err(e) => {
-                                    metrics::counter!("mesh_policy_errors_total").increment(1);
-                                    tracing::error!(version = msg.version, error = %e, "policy refused; keeping the previous one");
-                                }
-                            }
-                        }
-                        Ok(None) => {
-                            tracing::warn!("policy stream ended; keeping the last policy");
-                            break;
-                        }
-                        Err(s) => {
-                            tracing::warn!(error = %s.message(), "policy stream failed; keeping the last policy");
-                            break;
-                        }
-                    }
-                }
+    let client = PolicyClient::new(channel);
+    let req = WatchRequest {
+        workload: workload.name.clone(),
+        labels: workload.labels.clone().into_iter().collect(),
+        ips: workload.ips.iter().map(|i| i.to_string()).collect(),
+        ports: workload.ports.iter().map(|p| u32::from(*p)).collect(),
+        inbound_port: u32::from(inbound_port),
+    };
+    let open = || {
+        let mut client = client.clone();
+        let req = req.clone();
+        async move { client.watch(req).await }
+    };
+    crate::control::watch::run("policy", open, |msg: mesh_proto::policy::PolicySnapshot| {
+        match compile(msg.version, &msg.snapshot_json, &trust_domain) {
+            Ok(view) => {
+                tracing::info!(
+                    version = msg.version,
+                    objects = view.snapshot.objects.len(),
+                    "policy received"
+                );
+                metrics::gauge!("mesh_policy_version").set(msg.version as f64);
+                tx.send_replace(Some(Arc::new(view)));
             }
-            Err(s) => {
-                tracing::warn!(code = ?s.code(), error = %s.message(), retry_in = ?delay, "cannot watch policy");
+            Err(e) => {
+                metrics::counter!("mesh_policy_errors_total").increment(1);
+                tracing::error!(version = msg.version, error = %e, "policy refused; keeping the previous one");
             }
         }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(DEFAULT_RETRY_MAX);
-    }
+    })
+    .await;
 }
 
 /// The facts of one inbound connection or request.

@@ -59,7 +59,10 @@ pub async fn mesh_connect(
         Ok(t) => t,
         Err(e) => return Outcome::ClientRefused(e.to_string()),
     };
-    let mut msg = mesh_proxy::wire::encode(target_port).to_vec();
+    // The `palisade/tcp1` preamble, written from docs/wire.md rather than
+    // from the proxy's code, so the test checks the documented format.
+    let mut msg = b"PAL\x01".to_vec();
+    msg.extend_from_slice(&target_port.to_be_bytes());
     msg.extend_from_slice(payload);
     if tls.write_all(&msg).await.is_err() {
         return Outcome::ServerRefused;

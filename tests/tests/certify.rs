@@ -22,7 +22,7 @@ fn client(cp: &ControlPlane) -> IdentityClient<tonic::transport::Channel> {
         bundle,
         mesh_identity::tls::provider(),
     ));
-    IdentityClient::new(mesh_proxy::control::channel(&store, &cp.listen.to_string()).unwrap())
+    IdentityClient::new(mesh_control_client::channel(&store, &cp.listen.to_string()).unwrap())
 }
 
 async fn certify(

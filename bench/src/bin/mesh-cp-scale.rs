@@ -183,7 +183,7 @@ async fn scenario(
         bundle.clone(),
         provider.clone(),
     );
-    let shared = mesh_proxy::control::channel(&boot, listen)?;
+    let shared = mesh_control_client::channel(&boot, listen)?;
     let mut csrs = Vec::with_capacity(n);
     for i in 0..n {
         let id = SpiffeId::workload("cluster.local", NAMESPACE, &format!("p{i}"))?;
@@ -251,7 +251,7 @@ async fn scenario(
                 token,
             };
             store.certify_once(&certifier).await.ok()?;
-            let channel = mesh_proxy::control::channel(&store, &listen).ok()?;
+            let channel = mesh_control_client::channel(&store, &listen).ok()?;
             let mut stream = PolicyClient::new(channel)
                 .watch(WatchRequest {
                     workload: format!("p{i}"),

@@ -185,5 +185,4 @@ impl Direction {
 }
 
 #[cfg(test)]
-#[path = "relay/tests.rs"]
 mod tests;

@@ -1,0 +1,213 @@
+//! The one mapping from failures to what a client sees and what is counted:
+//! HTTP status, gRPC status (for gRPC requests) and the metric reason label.
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Response, StatusCode};
+use http_body_util::BodyExt;
+
+use super::{AuthzError, ConnectError, Error, HttpError, RouteError};
+use crate::http::Body;
+
+/// gRPC status codes (grpc/doc/statuscodes.md) the proxy answers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrpcCode {
+    InvalidArgument = 3,
+    DeadlineExceeded = 4,
+    PermissionDenied = 7,
+    ResourceExhausted = 8,
+    Internal = 13,
+    Unavailable = 14,
+}
+
+impl Error {
+    /// The HTTP status of this failure.
+    pub fn http_status(&self) -> StatusCode {
+        match self {
+            Error::Authz(AuthzError::Denied(_)) => StatusCode::FORBIDDEN,
+            Error::Authz(AuthzError::NoPolicy) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Http(HttpError::BadRequest(_)) => StatusCode::BAD_REQUEST,
+            Error::Http(HttpError::UriTooLong(_)) => StatusCode::URI_TOO_LONG,
+            Error::Http(HttpError::HeadersTooLarge(_)) => {
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+            }
+            Error::Http(HttpError::ConnectRefused) => StatusCode::FORBIDDEN,
+            Error::Http(HttpError::Timeout(_)) => StatusCode::GATEWAY_TIMEOUT,
+            Error::Http(HttpError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Http(HttpError::Upstream(_)) => StatusCode::BAD_GATEWAY,
+            Error::Route(RouteError::NoEndpoints(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Route(_) => StatusCode::BAD_GATEWAY,
+            Error::Connect(ConnectError::Handshake { .. }) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Connect(ConnectError::Recent(e)) if !e.is_unreachable() => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Error::Connect(ConnectError::ConnectTimeout { .. })
+            | Error::Connect(ConnectError::HandshakeTimeout { .. }) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Error::Connect(_) => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// The gRPC status of this failure.
+    pub fn grpc_code(&self) -> GrpcCode {
+        match self {
+            Error::Authz(AuthzError::Denied(_)) | Error::Http(HttpError::ConnectRefused) => {
+                GrpcCode::PermissionDenied
+            }
+            Error::Http(HttpError::BadRequest(_)) => GrpcCode::InvalidArgument,
+            Error::Http(HttpError::UriTooLong(_)) | Error::Http(HttpError::HeadersTooLarge(_)) => {
+                GrpcCode::ResourceExhausted
+            }
+            Error::Http(HttpError::Timeout(_)) => GrpcCode::DeadlineExceeded,
+            Error::Connect(ConnectError::Tls(_)) => GrpcCode::Internal,
+            _ => GrpcCode::Unavailable,
+        }
+    }
+
+    fn reason_of_connect(e: &ConnectError) -> &'static str {
+        match e {
+            ConnectError::Recent(inner) => Error::reason_of_connect(inner),
+            ConnectError::Connect { .. } | ConnectError::Resolve(_) => "peer_connect",
+            ConnectError::ConnectTimeout { .. } => "peer_connect_timeout",
+            ConnectError::Handshake { .. } | ConnectError::HandshakeTimeout { .. } => "handshake",
+            ConnectError::Preamble { .. } => "peer_write",
+            ConnectError::H2Handshake { .. } => "h2_handshake",
+            ConnectError::Tls(_) => "internal",
+        }
+    }
+
+    /// `reason` label of `mesh_tcp_connection_errors_total` and of logs.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Connect(e) => Error::reason_of_connect(e),
+            Error::Route(RouteError::NoOriginalDestination) => "no_original_destination",
+            Error::Route(RouteError::NoEndpoints(_)) => "no_endpoints",
+            Error::Route(RouteError::Loop(_)) => "loop",
+            Error::Authz(AuthzError::Denied(_)) => "denied",
+            Error::Authz(AuthzError::NoPolicy) => "no_policy",
+            Error::Http(HttpError::BadRequest(_)) => "bad_request",
+            Error::Http(HttpError::UriTooLong(_)) => "uri_too_long",
+            Error::Http(HttpError::HeadersTooLarge(_)) => "headers_too_large",
+            Error::Http(HttpError::ConnectRefused) => "connect_refused",
+            Error::Http(HttpError::Unavailable(_)) => "upstream_unavailable",
+            Error::Http(HttpError::Upstream(_)) => "upstream_failed",
+            Error::Http(HttpError::Timeout(_)) => "timeout",
+        }
+    }
+
+    /// The response a client gets: a short text body for HTTP, a
+    /// trailers-only response with `grpc-status` and `grpc-message` for gRPC.
+    pub fn to_response(&self, grpc: bool) -> Response<Body> {
+        let message = self.to_string();
+        if grpc {
+            return grpc_status(self.grpc_code(), &message);
+        }
+        text(self.http_status(), format!("{message}\n"))
+    }
+}
+
+/// A plain-text response.
+pub fn text(status: StatusCode, body: String) -> Response<Body> {
+    let mut r = Response::new(
+        http_body_util::Full::new(Bytes::from(body))
+            .map_err(|e| match e {})
+            .boxed(),
+    );
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+/// A gRPC trailers-only response (HTTP 200, the status in the headers).
+pub fn grpc_status(code: GrpcCode, message: &str) -> Response<Body> {
+    let mut r = Response::new(http_body_util::Empty::new().map_err(|e| match e {}).boxed());
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    h.insert("grpc-status", HeaderValue::from(code as u16));
+    if let Ok(v) = HeaderValue::from_str(&percent_encode(message)) {
+        h.insert("grpc-message", v);
+    }
+    r
+}
+
+/// `grpc-message` is percent-encoded UTF-8 (gRPC over HTTP/2, "Responses").
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if (0x20..0x7f).contains(&b) && b != b'%' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Policy denials are 403 / PERMISSION_DENIED and name the rule.
+    #[test]
+    fn denial_names_the_rule_in_both_protocols() {
+        let e = Error::from(AuthzError::Denied(
+            "AuthorizationPolicy default/deny-admin rule 0".into(),
+        ));
+        let r = e.to_response(false);
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+        let g = e.to_response(true);
+        assert_eq!(g.status(), StatusCode::OK);
+        assert_eq!(g.headers()["grpc-status"], "7");
+        assert_eq!(
+            g.headers()["grpc-message"],
+            "access denied: AuthorizationPolicy default/deny-admin rule 0"
+        );
+    }
+
+    #[test]
+    fn statuses_by_failure() {
+        let cases: [(Error, u16, GrpcCode); 5] = [
+            (
+                HttpError::Timeout(std::time::Duration::from_secs(1)).into(),
+                504,
+                GrpcCode::DeadlineExceeded,
+            ),
+            (
+                HttpError::Upstream("reset".into()).into(),
+                502,
+                GrpcCode::Unavailable,
+            ),
+            (
+                RouteError::NoEndpoints("default/api".into()).into(),
+                503,
+                GrpcCode::Unavailable,
+            ),
+            (
+                HttpError::HeadersTooLarge(65536).into(),
+                431,
+                GrpcCode::ResourceExhausted,
+            ),
+            (
+                HttpError::BadRequest("x".into()).into(),
+                400,
+                GrpcCode::InvalidArgument,
+            ),
+        ];
+        for (e, http, grpc) in cases {
+            assert_eq!(e.http_status().as_u16(), http, "{e}");
+            assert_eq!(e.grpc_code(), grpc, "{e}");
+        }
+    }
+
+    #[test]
+    fn grpc_message_is_percent_encoded() {
+        assert_eq!(percent_encode("a b%c\né"), "a b%25c%0A%C3%A9");
+    }
+}
