@@ -41,6 +41,12 @@ pub enum Kind {
     Haproxy,
     Nginx,
     Stunnel,
+    /// HAProxy `mode http` with `http-reuse always`: an L7 peer that keeps
+    /// pooled TLS connections between the pair. Not in the default set.
+    HaproxyHttp,
+    /// nginx `http` with `proxy_http_version 1.1` and `keepalive` upstream
+    /// pools on both hops. Not in the default set.
+    NginxHttp,
 }
 
 impl Kind {
@@ -53,6 +59,8 @@ impl Kind {
             Kind::Haproxy => "haproxy",
             Kind::Nginx => "nginx",
             Kind::Stunnel => "stunnel",
+            Kind::HaproxyHttp => "haproxy-http",
+            Kind::NginxHttp => "nginx-http",
         }
     }
 
@@ -65,14 +73,16 @@ impl Kind {
             Kind::Haproxy => "HAProxy tcp",
             Kind::Nginx => "nginx stream",
             Kind::Stunnel => "stunnel",
+            Kind::HaproxyHttp => "HAProxy http, http-reuse always",
+            Kind::NginxHttp => "nginx http, upstream keepalive",
         }
     }
 
     /// The program a peer pair needs on PATH.
     pub fn program(self) -> Option<&'static str> {
         match self {
-            Kind::Haproxy => Some("haproxy"),
-            Kind::Nginx => Some("nginx"),
+            Kind::Haproxy | Kind::HaproxyHttp => Some("haproxy"),
+            Kind::Nginx | Kind::NginxHttp => Some("nginx"),
             Kind::Stunnel => Some("stunnel4"),
             Kind::Direct | Kind::Palisade | Kind::PalisadeQuiet | Kind::PalisadeL7 => None,
         }
@@ -234,7 +244,9 @@ pub fn start(kind: Kind, setup: &Setup) -> anyhow::Result<Pair> {
             procs: vec![],
         },
         Kind::Palisade | Kind::PalisadeQuiet | Kind::PalisadeL7 => start_palisade(kind, setup)?,
-        Kind::Haproxy | Kind::Nginx | Kind::Stunnel => start_peer(kind, setup)?,
+        Kind::Haproxy | Kind::Nginx | Kind::Stunnel | Kind::HaproxyHttp | Kind::NginxHttp => {
+            start_peer(kind, setup)?
+        }
     };
     let http = pair.http;
     procs::wait_for(
@@ -407,6 +419,93 @@ pub fn haproxy_config(c: &PeerConfig<'_>) -> String {
     s
 }
 
+/// HAProxy in HTTP mode, one thread: HTTP/1.1 keep-alive on both hops and
+/// `http-reuse always`, so requests share pooled TLS connections between the
+/// pair (without it HAProxy opens a connection per request). The bulk
+/// route stays TCP.
+pub fn haproxy_http_config(c: &PeerConfig<'_>) -> String {
+    let mut s = format!(
+        "global\n    nbthread 1\n    maxconn {max}\n    ssl-default-bind-options ssl-min-ver TLSv1.3\n    ssl-default-server-options ssl-min-ver TLSv1.3\n\ndefaults\n    mode http\n    option http-keep-alive\n    http-reuse always\n    maxconn {max}\n    timeout connect 5s\n    timeout client 1h\n    timeout server 1h\n    timeout http-keep-alive 1h\n",
+        max = c.max_conns
+    );
+    let tls = format!(
+        "ssl crt {} ca-file {} verify required",
+        c.cert.combined.display(),
+        c.trust_bundle.display()
+    );
+    for (name, listen, connect) in &c.routes {
+        let mode = if *name == "bulk" {
+            "    mode tcp\n"
+        } else {
+            ""
+        };
+        if c.is_client() {
+            s += &format!(
+                "\nlisten {name}\n{mode}    bind 127.0.0.1:{listen}\n    server peer 127.0.0.1:{connect} {tls}\n"
+            );
+        } else {
+            s += &format!(
+                "\nlisten {name}\n{mode}    bind 127.0.0.1:{listen} {tls}\n    server upstream 127.0.0.1:{connect}\n"
+            );
+        }
+    }
+    s
+}
+
+/// nginx `http`, one worker process: `proxy_http_version 1.1` with
+/// `keepalive` upstream pools on both hops and TLS between the pair; the
+/// bulk route in a `stream` block.
+pub fn nginx_http_config(c: &PeerConfig<'_>) -> String {
+    let mut s = format!(
+        "load_module /usr/lib/nginx/modules/ngx_stream_module.so;\ndaemon off;\nmaster_process on;\nworker_processes 1;\nworker_rlimit_nofile {fds};\npid {dir}/nginx-{role}.pid;\nerror_log stderr warn;\n\nevents {{\n    worker_connections {fds};\n}}\n\n",
+        fds = c.max_conns * 2 + 64,
+        dir = c.dir.display(),
+        role = c.role
+    );
+    let chain = c.cert.chain.display();
+    let key = c.cert.key.display();
+    let root = c.trust_bundle.display();
+    let dir = c.dir.display();
+    s += &format!(
+        "http {{\n    access_log off;\n    client_body_temp_path {dir}/body;\n    proxy_temp_path {dir}/proxy;\n    keepalive_requests 1000000;\n    keepalive_timeout 1h;\n    proxy_buffering off;\n"
+    );
+    let mut stream =
+        String::from("stream {\n    proxy_timeout 1h;\n    proxy_connect_timeout 5s;\n");
+    for (name, listen, connect) in &c.routes {
+        let upstream = format!(
+            "    upstream {name}_up {{\n        server 127.0.0.1:{connect};\n        keepalive 256;\n        keepalive_requests 1000000;\n        keepalive_timeout 1h;\n    }}\n"
+        );
+        match (*name == "bulk", c.is_client()) {
+            (true, true) => {
+                stream += &format!(
+                    "    server {{\n        listen 127.0.0.1:{listen};\n        proxy_pass 127.0.0.1:{connect};\n        proxy_ssl on;\n        proxy_ssl_protocols TLSv1.3;\n        proxy_ssl_certificate {chain};\n        proxy_ssl_certificate_key {key};\n        proxy_ssl_trusted_certificate {root};\n        proxy_ssl_verify on;\n        proxy_ssl_verify_depth 3;\n        proxy_ssl_name {HOP_NAME};\n        proxy_ssl_server_name on;\n    }}\n"
+                )
+            }
+            (true, false) => {
+                stream += &format!(
+                    "    server {{\n        listen 127.0.0.1:{listen} ssl;\n        ssl_protocols TLSv1.3;\n        ssl_certificate {chain};\n        ssl_certificate_key {key};\n        ssl_client_certificate {root};\n        ssl_verify_client on;\n        ssl_verify_depth 3;\n        proxy_pass 127.0.0.1:{connect};\n    }}\n"
+                )
+            }
+            (false, true) => {
+                s += &upstream;
+                s += &format!(
+                    "    server {{\n        listen 127.0.0.1:{listen};\n        location / {{\n            proxy_pass https://{name}_up;\n            proxy_http_version 1.1;\n            proxy_set_header Connection \"\";\n            proxy_ssl_protocols TLSv1.3;\n            proxy_ssl_certificate {chain};\n            proxy_ssl_certificate_key {key};\n            proxy_ssl_trusted_certificate {root};\n            proxy_ssl_verify on;\n            proxy_ssl_verify_depth 3;\n            proxy_ssl_name {HOP_NAME};\n            proxy_ssl_server_name on;\n            proxy_ssl_session_reuse on;\n        }}\n    }}\n"
+                );
+            }
+            (false, false) => {
+                s += &upstream;
+                s += &format!(
+                    "    server {{\n        listen 127.0.0.1:{listen} ssl;\n        ssl_protocols TLSv1.3;\n        ssl_certificate {chain};\n        ssl_certificate_key {key};\n        ssl_client_certificate {root};\n        ssl_verify_client on;\n        ssl_verify_depth 3;\n        location / {{\n            proxy_pass http://{name}_up;\n            proxy_http_version 1.1;\n            proxy_set_header Connection \"\";\n        }}\n    }}\n"
+                );
+            }
+        }
+    }
+    s += "}\n";
+    s += &stream;
+    s += "}\n";
+    s
+}
+
 /// nginx `stream`, one worker process.
 pub fn nginx_config(c: &PeerConfig<'_>) -> String {
     let mut s = format!(
@@ -498,6 +597,14 @@ fn start_peer(kind: Kind, setup: &Setup) -> anyhow::Result<Pair> {
         let (text, file) = match kind {
             Kind::Haproxy => (haproxy_config(cfg), format!("haproxy-{}.cfg", cfg.role)),
             Kind::Nginx => (nginx_config(cfg), format!("nginx-{}.conf", cfg.role)),
+            Kind::HaproxyHttp => (
+                haproxy_http_config(cfg),
+                format!("haproxy-http-{}.cfg", cfg.role),
+            ),
+            Kind::NginxHttp => (
+                nginx_http_config(cfg),
+                format!("nginx-http-{}.conf", cfg.role),
+            ),
             _ => (stunnel_config(cfg), format!("stunnel-{}.conf", cfg.role)),
         };
         let path = dir.join(file);
@@ -505,8 +612,10 @@ fn start_peer(kind: Kind, setup: &Setup) -> anyhow::Result<Pair> {
         let path_s = path.display().to_string();
         let (program, args): (&str, Vec<String>) = match kind {
             // -db: stay in the foreground, one process.
-            Kind::Haproxy => ("haproxy", vec!["-db".into(), "-f".into(), path_s]),
-            Kind::Nginx => (
+            Kind::Haproxy | Kind::HaproxyHttp => {
+                ("haproxy", vec!["-db".into(), "-f".into(), path_s])
+            }
+            Kind::Nginx | Kind::NginxHttp => (
                 "nginx",
                 vec![
                     "-e".into(),

@@ -1,9 +1,154 @@
-//! The access log: one line per connection decision and per HTTP request,
-//! written in one place so every side logs the same fields.
+//! The access log. Connection decisions are log lines (`tcp`); every HTTP
+//! request, on every side, is one JSON line in the access log stream
+//! (`--access-log`: `-` for stderr with the other logs, a file, or `off`),
+//! written when its response ends so streams are measured whole.
 
+use std::io::Write;
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::mpsc;
+use std::time::{Duration, SystemTime};
 
 use mesh_policy::Decision;
+use serde::Serialize;
+
+/// Where the JSON lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Off,
+    Stderr,
+    File(PathBuf),
+}
+
+impl FromStr for Target {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "off" => Target::Off,
+            "-" => Target::Stderr,
+            "" => return Err("expected off, - or a file path".into()),
+            path => Target::File(PathBuf::from(path)),
+        })
+    }
+}
+
+/// Most lines queued for the file writer; a stalled disk drops lines
+/// (counted) rather than growing the proxy.
+const MAX_QUEUED_LINES: usize = 16 * 1024;
+
+enum Sink {
+    Off,
+    Stderr,
+    File(mpsc::SyncSender<Vec<u8>>),
+}
+
+/// The access log stream.
+pub struct AccessLog {
+    sink: Sink,
+}
+
+impl AccessLog {
+    pub fn open(target: &Target) -> std::io::Result<Self> {
+        let sink = match target {
+            Target::Off => Sink::Off,
+            Target::Stderr => Sink::Stderr,
+            Target::File(path) => {
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)?;
+                let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(MAX_QUEUED_LINES);
+                std::thread::Builder::new()
+                    .name("access-log".into())
+                    .spawn(move || write_file(file, rx))?;
+                Sink::File(tx)
+            }
+        };
+        Ok(Self { sink })
+    }
+
+    pub fn off() -> Self {
+        Self { sink: Sink::Off }
+    }
+
+    pub fn enabled(&self) -> bool {
+        !matches!(self.sink, Sink::Off)
+    }
+
+    /// Writes one request's line.
+    pub fn http(&self, line: &HttpLine<'_>) {
+        if !self.enabled() {
+            return;
+        }
+        let mut buf = Vec::with_capacity(256);
+        if serde_json::to_writer(&mut buf, line).is_err() {
+            return;
+        }
+        buf.push(b'\n');
+        match &self.sink {
+            Sink::Off => {}
+            Sink::Stderr => mesh_admin::write_log_line(&buf),
+            Sink::File(tx) => {
+                if tx.try_send(buf).is_err() {
+                    metrics::counter!("mesh_access_log_dropped_total").increment(1);
+                }
+            }
+        }
+    }
+}
+
+/// Writes queued lines, a batch per wake-up.
+fn write_file(file: std::fs::File, rx: mpsc::Receiver<Vec<u8>>) {
+    let mut out = std::io::BufWriter::new(file);
+    while let Ok(line) = rx.recv() {
+        let _ = out.write_all(&line);
+        while let Ok(more) = rx.try_recv() {
+            let _ = out.write_all(&more);
+        }
+        let _ = out.flush();
+    }
+}
+
+/// One HTTP request, as logged.
+#[derive(Serialize)]
+pub struct HttpLine<'a> {
+    pub ts: String,
+    pub direction: &'static str,
+    pub src: SocketAddr,
+    pub peer_identity: &'a str,
+    pub method: &'a str,
+    pub authority: &'a str,
+    pub path: &'a str,
+    pub status: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc_status: Option<u16>,
+    pub duration_ms: f64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub decision: &'static str,
+    pub policy: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    pub dry_run: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    pub error: &'a str,
+}
+
+/// RFC 3339 with milliseconds, UTC.
+pub fn timestamp(t: SystemTime) -> String {
+    let d = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO);
+    time::OffsetDateTime::from_unix_timestamp_nanos(d.as_nanos() as i128)
+        .ok()
+        .and_then(|t| {
+            t.replace_nanosecond(t.millisecond() as u32 * 1_000_000)
+                .ok()?
+                .format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
 
 fn dry_run(d: &Decision) -> String {
     d.dry_run
@@ -36,7 +181,7 @@ pub fn tcp(
 
 /// An outbound connection's egress decision.
 pub fn outbound(dst: SocketAddr, server: &str, d: &Decision) {
-    tracing::info!(
+    tracing::debug!(
         access = "outbound",
         %dst,
         server,
@@ -48,34 +193,32 @@ pub fn outbound(dst: SocketAddr, server: &str, d: &Decision) {
 
 /// A plaintext client refused by STRICT PeerAuthentication.
 pub fn refused_plaintext(src: SocketAddr, port: u16, policy: &str) {
-    tracing::info!(access = "inbound", %src, client = "-", port, tls = false, decision = "deny", policy, "http");
+    tracing::info!(access = "inbound", %src, client = "-", port, tls = false, decision = "deny", policy, "tcp");
 }
 
-/// One HTTP request's decision.
-pub struct Request<'a> {
-    pub src: SocketAddr,
-    pub client: &'a str,
-    pub method: &'a str,
-    pub path: &'a str,
-    pub host: Option<&'a str>,
+/// The dry-run decision's rule, for a log line.
+pub fn dry_run_rule(d: &Decision) -> String {
+    dry_run(d)
 }
 
-pub fn http(r: &Request<'_>, d: &Decision) {
-    tracing::info!(
-        access = "inbound",
-        src = %r.src,
-        client = r.client,
-        method = r.method,
-        path = r.path,
-        host = r.host.unwrap_or("-"),
-        decision = d.label(),
-        policy = %d.decided_by,
-        dry_run = %dry_run(d),
-        "http"
-    );
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// A request refused before any decision (e.g. an ambiguous path).
-pub fn http_refused(r: &Request<'_>, status: u16, error: &dyn std::fmt::Display) {
-    tracing::info!(access = "inbound", src = %r.src, client = r.client, method = r.method, path = r.path, status, error = %error, "http");
+    #[test]
+    fn targets_parse() {
+        assert_eq!("off".parse::<Target>().unwrap(), Target::Off);
+        assert_eq!("-".parse::<Target>().unwrap(), Target::Stderr);
+        assert_eq!(
+            "/var/log/a.json".parse::<Target>().unwrap(),
+            Target::File("/var/log/a.json".into())
+        );
+        assert!("".parse::<Target>().is_err());
+    }
+
+    #[test]
+    fn timestamps_have_milliseconds() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_795_584_204_123);
+        assert_eq!(timestamp(t), "2026-11-25T05:23:24.123Z");
+    }
 }

@@ -96,6 +96,75 @@ pub struct RunArgs {
     /// On SIGTERM, wait at most this long for open connections to finish.
     #[arg(long, env = "MESH_DRAIN_TIMEOUT", value_parser = mesh_identity::duration::parse_duration, default_value = "10s")]
     pub drain_timeout: Duration,
+
+    /// The HTTP access log, one JSON line per request: `-` (stderr, with the
+    /// other logs), a file, or `off`.
+    #[arg(long, env = "MESH_ACCESS_LOG", default_value = "-")]
+    pub access_log: crate::access::Target,
+
+    /// Largest HTTP request head (HTTP/1.1) or header list (HTTP/2); larger get 431.
+    #[arg(long, env = "MESH_MAX_HEADER_BYTES", default_value_t = crate::http::server::DEFAULT_MAX_HEADER_BYTES)]
+    pub max_header_bytes: usize,
+
+    /// Longest request target; longer get 414.
+    #[arg(long, env = "MESH_MAX_URI_BYTES", default_value_t = crate::http::server::DEFAULT_MAX_URI_BYTES)]
+    pub max_uri_bytes: usize,
+
+    /// An HTTP/1.1 client must send a whole request head within this.
+    #[arg(long, env = "MESH_HEADER_READ_TIMEOUT", value_parser = mesh_identity::duration::parse_duration, default_value = "10s")]
+    pub header_read_timeout: Duration,
+
+    /// Concurrent streams on one application HTTP/2 connection.
+    #[arg(long, env = "MESH_H2_MAX_CONCURRENT_STREAMS", default_value_t = crate::http::server::DEFAULT_H2_MAX_CONCURRENT_STREAMS)]
+    pub h2_max_concurrent_streams: u32,
+
+    /// Concurrent streams on one peer proxy's pooled connection.
+    #[arg(long, env = "MESH_MESH_H2_MAX_CONCURRENT_STREAMS", default_value_t = crate::http::server::DEFAULT_MESH_H2_MAX_CONCURRENT_STREAMS)]
+    pub mesh_h2_max_concurrent_streams: u32,
+
+    /// HTTP/2 RST_STREAM frames a client may send per second before GOAWAY.
+    #[arg(long, env = "MESH_H2_MAX_RESETS_PER_SECOND", default_value_t = crate::http::flood::DEFAULT_H2_MAX_RESETS_PER_SECOND)]
+    pub h2_max_resets_per_second: u32,
+
+    /// HTTP/2 PING frames a client may send per second before GOAWAY.
+    #[arg(long, env = "MESH_H2_MAX_PINGS_PER_SECOND", default_value_t = crate::http::flood::DEFAULT_H2_MAX_PINGS_PER_SECOND)]
+    pub h2_max_pings_per_second: u32,
+
+    /// HTTP/2 SETTINGS frames a client may send per second before GOAWAY.
+    #[arg(long, env = "MESH_H2_MAX_SETTINGS_PER_SECOND", default_value_t = crate::http::flood::DEFAULT_H2_MAX_SETTINGS_PER_SECOND)]
+    pub h2_max_settings_per_second: u32,
+
+    /// Pooled connections to peer proxies with nothing in flight close after this.
+    #[arg(long, env = "MESH_POOL_IDLE_TIMEOUT", value_parser = mesh_identity::duration::parse_duration, default_value = "90s")]
+    pub pool_idle_timeout: Duration,
+}
+
+impl RunArgs {
+    /// The HTTP limits for application clients.
+    pub fn http_limits(&self) -> crate::http::server::Limits {
+        crate::http::server::Limits {
+            max_header_bytes: self.max_header_bytes,
+            max_uri_bytes: self.max_uri_bytes,
+            header_read_timeout: self.header_read_timeout,
+            h2_max_concurrent_streams: self.h2_max_concurrent_streams,
+            flood: crate::http::flood::FloodLimits {
+                resets_per_second: self.h2_max_resets_per_second,
+                pings_per_second: self.h2_max_pings_per_second,
+                settings_per_second: self.h2_max_settings_per_second,
+            },
+            extended_connect: false,
+        }
+    }
+
+    /// The HTTP limits for peer proxies' pooled connections: more streams,
+    /// and WebSocket as extended CONNECT.
+    pub fn mesh_http_limits(&self) -> crate::http::server::Limits {
+        crate::http::server::Limits {
+            h2_max_concurrent_streams: self.mesh_h2_max_concurrent_streams,
+            extended_connect: true,
+            ..self.http_limits()
+        }
+    }
 }
 
 /// `LISTEN=PEER_INBOUND/TARGET_PORT@SPIFFE_ID`.

@@ -1,12 +1,17 @@
 //! The HTTP layer shared by every side of the proxy: serving connections
-//! (with the limits that keep hostile clients bounded), the client to the
-//! local app, and the header rules (hop-by-hop, identity).
+//! (with the limits that keep hostile clients bounded, `server`, `flood`,
+//! `guard`), the pooled HTTP/2 connections between proxies (`pool`), the
+//! client to the local app (`client`), header rules (`headers`) and
+//! per-request telemetry (`telemetry`, `body`).
 
 pub mod body;
 pub mod client;
 pub mod flood;
+pub mod guard;
 pub mod headers;
+pub mod pool;
 pub mod server;
+pub mod telemetry;
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;

@@ -1,10 +1,11 @@
 //! Inbound: every connection to the inbound port, in stages. The TLS sniff
 //! tells mesh mTLS from anything else; mesh clients are handshaken
 //! (`handshake`) and identified by their SVID (`identify`); anything else is
-//! a plaintext client, judged by PeerAuthentication. Then the protocol is
-//! detected: HTTP/1.1 is authorized per request (`http`) when a rule reads
-//! HTTP fields, everything else once per connection (`tcp`), and delivered
-//! to the app at the target port.
+//! a plaintext client, judged by PeerAuthentication. A peer proxy's pooled
+//! `palisade/h2` connection is served request by request (`http`); an
+//! opaque `palisade/tcp1` or plaintext connection is detected: HTTP is
+//! authorized per request (`http`) when a rule reads HTTP fields,
+//! everything else once per connection (`tcp`).
 
 pub mod authorize;
 pub mod handshake;
@@ -12,7 +13,6 @@ pub mod http;
 pub mod identify;
 pub mod tcp;
 
-use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +25,7 @@ use self::authorize::{Authorizer, Destination};
 use self::identify::Client;
 use crate::drain::Drain;
 use crate::errors::RouteError;
+use crate::http::server::{Limits, Version};
 use crate::transport::detect::{self, Protocol, Rewind};
 use crate::transport::{accept, orig_dst, sniff};
 
@@ -37,13 +38,15 @@ pub const DEFAULT_DETECT_TIMEOUT: Duration = Duration::from_millis(500);
 pub struct Inbound {
     pub tls: Arc<rustls::ServerConfig>,
     pub app_addr: IpAddr,
-    /// Ports the proxy itself listens on; never a delivery target.
-    pub own_ports: HashSet<u16>,
     pub handshake_timeout: Duration,
     pub detect_timeout: Duration,
     pub idle_timeout: Duration,
-    pub http: crate::http::server::Limits,
+    /// Limits for application clients' connections.
+    pub http: Limits,
+    /// Limits for peer proxies' pooled connections.
+    pub mesh_http: Limits,
     pub authz: Authorizer,
+    pub handler: Arc<http::Handler>,
 }
 
 /// An accepted connection, identified, and the port it asks for.
@@ -81,21 +84,40 @@ impl Inbound {
                 }
             };
         if is_mesh {
-            let (tls, port) = match handshake::accept(&acceptor, tcp, self.handshake_timeout).await
-            {
+            let accepted = match handshake::accept(&acceptor, tcp, self.handshake_timeout).await {
                 Ok(v) => v,
                 Err(refused) => return refused.record(peer),
             };
-            let client = Client::mesh(peer, tls.get_ref().1.peer_certificates());
-            let accepted = Accepted {
-                client,
-                dst: Destination {
-                    ip: local.ip(),
-                    port,
-                },
-                tls: true,
-            };
-            self.deliver(tls, accepted, drain).await;
+            match accepted {
+                handshake::Accepted::Http2(tls) => {
+                    let client = Client::mesh(peer, tls.get_ref().1.peer_certificates());
+                    metrics::counter!("mesh_tcp_connections_total", "direction" => "inbound", "tls" => "true").increment(1);
+                    let hop = http::Hop::Mesh {
+                        local_ip: local.ip(),
+                    };
+                    http::serve(
+                        tls,
+                        client,
+                        hop,
+                        self.handler.clone(),
+                        &self.mesh_http,
+                        &drain,
+                    )
+                    .await;
+                }
+                handshake::Accepted::Tcp(tls, port) => {
+                    let client = Client::mesh(peer, tls.get_ref().1.peer_certificates());
+                    let accepted = Accepted {
+                        client,
+                        dst: Destination {
+                            ip: local.ip(),
+                            port,
+                        },
+                        tls: true,
+                    };
+                    self.deliver(tls, accepted, drain).await;
+                }
+            }
             return;
         }
         // A plaintext client, or TLS that is not ours (passed through
@@ -134,7 +156,7 @@ impl Inbound {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        if self.own_ports.contains(&conn.dst.port) {
+        if self.handler.own_ports.contains(&conn.dst.port) {
             let e = RouteError::Loop(conn.dst.port);
             metrics::counter!("mesh_tcp_connection_errors_total", "direction" => "inbound", "reason" => "loop").increment(1);
             tracing::warn!(peer = %conn.client.addr, client = conn.client.name(), error = %e, "refused");
@@ -150,7 +172,14 @@ impl Inbound {
         // answer, so it is decided once and relayed as opaque bytes (if a
         // later policy starts reading HTTP, the revocation check closes the
         // connection and the client's next one is served per request).
-        if protocol == Protocol::Http1 && self.authz.reads_http() {
+        let version = match protocol {
+            Protocol::Http1 => Some(Version::Http1),
+            Protocol::Http2 => Some(Version::Http2),
+            Protocol::Opaque => None,
+        };
+        if let Some(version) = version
+            && self.authz.reads_http()
+        {
             // A plaintext caller of a STRICT workload is refused here, as a
             // connection, not request by request.
             if conn.client.identity.is_none()
@@ -161,13 +190,19 @@ impl Inbound {
             let tls = if conn.tls { "true" } else { "false" };
             metrics::counter!("mesh_tcp_connections_total", "direction" => "inbound", "tls" => tls)
                 .increment(1);
-            let c = http::Connection {
-                client: conn.client,
+            let hop = http::Hop::Direct {
                 dst: conn.dst,
-                authz: self.authz.clone(),
-                app: crate::http::client::AppClient::new(target),
+                version,
             };
-            http::serve(stream, c, &self.http, &drain).await;
+            http::serve(
+                stream,
+                conn.client,
+                hop,
+                self.handler.clone(),
+                &self.http,
+                &drain,
+            )
+            .await;
             return;
         }
         let c = tcp::Connection {

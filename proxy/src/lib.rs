@@ -136,29 +136,57 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut own_ports: HashSet<u16> =
         [args.inbound.port(), args.outbound.port(), args.admin.port()].into();
     own_ports.extend(args.static_routes.iter().map(|r| r.listen.port()));
+    let access = Arc::new(
+        access::AccessLog::open(&args.access_log)
+            .with_context(|| format!("cannot open --access-log {:?}", args.access_log))?,
+    );
+    let authz = inbound::authorize::Authorizer {
+        policy: policy_rx.clone(),
+        discovery: discovery_rx.clone(),
+        local: local.clone(),
+    };
     let inbound = Arc::new(inbound::Inbound {
-        tls: mesh_identity::tls::server_config(&store, true, &[mesh_identity::tls::ALPN_TCP])?,
+        tls: mesh_identity::tls::server_config(
+            &store,
+            true,
+            &[
+                mesh_identity::tls::ALPN_MESH_H2,
+                mesh_identity::tls::ALPN_TCP,
+            ],
+        )?,
         app_addr: args.app_addr,
-        own_ports,
         handshake_timeout: args.handshake_timeout,
         detect_timeout: args.detect_timeout,
         idle_timeout: args.idle_timeout,
-        http: http::server::Limits::default(),
-        authz: inbound::authorize::Authorizer {
-            policy: policy_rx.clone(),
-            discovery: discovery_rx.clone(),
-            local: local.clone(),
-        },
+        http: args.http_limits(),
+        mesh_http: args.mesh_http_limits(),
+        handler: Arc::new(inbound::http::Handler {
+            authz: authz.clone(),
+            app: http::client::AppClient::new(args.app_addr),
+            own_ports: Arc::new(own_ports),
+            access: access.clone(),
+            max_uri_bytes: args.max_uri_bytes,
+            idle_timeout: args.idle_timeout,
+        }),
+        authz,
     });
     tokio::spawn(inbound.serve(inbound_listener, drain.clone()));
+    let connector = Arc::new(outbound::connect::MeshConnector::new(
+        store.clone(),
+        args.handshake_timeout,
+    ));
     let outbound = Arc::new(outbound::Outbound {
-        connector: outbound::connect::MeshConnector::new(store.clone(), args.handshake_timeout),
+        pool: http::pool::MeshPool::new(connector.clone(), args.pool_idle_timeout),
+        connector,
         egress: outbound::authorize::Egress {
             policy: policy_rx.clone(),
             local: local.clone(),
         },
         discovery: discovery_rx.clone(),
         idle_timeout: args.idle_timeout,
+        detect_timeout: args.detect_timeout,
+        http: args.http_limits(),
+        access,
     });
     tokio::spawn(
         outbound

@@ -1,9 +1,13 @@
 //! Outbound: the app's connections leave through here, in stages: resolve
-//! the destination (`resolve`), check egress policy (`authorize`), connect
-//! to the peer proxy over verified mTLS (`connect`) and relay (`tcp`).
+//! the destination (`resolve`), detect the protocol, then HTTP goes request
+//! by request over the pooled HTTP/2 connections to peer proxies (`http`)
+//! and anything else as one mTLS connection per app connection (`tcp`);
+//! egress policy (`authorize`) is checked for every destination before
+//! anything is sent, and peers are reached over verified mTLS (`connect`).
 
 pub mod authorize;
 pub mod connect;
+pub mod http;
 pub mod resolve;
 pub mod tcp;
 
@@ -15,18 +19,27 @@ use tokio::net::{TcpListener, TcpStream};
 
 use self::authorize::Egress;
 use self::connect::MeshConnector;
+use self::resolve::Resolved;
+use crate::access::AccessLog;
 use crate::config::StaticRoute;
 use crate::discovery::DiscoveryRx;
 use crate::drain::Drain;
 use crate::errors::{Error, RouteError};
+use crate::http::pool::MeshPool;
+use crate::http::server::{Limits, Version};
+use crate::transport::detect::{self, Protocol, Rewind};
 use crate::transport::{accept, orig_dst};
 
 /// What outbound connections share.
 pub struct Outbound {
-    pub connector: MeshConnector,
+    pub connector: Arc<MeshConnector>,
+    pub pool: MeshPool,
     pub egress: Egress,
     pub discovery: DiscoveryRx,
     pub idle_timeout: Duration,
+    pub detect_timeout: Duration,
+    pub http: Limits,
+    pub access: Arc<AccessLog>,
 }
 
 impl Outbound {
@@ -38,13 +51,17 @@ impl Outbound {
         drain: Drain,
     ) {
         let route = Arc::new(route);
-        accept::serve(listener, drain, "outbound", move |app, client| {
+        let d = drain.clone();
+        accept::serve(listener, d, "outbound", move |app, client| {
             let this = self.clone();
             let route = route.clone();
+            let drain = drain.clone();
             async move {
                 let r = async {
-                    let resolved = resolve::static_route(&route).await?;
-                    tcp::serve(&this, app, resolved).await
+                    let resolved = Arc::new(resolve::static_route(&route).await?);
+                    this.clone()
+                        .dispatch(app, client, http::Dest::Route(resolved), drain)
+                        .await
                 };
                 failed(client, r.await);
             }
@@ -55,17 +72,25 @@ impl Outbound {
     /// Serves redirected connections (transparent mode) until draining starts.
     pub async fn serve_transparent(self: Arc<Self>, listener: TcpListener, drain: Drain) {
         let own = listener.local_addr().ok();
-        accept::serve(listener, drain, "outbound", move |app, client| {
+        let d = drain.clone();
+        accept::serve(listener, d, "outbound", move |app, client| {
             let this = self.clone();
+            let drain = drain.clone();
             async move {
-                let r = this.transparent(app, own).await;
+                let r = this.transparent(app, client, own, drain).await;
                 failed(client, r);
             }
         })
         .await;
     }
 
-    async fn transparent(&self, app: TcpStream, own: Option<SocketAddr>) -> Result<(), Error> {
+    async fn transparent(
+        self: Arc<Self>,
+        app: TcpStream,
+        client: SocketAddr,
+        own: Option<SocketAddr>,
+        drain: Drain,
+    ) -> Result<(), Error> {
         let local = app
             .local_addr()
             .map_err(|_| RouteError::NoOriginalDestination)?;
@@ -73,8 +98,44 @@ impl Outbound {
             .filter(|d| Some(*d) != own)
             .ok_or(RouteError::NoOriginalDestination)?;
         let view = self.discovery.borrow().clone();
-        let resolved = resolve::transparent(view, dst)?;
-        tcp::serve(self, app, resolved).await
+        if matches!(view.resolve(dst), crate::discovery::Destination::External) {
+            return tcp::serve(&self, app, &Resolved::External(dst)).await;
+        }
+        // Endpoints are chosen when the protocol is known: per request for
+        // HTTP, once for opaque TCP.
+        self.dispatch(app, client, http::Dest::Transparent(dst), drain)
+            .await
+    }
+
+    /// Mesh HTTP goes over the pool; everything else is relayed.
+    async fn dispatch(
+        self: Arc<Self>,
+        mut app: TcpStream,
+        client: SocketAddr,
+        dest: http::Dest,
+        drain: Drain,
+    ) -> Result<(), Error> {
+        let Ok((protocol, prefix)) = detect::detect(&mut app, self.detect_timeout).await else {
+            return Ok(());
+        };
+        let app = Rewind::new(prefix, app);
+        let version = match protocol {
+            Protocol::Http1 => Version::Http1,
+            Protocol::Http2 => Version::Http2,
+            Protocol::Opaque => {
+                let resolved = match &dest {
+                    http::Dest::Route(r) => r.clone(),
+                    http::Dest::Transparent(dst) => {
+                        Arc::new(resolve::transparent(self.discovery.borrow().clone(), *dst)?)
+                    }
+                };
+                return tcp::serve(&self, app, &resolved).await;
+            }
+        };
+        metrics::counter!("mesh_tcp_connections_total", "direction" => "outbound", "tls" => "true")
+            .increment(1);
+        http::serve(self, app, version, dest, client, &drain).await;
+        Ok(())
     }
 }
 

@@ -7,6 +7,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod grpc;
+pub mod http_app;
 pub mod net;
 pub mod netns;
 pub mod process;

@@ -51,6 +51,30 @@ fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     http_request(addr, "GET", path, "api", &[]).unwrap_or((0, String::new()))
 }
 
+/// One HTTP/2 (prior knowledge) GET with the path exactly as given:
+/// (status, HTTP version, body).
+fn curl_h2(addr: SocketAddr, path: &str) -> (u16, String, String) {
+    let out = std::process::Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "10",
+            "--http2-prior-knowledge",
+            "--path-as-is",
+        ])
+        .args(["-w", "\n%{http_code} %{http_version}"])
+        .arg(format!("http://{addr}{path}"))
+        .output()
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, last) = text.rsplit_once('\n').unwrap_or(("", ""));
+    let (code, version) = last.split_once(' ').unwrap_or(("0", ""));
+    let body = body
+        .strip_suffix('\n')
+        .map_or(String::new(), |b| format!("{b}\n"));
+    (code.parse().unwrap_or(0), version.to_string(), body)
+}
+
 fn deny_admin(name: &str) -> String {
     format!(
         r#"apiVersion: security.palisade.dev/v1
@@ -114,6 +138,24 @@ fn denied_http_request_gets_403_naming_the_rule() {
         assert_eq!(get(m.http, path).0, 400, "{path}");
     }
     assert_eq!(decisions(&m.api, "deny", rule), 6.0);
+    // The same table over HTTP/2 (prior knowledge, paths sent as written):
+    // the same decisions and the same body naming the rule.
+    for path in [
+        "/admin",
+        "/admin/users",
+        "//admin",
+        "/x/../admin",
+        "/./admin/",
+        "/%61dmin",
+    ] {
+        let (code, version, body) = curl_h2(m.http, path);
+        assert_eq!((code, version.as_str()), (403, "2"), "{path}: {body}");
+        assert_eq!(body, format!("access denied: {rule}\n"), "{path}");
+    }
+    for path in ["/%2Fadmin", "/admin%00", "/%5cadmin"] {
+        assert_eq!(curl_h2(m.http, path).0, 400, "{path}");
+    }
+    assert_eq!(decisions(&m.api, "deny", rule), 12.0);
     // A forged identity header is replaced by the verified one.
     let (code, body) = http_request(
         m.http,
@@ -135,7 +177,7 @@ fn denied_http_request_gets_403_naming_the_rule() {
         || {
             m.api
                 .logs()
-                .contains(&format!("policy={rule}"))
+                .contains(&format!("\"policy\":\"{rule}\""))
                 .then_some(())
         },
     );

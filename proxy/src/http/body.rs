@@ -17,6 +17,8 @@ pub struct End {
     pub grpc_status: Option<u16>,
     /// The body failed (a reset, a malformed chunk) or was dropped unread.
     pub failed: bool,
+    /// The body itself failed: its sender broke the framing or reset it.
+    pub errored: bool,
 }
 
 type OnEnd = Box<dyn FnOnce(End) + Send + Sync>;
@@ -75,6 +77,7 @@ where
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => {
+                this.end.errored = true;
                 this.finish(true);
                 Poll::Ready(Some(Err(e)))
             }

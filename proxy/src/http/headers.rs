@@ -6,6 +6,12 @@ use http::header::{self, HeaderName};
 
 /// The verified SPIFFE ID of the caller, set by the inbound proxy for the app.
 pub const PEER_IDENTITY_HEADER: &str = "x-palisade-peer-identity";
+/// Set by the client proxy on every request between proxies: the port of
+/// the app the request is for (docs/wire.md).
+pub const TARGET_PORT_HEADER: &str = "x-palisade-target-port";
+/// Set by the client proxy: the protocol the calling app spoke (`HTTP/1.1`
+/// or `HTTP/2`), so the server proxy speaks the same to its app.
+pub const ORIG_PROTO_HEADER: &str = "x-palisade-orig-proto";
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1, and the obsolete `proxy-connection`
 /// and `keep-alive`): they describe one connection, not the request.
@@ -31,8 +37,15 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for n in named {
         headers.remove(n);
     }
+    // `te: trailers` is the one TE value HTTP/2 allows, and gRPC needs it.
+    let trailers = headers
+        .get(header::TE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
     for h in &HOP_BY_HOP {
         headers.remove(h);
+    }
+    if trailers {
+        headers.insert(header::TE, http::HeaderValue::from_static("trailers"));
     }
 }
 

@@ -50,11 +50,13 @@ struct SlotState {
 }
 
 type Slot = tokio::sync::Mutex<SlotState>;
+/// The slots of one peer address, by the identity it must present.
+type Slots = Vec<(SpiffeId, Arc<Slot>)>;
 
 /// The pool. Keyed by address first, then identity: lookups allocate nothing.
 pub struct MeshPool {
     connector: Arc<MeshConnector>,
-    slots: Mutex<HashMap<SocketAddr, Vec<(SpiffeId, Arc<Slot>)>>>,
+    slots: Mutex<HashMap<SocketAddr, Slots>>,
     idle_timeout: Duration,
     epoch: Instant,
 }
@@ -149,7 +151,9 @@ impl MeshPool {
         tokio::spawn(async move {
             tokio::pin!(conn);
             loop {
-                let deadline = watch.epoch + Duration::from_millis(watch.last_used.load(Ordering::Acquire)) + idle;
+                let deadline = watch.epoch
+                    + Duration::from_millis(watch.last_used.load(Ordering::Acquire))
+                    + idle;
                 tokio::select! {
                     r = conn.as_mut() => {
                         if let Err(e) = r {

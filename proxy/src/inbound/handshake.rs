@@ -47,19 +47,31 @@ pub fn refused(reason: &'static str, peer: SocketAddr, message: &str) {
     tracing::info!(%peer, reason, error = %message, "inbound connection refused");
 }
 
-/// Terminates mesh mTLS and reads the preamble, all within `timeout`.
+/// What a mesh connection carries, by its ALPN.
+pub enum Accepted {
+    /// `palisade/h2`: the peer proxy's pooled HTTP/2 connection.
+    Http2(TlsStream<TcpStream>),
+    /// `palisade/tcp1`: one opaque connection for the port in the preamble.
+    Tcp(TlsStream<TcpStream>, u16),
+}
+
+/// Terminates mesh mTLS and, for opaque TCP, reads the preamble, all
+/// within `timeout`.
 pub async fn accept(
     acceptor: &TlsAcceptor,
     tcp: TcpStream,
     timeout: Duration,
-) -> Result<(TlsStream<TcpStream>, u16), Refused> {
+) -> Result<Accepted, Refused> {
     let handshake = async {
         let mut tls = acceptor.accept(tcp).await.map_err(|e| {
             let (reason, message) = mesh_identity::verify::describe_handshake_error(&e);
             Refused::Handshake { reason, message }
         })?;
+        if tls.get_ref().1.alpn_protocol() == Some(mesh_identity::tls::ALPN_MESH_H2) {
+            return Ok(Accepted::Http2(tls));
+        }
         let port = wire::read(&mut tls).await.map_err(Refused::Preamble)?;
-        Ok((tls, port))
+        Ok(Accepted::Tcp(tls, port))
     };
     tokio::time::timeout(timeout, handshake)
         .await

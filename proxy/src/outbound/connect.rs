@@ -19,13 +19,16 @@ use crate::http::client::connect_tcp;
 /// connect means it is gone.
 pub const DEFAULT_PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Client configs by (expected peer identity, ALPN).
+type Configs = HashMap<(SpiffeId, &'static [u8]), Arc<rustls::ClientConfig>>;
+
 /// Opens verified mTLS connections to peer proxies.
 pub struct MeshConnector {
     store: Arc<Store>,
     handshake_timeout: Duration,
     /// One client config per (expected peer identity, ALPN); each keeps its
     /// own session-resumption cache, so reconnects to a peer resume.
-    configs: Mutex<HashMap<(SpiffeId, &'static [u8]), Arc<rustls::ClientConfig>>>,
+    configs: Mutex<Configs>,
 }
 
 impl MeshConnector {

@@ -1,8 +1,7 @@
 //! Outbound opaque TCP: one mTLS connection (`palisade/tcp1`) per app
 //! connection, the preamble naming the target port, then the relay.
 
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::Outbound;
 use super::resolve::Resolved;
@@ -14,9 +13,12 @@ use crate::wire;
 
 /// Relays `app` to the resolved destination, trying mesh endpoints in order
 /// while they are unreachable.
-pub async fn serve(out: &Outbound, app: TcpStream, resolved: Resolved) -> Result<(), Error> {
+pub async fn serve<S>(out: &Outbound, app: S, resolved: &Resolved) -> Result<(), Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let mut last = None;
-    match &resolved {
+    match resolved {
         Resolved::Mesh {
             endpoints,
             target_port,

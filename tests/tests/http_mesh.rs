@@ -1,0 +1,229 @@
+//! HTTP through two sidecars over the pooled `palisade/h2` hop: the app
+//! sees the protocol its client spoke (HTTP/2 prior knowledge, HTTP/1.1
+//! keep-alive and pipelining), uploads stream with backpressure and bounded
+//! memory, a WebSocket works end to end, and a new app connection costs no
+//! handshake between the proxies.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::Command;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use mesh_tests::*;
+use tokio_tungstenite::tungstenite::Message;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+struct Mesh {
+    _rt: tokio::runtime::Runtime,
+    _cp: ControlPlane,
+    a: Proxy,
+    b: Proxy,
+    listen: SocketAddr,
+}
+
+fn mesh() -> Mesh {
+    let rt = runtime();
+    let app = rt.block_on(mesh_tests::http_app::serve());
+    let cp = ControlPlane::start(CpOptions::default());
+    let b = Proxy::start(&cp, ProxyOptions::new("default", "api"));
+    let mut opts = ProxyOptions::new("default", "web");
+    let listen = opts.route(&b, app.port(), &b.identity);
+    let a = Proxy::start(&cp, opts);
+    Mesh {
+        _rt: rt,
+        _cp: cp,
+        a,
+        b,
+        listen,
+    }
+}
+
+fn curl(args: &[&str]) -> String {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "20"])
+        .args(args)
+        .output()
+        .expect("curl runs");
+    assert!(
+        out.status.success(),
+        "curl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// VmHWM (peak RSS) of a process, KiB.
+fn peak_rss_kib(p: &Proxy) -> u64 {
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", p.proc.child.id())).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn the_app_sees_the_protocol_its_client_spoke() {
+    let m = mesh();
+    let h2 = curl(&[
+        "--http2-prior-knowledge",
+        &format!("http://{}/h2?x=1", m.listen),
+    ]);
+    assert!(h2.starts_with("GET /h2 HTTP/2.0\n"), "{h2}");
+    assert!(
+        h2.contains("x-palisade-peer-identity: spiffe://cluster.local/ns/default/sa/web\n"),
+        "{h2}"
+    );
+    let h1 = curl(&[&format!("http://{}/h1", m.listen)]);
+    assert!(h1.starts_with("GET /h1 HTTP/1.1\n"), "{h1}");
+    assert!(h1.contains(&format!("host: {}\n", m.listen)), "{h1}");
+    // A forged identity never reaches the app.
+    let forged = curl(&[
+        "-H",
+        "x-palisade-peer-identity: spiffe://cluster.local/ns/default/sa/admin",
+        &format!("http://{}/f", m.listen),
+    ]);
+    assert!(!forged.contains("sa/admin"), "{forged}");
+}
+
+#[test]
+fn keep_alive_and_pipelined_requests() {
+    let m = mesh();
+    let mut s = TcpStream::connect(m.listen).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // Two requests in one write, then a third on the same connection.
+    let two = "GET /one HTTP/1.1\r\nHost: a\r\n\r\nGET /two HTTP/1.1\r\nHost: a\r\n\r\n";
+    s.write_all(two.as_bytes()).unwrap();
+    let got = read_responses(&mut s, 2);
+    assert!(got[0].contains("GET /one HTTP/1.1"), "{got:?}");
+    assert!(got[1].contains("GET /two HTTP/1.1"), "{got:?}");
+    s.write_all(b"GET /three HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let got = read_responses(&mut s, 1);
+    assert!(got[0].contains("GET /three HTTP/1.1"), "{got:?}");
+}
+
+/// Reads `n` responses with content-length bodies.
+fn read_responses(s: &mut TcpStream, n: usize) -> Vec<String> {
+    let mut buf = Vec::new();
+    let mut out = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while out.len() < n {
+        if let Some(end) = find(&buf, b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_string();
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().to_string())
+                })
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + len {
+                let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).to_string();
+                out.push(format!("{head}\r\n\r\n{body}"));
+                buf.drain(..end + 4 + len);
+                continue;
+            }
+        }
+        let k = s.read(&mut chunk).expect("read response");
+        assert!(k > 0, "connection closed after {} responses", out.len());
+        buf.extend_from_slice(&chunk[..k]);
+    }
+    out
+}
+
+fn find(h: &[u8], n: &[u8]) -> Option<usize> {
+    h.windows(n.len()).position(|w| w == n)
+}
+
+#[test]
+fn a_100_mb_chunked_upload_streams_with_bounded_memory() {
+    let m = mesh();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("upload.bin");
+    let f = std::fs::File::create(&file).unwrap();
+    f.set_len(100 * 1024 * 1024).unwrap();
+    // Chunked (no Content-Length) and read slowly by the app: the proxies
+    // must pass backpressure on, not buffer the body.
+    let out = curl(&[
+        "-T",
+        file.to_str().unwrap(),
+        "-H",
+        "Transfer-Encoding: chunked",
+        &format!("http://{}/upload", m.listen),
+    ]);
+    assert_eq!(out, format!("received {}\n", 100 * 1024 * 1024));
+    for (name, p) in [("A", &m.a), ("B", &m.b)] {
+        let kib = peak_rss_kib(p);
+        assert!(
+            kib > 0 && kib < 64 * 1024,
+            "proxy {name} peak RSS {kib} KiB for a 100 MB upload"
+        );
+    }
+}
+
+#[test]
+fn websocket_echo_through_the_mesh() {
+    let m = mesh();
+    let rt = runtime();
+    rt.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(m.listen).await.unwrap();
+        let (mut ws, resp) = tokio_tungstenite::client_async(format!("ws://{}/ws", m.listen), tcp)
+            .await
+            .expect("websocket handshake through the mesh");
+        assert_eq!(resp.status(), 101);
+        for i in 0..10 {
+            ws.send(Message::text(format!("hello {i}"))).await.unwrap();
+            let back = ws.next().await.expect("a reply").expect("a message");
+            assert_eq!(back.into_text().unwrap().as_str(), format!("hello {i}"));
+        }
+        ws.send(Message::binary(vec![7u8; 100_000])).await.unwrap();
+        let back = ws.next().await.unwrap().unwrap();
+        assert_eq!(back.into_data().len(), 100_000);
+        ws.close(None).await.unwrap();
+    });
+}
+
+#[test]
+fn new_app_connections_reuse_the_pooled_connection() {
+    let m = mesh();
+    for i in 0..50 {
+        let (code, body) = http_get(m.listen, &format!("/n{i}")).expect("request");
+        assert_eq!(code, 200, "{body}");
+    }
+    // 50 app connections, one TLS connection between the proxies.
+    assert_eq!(
+        metric(
+            &m.b.metrics(),
+            "mesh_tcp_connections_total",
+            &[("direction", "inbound"), ("tls", "true")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &m.a.metrics(),
+            "mesh_pool_connects_total",
+            &[("result", "success")]
+        ),
+        1.0
+    );
+    assert!(
+        metric(
+            &m.b.metrics(),
+            "mesh_requests_total",
+            &[("direction", "inbound"), ("code", "200")]
+        ) >= 50.0
+    );
+}
