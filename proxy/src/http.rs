@@ -7,6 +7,7 @@
 pub mod body;
 pub mod client;
 pub mod flood;
+pub mod framing;
 pub mod guard;
 pub mod headers;
 pub mod pool;

@@ -10,6 +10,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::Body;
 use super::flood::{FloodGuard, FloodLimits};
+use super::framing::{Framed, Verdicts};
 use crate::drain::Drain;
 
 /// Largest request head accepted: bigger heads get 431. Browsers send a few
@@ -93,6 +94,11 @@ where
     Svc::Future: Send + 'static,
     Svc::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    let (stream, verdicts) = Framed::new(stream, limits.max_header_bytes + limits.max_uri_bytes);
+    let svc = RefuseAmbiguous {
+        inner: svc,
+        verdicts,
+    };
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -146,4 +152,44 @@ where
         }
     }
     let _ = tokio::time::timeout(FLOOD_GRACE, served).await;
+}
+
+/// Answers a request whose framing was ambiguous on the wire with 400 and
+/// `Connection: close`, before the service sees it.
+struct RefuseAmbiguous<S> {
+    inner: S,
+    verdicts: Verdicts,
+}
+
+impl<S> Service<http::Request<Incoming>> for RefuseAmbiguous<S>
+where
+    S: Service<http::Request<Incoming>, Response = http::Response<Body>>,
+{
+    type Response = http::Response<Body>;
+    type Error = S::Error;
+    type Future = futures_util::future::Either<
+        std::future::Ready<Result<http::Response<Body>, S::Error>>,
+        S::Future,
+    >;
+
+    fn call(&self, req: http::Request<Incoming>) -> Self::Future {
+        use futures_util::future::Either;
+        match self.verdicts.next() {
+            Some(a) => {
+                metrics::counter!("mesh_http_refused_total", "reason" => "ambiguous_framing")
+                    .increment(1);
+                tracing::info!(error = a.message(), "request refused: ambiguous framing");
+                let mut r = crate::errors::Error::from(crate::errors::HttpError::BadRequest(
+                    a.message().into(),
+                ))
+                .to_response(false);
+                r.headers_mut().insert(
+                    http::header::CONNECTION,
+                    http::HeaderValue::from_static("close"),
+                );
+                Either::Left(std::future::ready(Ok(r)))
+            }
+            None => Either::Right(self.inner.call(req)),
+        }
+    }
 }
