@@ -769,4 +769,38 @@ mod tests {
         assert!(s.contains("requireCert = yes") && s.contains("verifyChain = yes"));
         assert!(stunnel_config(&client).contains("client = yes"));
     }
+
+    // The L7 peers are fair peers: HTTP mode with pooled upstream
+    // connections on both hops, and the same mutual TLS 1.3.
+    #[test]
+    fn l7_peer_configs_pool_and_verify() {
+        let c = cert();
+        let tb = PathBuf::from("/c/root.pem");
+        let mk = |role| PeerConfig {
+            dir: Path::new("/w"),
+            role,
+            cert: &c,
+            trust_bundle: &tb,
+            routes: vec![("http", 1000, 2000), ("bulk", 1001, 2001)],
+            max_conns: 100,
+        };
+        let (client, server) = (mk("client"), mk("server"));
+        let h = haproxy_http_config(&client);
+        assert!(h.contains("mode http") && h.contains("http-reuse always"));
+        assert!(h.contains(
+            "server peer 127.0.0.1:2000 ssl crt /c/combined.pem ca-file /c/root.pem verify required"
+        ));
+        assert!(h.contains("listen bulk\n    mode tcp"), "{h}");
+        assert!(haproxy_http_config(&server).contains("bind 127.0.0.1:1000 ssl crt"));
+        let n = nginx_http_config(&client);
+        assert!(n.contains("proxy_pass https://http_up;") && n.contains("keepalive 256;"));
+        assert!(
+            n.contains("proxy_http_version 1.1;")
+                && n.contains("proxy_set_header Connection \"\";")
+        );
+        assert!(n.contains("proxy_ssl_verify on;") && n.contains("proxy_ssl_protocols TLSv1.3;"));
+        let n = nginx_http_config(&server);
+        assert!(n.contains("ssl_verify_client on;") && n.contains("proxy_pass http://http_up;"));
+        assert!(n.contains("stream {"), "the bulk route stays TCP: {n}");
+    }
 }

@@ -43,6 +43,16 @@ pub struct ServiceTarget {
 }
 
 impl ServiceTarget {
+    pub fn new(name: &str, namespace: &str, target_port: u16, endpoints: Vec<Endpoint>) -> Self {
+        Self {
+            name: name.to_string(),
+            namespace: namespace.to_string(),
+            target_port,
+            endpoints,
+            next: AtomicUsize::new(0),
+        }
+    }
+
     /// Round-robin over the endpoints, starting after the last one used.
     pub fn endpoints_from_next(&self) -> impl Iterator<Item = &Endpoint> {
         let n = self.endpoints.len();

@@ -276,8 +276,7 @@ mod tests {
         for chunk in bytes.chunks(split) {
             s.feed(chunk);
         }
-        let out = v.0.lock().unwrap().iter().copied().collect();
-        out
+        v.0.lock().unwrap().iter().copied().collect()
     }
 
     // Heads are found across bodies of every framing, split anywhere.

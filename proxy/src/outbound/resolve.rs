@@ -104,3 +104,106 @@ pub fn transparent(view: Arc<DiscoveryView>, dst: SocketAddr) -> Result<Resolved
         view,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::discovery::{Endpoint, ServiceTarget};
+
+    fn id(sa: &str) -> SpiffeId {
+        SpiffeId::parse(&format!("spiffe://cluster.local/ns/shop/sa/{sa}")).unwrap()
+    }
+
+    fn view() -> Arc<DiscoveryView> {
+        let mut v = DiscoveryView::default();
+        let eps = ["10.0.0.1", "10.0.0.2"]
+            .iter()
+            .map(|ip| Endpoint {
+                proxy: format!("{ip}:4143").parse().unwrap(),
+                identity: id("api"),
+            })
+            .collect();
+        v.services.insert(
+            "10.96.0.10:80".parse().unwrap(),
+            ServiceTarget::new("api", "shop", 8080, eps),
+        );
+        v.workloads.insert(
+            "10.0.0.3".parse().unwrap(),
+            KnownWorkload {
+                identity: id("db"),
+                namespace: "shop".into(),
+                name: "db-0".into(),
+                labels: Default::default(),
+                inbound_port: 4143,
+            },
+        );
+        Arc::new(v)
+    }
+
+    fn first_proxy(r: &Resolved) -> SocketAddr {
+        match r {
+            Resolved::Mesh { endpoints, .. } => endpoints[0].proxy,
+            Resolved::External(a) => *a,
+        }
+    }
+
+    // A Service VIP goes to its endpoints at the target port, each call
+    // starting at the next endpoint, with the others behind it for failover.
+    #[test]
+    fn service_vips_round_robin_with_failover_order() {
+        let v = view();
+        let vip: SocketAddr = "10.96.0.10:80".parse().unwrap();
+        let a = transparent(v.clone(), vip).unwrap();
+        let b = transparent(v.clone(), vip).unwrap();
+        assert_ne!(first_proxy(&a), first_proxy(&b));
+        let Resolved::Mesh {
+            endpoints,
+            target_port,
+            ..
+        } = a
+        else {
+            panic!("mesh")
+        };
+        assert_eq!(target_port, 8080);
+        assert_eq!(endpoints.len(), 2);
+        assert!(
+            endpoints
+                .iter()
+                .all(|e| e.dst.port() == 8080 && e.identity == id("api"))
+        );
+    }
+
+    // A meshed pod IP goes to that pod's proxy and must present its identity;
+    // anything else leaves the mesh.
+    #[test]
+    fn pods_and_external_addresses() {
+        let v = view();
+        let r = transparent(v.clone(), "10.0.0.3:5432".parse().unwrap()).unwrap();
+        let Resolved::Mesh {
+            endpoints,
+            target_port,
+            ..
+        } = r
+        else {
+            panic!("mesh")
+        };
+        assert_eq!(target_port, 5432);
+        assert_eq!(endpoints[0].proxy, "10.0.0.3:4143".parse().unwrap());
+        assert_eq!(endpoints[0].identity, id("db"));
+        let ext: SocketAddr = "203.0.113.7:443".parse().unwrap();
+        assert!(matches!(transparent(v, ext).unwrap(), Resolved::External(a) if a == ext));
+    }
+
+    #[test]
+    fn a_service_without_endpoints_is_an_error() {
+        let mut v = DiscoveryView::default();
+        v.services.insert(
+            "10.96.0.11:80".parse().unwrap(),
+            ServiceTarget::new("empty", "shop", 80, vec![]),
+        );
+        let e = transparent(Arc::new(v), "10.96.0.11:80".parse().unwrap())
+            .err()
+            .unwrap();
+        assert_eq!(e.reason(), "no_endpoints");
+    }
+}
