@@ -12,7 +12,7 @@ pub const MIN_CERT_TTL: Duration = Duration::from_secs(60);
 
 /// Where policy and workloads come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Source {
+pub enum SourceKind {
     /// A watched folder of YAML (local mode).
     File,
     /// The Kubernetes API server.
@@ -55,7 +55,7 @@ pub struct Args {
 
     /// Where policy comes from.
     #[arg(long, env = "MESH_SOURCE", value_enum, default_value = "file")]
-    pub source: Source,
+    pub source: SourceKind,
 }
 
 fn parse_ttl(s: &str) -> Result<Duration, String> {
