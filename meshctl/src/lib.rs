@@ -2,6 +2,7 @@
 //! call without going through the command line.
 
 pub mod cert;
+pub mod inject;
 pub mod lab;
 pub mod policy;
 pub mod token;

@@ -50,6 +50,23 @@ enum Command {
     /// A local mesh of network-namespace pods: lab up DIR, status, down
     #[command(subcommand)]
     Lab(meshctl::lab::cli::LabCommand),
+    /// Add the Palisade proxy to the workloads of Kubernetes YAML (prints the result)
+    #[command(
+        long_about = "Add the Palisade proxy to the workloads of Kubernetes YAML, \
+        offline, with the same patch the mesh-injector webhook applies, and print the \
+        result on stdout (one line per workload on stderr says what happened).\n\n\
+        Pods, Deployments, StatefulSets, DaemonSets, ReplicaSets, Jobs and CronJobs \
+        (also as items of a v1 List) are meshed in their pod template; every other \
+        document is printed unchanged. Already injected workloads, workloads with \
+        palisade.dev/inject: disabled, hostNetwork pods and the kube-system and \
+        mesh-system namespaces are left alone, so injecting twice changes nothing. \
+        YAML comments are not kept.\n\n\
+        Example:\n  \
+        meshctl inject -f deploy.yaml | kubectl apply -f -"
+    )]
+    Inject(meshctl::inject::cli::InjectArgs),
+    /// Remove what `meshctl inject` (or the webhook) added, restoring the workloads
+    Uninject(meshctl::inject::cli::UninjectArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -357,6 +374,8 @@ fn main() -> ExitCode {
 fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Lab(c) => meshctl::lab::cli::run(c),
+        Command::Inject(a) => meshctl::inject::cli::inject(a).map(|()| ExitCode::SUCCESS),
+        Command::Uninject(a) => meshctl::inject::cli::uninject(a).map(|()| ExitCode::SUCCESS),
         Command::Token(TokenCommand::Create(a)) => {
             let created = token::create(&a.data_dir, &a.namespace, &a.service_account, a.ttl)?;
             if created.generated_key {
