@@ -3,9 +3,11 @@
 
 pub mod cert;
 pub mod inject;
+pub mod install;
 pub mod lab;
 pub mod policy;
 pub mod token;
+pub mod yaml;
 
 #[cfg(test)]
 mod testing;

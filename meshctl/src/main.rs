@@ -67,6 +67,20 @@ enum Command {
     Inject(meshctl::inject::cli::InjectArgs),
     /// Remove what `meshctl inject` (or the webhook) added, restoring the workloads
     Uninject(meshctl::inject::cli::UninjectArgs),
+    /// Print the Kubernetes manifests of Palisade: meshctl install | kubectl apply -f -
+    #[command(
+        long_about = "Print the Kubernetes manifests that install Palisade in the \
+        mesh-system namespace: CRDs, ServiceAccounts and RBAC, the control plane \
+        (2 replicas), the injector (2 replicas) and its MutatingWebhookConfiguration, \
+        the mesh CA Secret (palisade-ca), the webhook's certificate and the trust bundle \
+        ConfigMap.\n\n\
+        Examples:\n  \
+        meshctl install --secrets-dir ~/.palisade/prod | kubectl apply -f -\n  \
+        meshctl install --set trustDomain=prod.example --set proxy.image=registry.example/proxy:1.0"
+    )]
+    Install(meshctl::install::cli::InstallArgs),
+    /// Print what `meshctl install` created, for: meshctl uninstall | kubectl delete -f -
+    Uninstall(meshctl::install::cli::UninstallArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -376,6 +390,8 @@ fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
         Command::Lab(c) => meshctl::lab::cli::run(c),
         Command::Inject(a) => meshctl::inject::cli::inject(a).map(|()| ExitCode::SUCCESS),
         Command::Uninject(a) => meshctl::inject::cli::uninject(a).map(|()| ExitCode::SUCCESS),
+        Command::Install(a) => meshctl::install::cli::install(a).map(|()| ExitCode::SUCCESS),
+        Command::Uninstall(a) => meshctl::install::cli::uninstall(a).map(|()| ExitCode::SUCCESS),
         Command::Token(TokenCommand::Create(a)) => {
             let created = token::create(&a.data_dir, &a.namespace, &a.service_account, a.ttl)?;
             if created.generated_key {

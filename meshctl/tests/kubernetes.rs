@@ -74,3 +74,72 @@ fn bad_input_is_a_clear_error() {
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("cannot read /nonexistent/w.yaml"));
 }
+
+#[test]
+fn install_prints_manifests_and_keeps_its_secrets_where_told() {
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = dir.path().join("secrets");
+    let args = [
+        "install",
+        "--secrets-dir",
+        secrets.to_str().unwrap(),
+        "--set",
+        "controlPlane.replicas=3",
+    ];
+    let first = ok(&meshctl(&args, b""));
+    assert!(first.contains("kind: MutatingWebhookConfiguration"));
+    assert!(first.contains("replicas: 3"));
+    // Reused, not regenerated: an upgrade keeps the CA every proxy trusts.
+    assert_eq!(ok(&meshctl(&args, b"")), first);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(secrets.join("ca/issuer-key.pem"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0, "keys are private");
+
+    let o = meshctl(&["install", "--set", "colour=blue"], b"");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("unknown key"));
+
+    let un = ok(&meshctl(&["uninstall"], b""));
+    assert!(un.contains("kind: Namespace") && !un.contains("CustomResourceDefinition"));
+}
+
+#[test]
+fn new_commands_have_help() {
+    for cmd in ["inject", "uninject", "install", "uninstall"] {
+        let o = meshctl(&[cmd, "--help"], b"");
+        assert!(ok(&o).contains("Usage: meshctl"), "{cmd}");
+    }
+}
+
+/// deploy/validate.sh: the install's manifests against the Kubernetes API
+/// schemas of PyPI's kubernetes-validate (strict), and the CRD schemas
+/// against the policy examples. Skips, saying so, only without PyPI.
+#[test]
+fn install_manifests_pass_kubernetes_validate() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap();
+    let out = Command::new("bash")
+        .arg(root.join("deploy/validate.sh"))
+        .arg(env!("CARGO_BIN_EXE_meshctl"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    if stdout.starts_with("SKIPPED:") {
+        println!("{stdout}");
+        return;
+    }
+    assert!(
+        stdout.contains("validates against Kubernetes 1.35.0"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("malformed policy objects are rejected"),
+        "{stdout}"
+    );
+}
