@@ -56,6 +56,21 @@ pub struct Args {
     /// Where policy comes from.
     #[arg(long, env = "MESH_SOURCE", value_enum, default_value = "file")]
     pub source: SourceKind,
+
+    /// With --source kubernetes: a plain-HTTP API server URL (e.g. `kubectl
+    /// proxy`'s http://127.0.0.1:8001). Without it, the in-cluster API server
+    /// with the pod's ServiceAccount.
+    #[arg(long, env = "MESH_KUBERNETES_API", value_name = "URL", value_parser = parse_plain_url)]
+    pub kubernetes_api: Option<String>,
+}
+
+fn parse_plain_url(s: &str) -> Result<String, String> {
+    if !s.starts_with("http://") {
+        return Err(format!(
+            "{s} is not an http:// URL (the in-cluster API server is used over TLS when the flag is not given)"
+        ));
+    }
+    Ok(s.to_owned())
 }
 
 fn parse_ttl(s: &str) -> Result<Duration, String> {

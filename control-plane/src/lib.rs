@@ -32,9 +32,6 @@ use source::Source;
 
 /// Runs the control plane until SIGTERM/SIGINT.
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    if args.source == SourceKind::Kubernetes {
-        bail!("--source kubernetes is not available in this build yet; use --source file");
-    }
     mesh_identity::spiffe::validate_trust_domain_name(&args.trust_domain)
         .with_context(|| format!("--trust-domain {:?}", args.trust_domain))?;
     if args.cert_ttl > args.max_cert_ttl {
@@ -88,9 +85,22 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let state = state::State::new(&args.trust_domain);
     // The first view is in force before anything is served, so proxies never
     // see an empty policy when a folder was given.
-    let updates = source::file::Folder::new(args.config_dir.clone())
-        .start()
-        .await?;
+    let updates = match args.source {
+        SourceKind::File => {
+            source::file::Folder::new(args.config_dir.clone())
+                .start()
+                .await?
+        }
+        SourceKind::Kubernetes => {
+            let api = match &args.kubernetes_api {
+                Some(url) => source::kubernetes::Api::plain(url)?,
+                None => source::kubernetes::Api::in_cluster()?,
+            };
+            source::kubernetes::Cluster::new(api, &args.trust_domain)
+                .start()
+                .await?
+        }
+    };
     state.start(updates);
     let registry = registry::Registry::new();
 

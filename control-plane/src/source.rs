@@ -16,6 +16,7 @@ use crate::registry::Workload;
 #[cfg(any(test, feature = "testing"))]
 pub mod fake;
 pub mod file;
+pub mod kubernetes;
 
 /// One complete view of the configuration.
 #[derive(Debug, Clone, Default, PartialEq)]
