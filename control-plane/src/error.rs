@@ -17,6 +17,13 @@ pub enum Error {
     /// The join token did not verify.
     #[error("credential refused: {}", token_reason(.0))]
     BadToken(TokenError),
+    /// A ServiceAccount token the API server did not vouch for.
+    #[error("credential refused: {0}")]
+    BadServiceAccountToken(String),
+    /// The credential could not be checked (the API server is unreachable
+    /// or refused the TokenReview): refused, never waved through.
+    #[error("{0}")]
+    CredentialCheckUnavailable(String),
     /// The credential verified but names an identity that cannot exist.
     #[error("credential names an invalid identity: {0}")]
     BadIdentity(String),
@@ -48,11 +55,15 @@ impl Error {
     /// The `result` label of `mesh_certs_issued_total` for this refusal.
     pub fn certify_result(&self) -> &'static str {
         match self {
-            Self::BadToken(_) | Self::BadIdentity(_) | Self::NoClientCertificate(_) => {
-                "bad_credential"
-            }
+            Self::BadToken(_)
+            | Self::BadServiceAccountToken(_)
+            | Self::BadIdentity(_)
+            | Self::NoClientCertificate(_) => "bad_credential",
             Self::BadCsr(_) | Self::InvalidArgument(_) => "bad_csr",
-            Self::NotAWorkload(_) | Self::IssuerExpired(_) | Self::Internal(_) => "error",
+            Self::NotAWorkload(_)
+            | Self::IssuerExpired(_)
+            | Self::CredentialCheckUnavailable(_)
+            | Self::Internal(_) => "error",
         }
     }
 }
@@ -71,12 +82,15 @@ impl From<Error> for tonic::Status {
     fn from(e: Error) -> Self {
         let message = e.to_string();
         match e {
-            Error::NoClientCertificate(_) | Error::BadToken(_) | Error::BadIdentity(_) => {
-                Self::unauthenticated(message)
-            }
+            Error::NoClientCertificate(_)
+            | Error::BadToken(_)
+            | Error::BadServiceAccountToken(_)
+            | Error::BadIdentity(_) => Self::unauthenticated(message),
             Error::NotAWorkload(_) => Self::permission_denied(message),
             Error::BadCsr(_) | Error::InvalidArgument(_) => Self::invalid_argument(message),
-            Error::IssuerExpired(_) => Self::unavailable(message),
+            Error::IssuerExpired(_) | Error::CredentialCheckUnavailable(_) => {
+                Self::unavailable(message)
+            }
             Error::Internal(_) => Self::internal(message),
         }
     }

@@ -8,6 +8,7 @@
 //! ```
 
 pub mod config;
+pub mod credential;
 pub mod error;
 pub mod grpc;
 pub mod registry;
@@ -85,20 +86,24 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let state = state::State::new(&args.trust_domain);
     // The first view is in force before anything is served, so proxies never
     // see an empty policy when a folder was given.
-    let updates = match args.source {
-        SourceKind::File => {
+    let (updates, credentials) = match args.source {
+        SourceKind::File => (
             source::file::Folder::new(args.config_dir.clone())
                 .start()
-                .await?
-        }
+                .await?,
+            credential::Credentials::JoinTokens(tokens),
+        ),
         SourceKind::Kubernetes => {
             let api = match &args.kubernetes_api {
                 Some(url) => source::kubernetes::Api::plain(url)?,
                 None => source::kubernetes::Api::in_cluster()?,
             };
-            source::kubernetes::Cluster::new(api, &args.trust_domain)
-                .start()
-                .await?
+            (
+                source::kubernetes::Cluster::new(api.clone(), &args.trust_domain)
+                    .start()
+                    .await?,
+                credential::Credentials::TokenReview(api),
+            )
         }
     };
     state.start(updates);
@@ -125,7 +130,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     let identity_svc = grpc::identity::IdentityService::new(
         ca.clone(),
-        tokens,
+        credentials,
         args.trust_domain.clone(),
         args.cert_ttl,
         args.max_cert_ttl,

@@ -1,21 +1,22 @@
-//! `Identity.Certify`: a join token proves namespace and service account; the
-//! CA signs the CSR for exactly that identity.
+//! `Identity.Certify`: a credential (a join token, or a ServiceAccount token
+//! checked with a TokenReview) proves namespace and service account; the CA
+//! signs the CSR for exactly that identity.
 
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use mesh_identity::token::TokenKey;
 use mesh_identity::{Ca, SpiffeId};
 use mesh_proto::identity::identity_server::Identity;
 use mesh_proto::identity::{CertifyRequest, CertifyResponse};
 use tonic::{Request, Response, Status};
 
+use crate::credential::Credentials;
 use crate::error::Error;
 
 /// The Identity service.
 pub struct IdentityService {
     ca: Arc<Ca>,
-    tokens: Arc<TokenKey>,
+    credentials: Credentials,
     trust_domain: String,
     default_ttl: Duration,
     max_ttl: Duration,
@@ -24,14 +25,14 @@ pub struct IdentityService {
 impl IdentityService {
     pub fn new(
         ca: Arc<Ca>,
-        tokens: Arc<TokenKey>,
+        credentials: Credentials,
         trust_domain: String,
         default_ttl: Duration,
         max_ttl: Duration,
     ) -> Self {
         Self {
             ca,
-            tokens,
+            credentials,
             trust_domain,
             default_ttl,
             max_ttl,
@@ -49,11 +50,8 @@ impl IdentityService {
         want.min(self.max_ttl)
     }
 
-    fn certify_inner(&self, req: &CertifyRequest) -> Result<CertifyResponse, Error> {
-        let claims = self
-            .tokens
-            .verify(&req.credential)
-            .map_err(Error::BadToken)?;
+    async fn certify_inner(&self, req: &CertifyRequest) -> Result<CertifyResponse, Error> {
+        let claims = self.credentials.verify(&req.credential).await?;
         let id = SpiffeId::workload(
             &self.trust_domain,
             &claims.namespace,
@@ -83,7 +81,7 @@ impl Identity for IdentityService {
         &self,
         request: Request<CertifyRequest>,
     ) -> Result<Response<CertifyResponse>, Status> {
-        let result = self.certify_inner(request.get_ref());
+        let result = self.certify_inner(request.get_ref()).await;
         let label = match &result {
             Ok(_) => "issued",
             Err(e) => e.certify_result(),

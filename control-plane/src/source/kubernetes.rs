@@ -9,6 +9,8 @@
 //! the [`Workload`]s discovery publishes, with labels and IPs from the Pod.
 
 pub mod api;
+#[cfg(test)]
+pub(crate) mod replay;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
