@@ -62,6 +62,12 @@ pub struct Args {
     /// with the pod's ServiceAccount.
     #[arg(long, env = "MESH_KUBERNETES_API", value_name = "URL", value_parser = parse_plain_url)]
     pub kubernetes_api: Option<String>,
+
+    /// With --source kubernetes: the Secret (cert-manager layout: tls.crt,
+    /// tls.key, ca.crt) every replica signs with, as NAMESPACE/NAME.
+    #[arg(long, env = "MESH_CA_SECRET", value_name = "NAMESPACE/NAME",
+          default_value = crate::source::kubernetes::ca_secret::DEFAULT_CA_SECRET)]
+    pub ca_secret: String,
 }
 
 fn parse_plain_url(s: &str) -> Result<String, String> {

@@ -50,6 +50,17 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .create(&args.data_dir)
         .with_context(|| format!("cannot create data dir {}", args.data_dir.display()))?;
     let tokens = Arc::new(TokenKey::load_or_generate(&args.data_dir)?);
+    let api = match args.source {
+        SourceKind::File => None,
+        SourceKind::Kubernetes => Some(match &args.kubernetes_api {
+            Some(url) => source::kubernetes::Api::plain(url)?,
+            None => source::kubernetes::Api::in_cluster()?,
+        }),
+    };
+    if let Some(api) = &api {
+        source::kubernetes::ca_secret::fetch(api, &args.ca_secret, &args.data_dir.join("ca"))
+            .await?;
+    }
     let ca = Arc::new(Ca::load_or_generate(
         &args.data_dir.join("ca"),
         &args.trust_domain,
@@ -86,25 +97,19 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let state = state::State::new(&args.trust_domain);
     // The first view is in force before anything is served, so proxies never
     // see an empty policy when a folder was given.
-    let (updates, credentials) = match args.source {
-        SourceKind::File => (
+    let (updates, credentials) = match api {
+        None => (
             source::file::Folder::new(args.config_dir.clone())
                 .start()
                 .await?,
             credential::Credentials::JoinTokens(tokens),
         ),
-        SourceKind::Kubernetes => {
-            let api = match &args.kubernetes_api {
-                Some(url) => source::kubernetes::Api::plain(url)?,
-                None => source::kubernetes::Api::in_cluster()?,
-            };
-            (
-                source::kubernetes::Cluster::new(api.clone(), &args.trust_domain)
-                    .start()
-                    .await?,
-                credential::Credentials::TokenReview(api),
-            )
-        }
+        Some(api) => (
+            source::kubernetes::Cluster::new(api.clone(), &args.trust_domain)
+                .start()
+                .await?,
+            credential::Credentials::TokenReview(api),
+        ),
     };
     state.start(updates);
     let registry = registry::Registry::new();

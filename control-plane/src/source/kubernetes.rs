@@ -9,6 +9,7 @@
 //! the [`Workload`]s discovery publishes, with labels and IPs from the Pod.
 
 pub mod api;
+pub mod ca_secret;
 #[cfg(test)]
 pub(crate) mod replay;
 
