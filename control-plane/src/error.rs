@@ -33,6 +33,9 @@ pub enum Error {
     /// The issuing CA has expired: nothing can be issued until it is replaced.
     #[error("{0}")]
     IssuerExpired(String),
+    /// Kubernetes mode: the proxy names a pod the source does not have.
+    #[error("{0}")]
+    UnknownPod(String),
     /// A field of the request is out of bounds.
     #[error("{0}")]
     InvalidArgument(String),
@@ -61,6 +64,7 @@ impl Error {
             | Self::NoClientCertificate(_) => "bad_credential",
             Self::BadCsr(_) | Self::InvalidArgument(_) => "bad_csr",
             Self::NotAWorkload(_)
+            | Self::UnknownPod(_)
             | Self::IssuerExpired(_)
             | Self::CredentialCheckUnavailable(_)
             | Self::Internal(_) => "error",
@@ -87,6 +91,8 @@ impl From<Error> for tonic::Status {
             | Error::BadServiceAccountToken(_)
             | Error::BadIdentity(_) => Self::unauthenticated(message),
             Error::NotAWorkload(_) => Self::permission_denied(message),
+            // The reflector may not have seen a new pod yet: the proxy retries.
+            Error::UnknownPod(_) => Self::failed_precondition(message),
             Error::BadCsr(_) | Error::InvalidArgument(_) => Self::invalid_argument(message),
             Error::IssuerExpired(_) | Error::CredentialCheckUnavailable(_) => {
                 Self::unavailable(message)

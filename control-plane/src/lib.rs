@@ -97,6 +97,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let state = state::State::new(&args.trust_domain);
     // The first view is in force before anything is served, so proxies never
     // see an empty policy when a folder was given.
+    let workloads = if api.is_some() {
+        grpc::policy::Workloads::FromPods
+    } else {
+        grpc::policy::Workloads::Claimed
+    };
     let (updates, credentials) = match api {
         None => (
             source::file::Folder::new(args.config_dir.clone())
@@ -150,9 +155,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let mut grpc_shutdown = shutdown_rx.clone();
     let grpc = tonic::transport::Server::builder()
         .add_service(IdentityServer::new(identity_svc))
-        .add_service(PolicyServer::new(grpc::policy::PolicyService::new(
-            state, registry,
-        )))
+        .add_service(PolicyServer::new(
+            grpc::policy::PolicyService::new(state, registry).with_workloads(workloads),
+        ))
         .add_service(DiscoveryServer::new(
             grpc::discovery::DiscoveryService::new(discovery_rx),
         ))

@@ -27,7 +27,13 @@ const STREAM_QUEUE: usize = 4;
 pub fn build(state: &State, registry: &Registry, version: u64) -> DiscoverySnapshot {
     let state = state.current();
     let mut workloads = state.workloads.to_vec();
-    workloads.extend(registry.workloads());
+    // In Kubernetes mode a connected proxy is also its Pod: listed once.
+    let known = |w: &crate::registry::Workload| {
+        state.workloads.iter().any(|s| {
+            s.namespace == w.namespace && s.workload == w.workload && s.identity == w.identity
+        })
+    };
+    workloads.extend(registry.workloads().into_iter().filter(|w| !known(w)));
     let services = state
         .services
         .iter()

@@ -22,15 +22,35 @@ const MAX_IPS: usize = 16;
 /// Snapshots queued for one slow proxy before it is disconnected.
 const STREAM_QUEUE: usize = 4;
 
+/// Where a connected workload's labels and addresses come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workloads {
+    /// As the proxy says: in local mode the operator started it with them.
+    Claimed,
+    /// From the source's Pod of that name and identity; the proxy's own
+    /// claims are ignored (Kubernetes mode).
+    FromPods,
+}
+
 /// The `Policy` gRPC service.
 pub struct PolicyService {
     state: Arc<State>,
     registry: Arc<Registry>,
+    workloads: Workloads,
 }
 
 impl PolicyService {
     pub fn new(state: Arc<State>, registry: Arc<Registry>) -> Self {
-        Self { state, registry }
+        Self {
+            state,
+            registry,
+            workloads: Workloads::Claimed,
+        }
+    }
+
+    pub fn with_workloads(mut self, workloads: Workloads) -> Self {
+        self.workloads = workloads;
+        self
     }
 }
 
@@ -85,20 +105,40 @@ impl Policy for PolicyService {
         let namespace = ns.to_string();
         let req = request.into_inner();
         validate(&req)?;
-        let labels: Labels = req.labels.clone().into_iter().collect();
-        let guard = self.registry.register(Workload {
-            identity: identity.to_string(),
-            namespace: namespace.clone(),
-            workload: req.workload.clone(),
-            labels: labels.clone(),
-            ips: req.ips.clone(),
-            ports: req.ports.clone(),
-            inbound_port: if req.inbound_port == 0 {
-                DEFAULT_INBOUND_PORT
-            } else {
-                req.inbound_port
+        let workload = match self.workloads {
+            Workloads::Claimed => Workload {
+                identity: identity.to_string(),
+                namespace: namespace.clone(),
+                workload: req.workload.clone(),
+                labels: req.labels.clone().into_iter().collect(),
+                ips: req.ips.clone(),
+                ports: req.ports.clone(),
+                inbound_port: if req.inbound_port == 0 {
+                    DEFAULT_INBOUND_PORT
+                } else {
+                    req.inbound_port
+                },
             },
-        })?;
+            Workloads::FromPods => self
+                .state
+                .current()
+                .workloads
+                .iter()
+                .find(|w| {
+                    w.namespace == namespace
+                        && w.workload == req.workload
+                        && w.identity == identity.as_str()
+                })
+                .cloned()
+                .ok_or_else(|| {
+                    Error::UnknownPod(format!(
+                        "no meshed pod {namespace}/{} with the identity {identity} (yet)",
+                        req.workload
+                    ))
+                })?,
+        };
+        let labels: Labels = workload.labels.clone();
+        let guard = self.registry.register(workload)?;
         tracing::info!(identity = %identity, workload = %req.workload, "proxy connected for policy");
         let (tx, rx) = mpsc::channel(STREAM_QUEUE);
         let mut state = self.state.subscribe();

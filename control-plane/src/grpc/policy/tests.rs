@@ -192,3 +192,59 @@ async fn refusals() {
     // A refused proxy is not an endpoint.
     assert!(registry.workloads().is_empty());
 }
+
+#[tokio::test]
+async fn in_kubernetes_mode_labels_and_ips_come_from_the_pod_not_the_proxy() {
+    let mut config = Fake::config(SHOP);
+    config.workloads.push(Workload {
+        identity: "spiffe://cluster.local/ns/shop/sa/api".into(),
+        namespace: "shop".into(),
+        workload: "api-1".into(),
+        labels: [("app".to_owned(), "api".to_owned())].into(),
+        ips: vec!["10.244.1.7".into()],
+        ports: vec![9000],
+        inbound_port: DEFAULT_INBOUND_PORT,
+    });
+    let state = State::new("cluster.local");
+    state.start(Fake::new(config).start().await.unwrap());
+    let registry = Registry::new();
+    let svc =
+        PolicyService::new(state.clone(), registry.clone()).with_workloads(Workloads::FromPods);
+
+    // The proxy claims to be the db, at another address: ignored.
+    let mut stream = svc
+        .watch(watch_request(
+            Some("spiffe://cluster.local/ns/shop/sa/api"),
+            &[("app", "db")],
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        objects(&next(&mut stream).await),
+        ["AuthorizationPolicy shop/api"]
+    );
+    assert_eq!(registry.workloads()[0].ips, ["10.244.1.7"]);
+    // Listed once in discovery, though both the source and the registry know it.
+    let view = discovery::build(&state, &registry, 1);
+    assert_eq!(view.workloads.len(), 1);
+    assert_eq!(view.services[0].endpoints.len(), 1);
+
+    // Another service account cannot take the pod's place.
+    let status = match svc
+        .watch(watch_request(
+            Some("spiffe://cluster.local/ns/shop/sa/web"),
+            &[],
+        ))
+        .await
+    {
+        Ok(_) => panic!("accepted"),
+        Err(s) => s,
+    };
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert!(
+        status.message().contains("no meshed pod shop/api-1"),
+        "{}",
+        status.message()
+    );
+}

@@ -109,7 +109,7 @@ async fn running_meshed_pods_are_workloads_with_their_labels_and_ips() {
     let Update::Loaded(config) = rx.borrow().clone() else {
         panic!("not loaded")
     };
-    // web-1 has no proxy, db-1 is Pending: only api-1.
+    // web-1 has no proxy, db-1 has no IP yet: only api-1.
     assert_eq!(config.workloads.len(), 1);
     let w = &config.workloads[0];
     assert_eq!(w.identity, "spiffe://cluster.local/ns/shop/sa/api");
