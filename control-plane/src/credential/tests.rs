@@ -4,7 +4,7 @@
 //! API errors, which refuse the certificate (fail closed).
 
 use super::*;
-use crate::source::kubernetes::replay::serve;
+use crate::source::kubernetes::replay as serve;
 
 const TOKEN: &str =
     "eyJhbGciOiJSUzI1NiIsImtpZCI6InRlc3QifQ.eyJhdWQiOlsibWVzaC1jb250cm9sLXBsYW5lIl19.c2lnbmF0dXJl";

@@ -8,10 +8,17 @@
 //! Pods are not policy: running pods that carry the Palisade proxy become
 //! the [`Workload`]s discovery publishes, with labels and IPs from the Pod.
 
-pub mod api;
 pub mod ca_secret;
+
+/// The recorded API responses of this crate's tests.
 #[cfg(test)]
-pub(crate) mod replay;
+pub(crate) async fn replay(
+    name: &str,
+) -> (std::net::SocketAddr, Arc<mesh_kube_api::replay::Replay>) {
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/source/kubernetes/recorded");
+    mesh_kube_api::replay::serve(&dir.join(name)).await
+}
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -21,7 +28,7 @@ use anyhow::Context;
 use serde_json::Value;
 use tokio::sync::watch;
 
-pub use api::{Api, ApiError};
+pub use mesh_kube_api::{Api, ApiError};
 
 use super::{Config, Source, Update};
 use crate::registry::{DEFAULT_INBOUND_PORT, Workload};

@@ -72,7 +72,7 @@ pub async fn fetch(api: &Api, secret_ref: &str, ca_dir: &Path) -> Result<(), CaS
 
 #[cfg(test)]
 mod tests {
-    use super::super::replay::serve;
+    use super::super::replay as serve;
     use super::*;
 
     #[tokio::test]

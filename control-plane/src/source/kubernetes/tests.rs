@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::replay::{Replay, serve};
+use mesh_kube_api::replay::Replay;
+
+use super::replay as serve;
 use super::*;
 
 async fn start(recording: &str) -> (watch::Receiver<Update>, Arc<Replay>) {

@@ -38,11 +38,8 @@ impl Replay {
     }
 }
 
-/// Serves `recorded/<recording>` on a loopback port.
-pub async fn serve(recording: &str) -> (SocketAddr, Arc<Replay>) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("src/source/kubernetes/recorded")
-        .join(recording);
+/// Serves the recording at `path` on a loopback port.
+pub async fn serve(path: &Path) -> (SocketAddr, Arc<Replay>) {
     let rec: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let replay = Arc::new(Replay {
         exchanges: Mutex::new(

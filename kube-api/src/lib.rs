@@ -1,8 +1,11 @@
 //! A small Kubernetes API client: GET (list, and watch as a stream of
 //! lines) and POST, over HTTP/1.1 with TLS to the API server, or plain HTTP
-//! to a test's recorded-response server. One connection per request: a
-//! watch holds its connection for minutes, and the control plane keeps
-//! only a handful of them.
+//! (`kubectl proxy`, or a test's recorded-response server). One connection
+//! per request: a watch holds its connection for minutes, and the control
+//! plane keeps only a handful of them.
+
+#[cfg(any(test, feature = "testing"))]
+pub mod replay;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -105,11 +108,13 @@ impl Api {
                 .add(ca)
                 .map_err(|e| ApiError::Config(format!("{}/ca.crt: {e}", dir.display())))?;
         }
-        let tls = rustls::ClientConfig::builder_with_provider(mesh_identity::tls::provider())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| ApiError::Config(e.to_string()))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ApiError::Config(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
         let base = format!("https://{host}:{port}")
             .parse()
             .map_err(|e| ApiError::Config(format!("API server address: {e}")))?;
