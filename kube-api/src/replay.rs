@@ -134,3 +134,13 @@ async fn answer(
         .body(BodyExt::boxed(http_body_util::Full::new(Bytes::from(text))))
         .unwrap())
 }
+
+/// An API that nothing answers: a loopback port bound and released, so a
+/// connection is refused at once.
+pub fn unreachable() -> crate::Api {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(9);
+    crate::Api::plain(&format!("http://127.0.0.1:{port}")).unwrap_or_else(|e| panic!("{e}"))
+}

@@ -2,6 +2,7 @@
 //! call without going through the command line.
 
 pub mod cert;
+pub mod check;
 pub mod inject;
 pub mod install;
 pub mod lab;

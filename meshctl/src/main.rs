@@ -81,6 +81,23 @@ enum Command {
     Install(meshctl::install::cli::InstallArgs),
     /// Print what `meshctl install` created, for: meshctl uninstall | kubectl delete -f -
     Uninstall(meshctl::install::cli::UninstallArgs),
+    /// Check a cluster before (--pre) or after installing Palisade
+    #[command(
+        long_about = "Check a cluster before (--pre) or after installing Palisade, \
+        through the API server: it is reachable and 1.29 or newer (native sidecars); \
+        the palisade-ca Secret's root and issuer are valid and not within 30 days of \
+        expiry; the palisade-injector webhook has a caBundle and failurePolicy Fail; \
+        the injector and the control plane have available replicas; and the meshed \
+        pods' proxies hold certificates that are not expired or overdue for renewal \
+        (read from their admin /certs through the API server's pod proxy, at most 100 \
+        pods). --pre checks the API server and whether Palisade is already installed.\n\n\
+        One line per check: ok, warn or FAIL, the check and what was found; -o json \
+        prints {\"ok\": bool, \"checks\": [{\"check\", \"outcome\", \"detail\"}]}. \
+        Exit status 1 when a check failed.\n\n\
+        Example:\n  \
+        kubectl proxy & meshctl check --kubernetes-api http://127.0.0.1:8001"
+    )]
+    Check(meshctl::check::cli::CheckArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -392,6 +409,7 @@ fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
         Command::Uninject(a) => meshctl::inject::cli::uninject(a).map(|()| ExitCode::SUCCESS),
         Command::Install(a) => meshctl::install::cli::install(a).map(|()| ExitCode::SUCCESS),
         Command::Uninstall(a) => meshctl::install::cli::uninstall(a).map(|()| ExitCode::SUCCESS),
+        Command::Check(a) => meshctl::check::cli::run(a),
         Command::Token(TokenCommand::Create(a)) => {
             let created = token::create(&a.data_dir, &a.namespace, &a.service_account, a.ttl)?;
             if created.generated_key {

@@ -108,7 +108,7 @@ fn install_prints_manifests_and_keeps_its_secrets_where_told() {
 
 #[test]
 fn new_commands_have_help() {
-    for cmd in ["inject", "uninject", "install", "uninstall"] {
+    for cmd in ["inject", "uninject", "install", "uninstall", "check"] {
         let o = meshctl(&[cmd, "--help"], b"");
         assert!(ok(&o).contains("Usage: meshctl"), "{cmd}");
     }
@@ -141,5 +141,22 @@ fn install_manifests_pass_kubernetes_validate() {
     assert!(
         stdout.contains("malformed policy objects are rejected"),
         "{stdout}"
+    );
+}
+
+#[test]
+fn check_without_an_api_server_fails_saying_so() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let o = meshctl(&["check", "--kubernetes-api", &url], b"");
+    assert_eq!(o.status.code(), Some(1));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.starts_with("FAIL  kubernetes-api  unreachable: "),
+        "{out}"
     );
 }

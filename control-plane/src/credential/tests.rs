@@ -51,12 +51,7 @@ async fn token_reviews_in_the_order_recorded() {
     }
     // Unreachable API server: refused, not waved through.
     drop(replay);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let gone = Credentials::TokenReview(Api::plain(&format!("http://127.0.0.1:{port}")).unwrap());
+    let gone = Credentials::TokenReview(mesh_kube_api::replay::unreachable());
     assert!(matches!(
         gone.verify(TOKEN).await,
         Err(Error::CredentialCheckUnavailable(_))

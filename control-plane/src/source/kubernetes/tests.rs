@@ -124,12 +124,7 @@ async fn running_meshed_pods_are_workloads_with_their_labels_and_ips() {
 #[tokio::test]
 async fn no_api_server_means_no_start() {
     // A port nothing listens on: fail closed, with the reason.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let api = Api::plain(&format!("http://127.0.0.1:{port}")).unwrap();
+    let api = mesh_kube_api::replay::unreachable();
     let e = Cluster::new(api, "cluster.local")
         .with_initial_sync_timeout(Duration::from_millis(300))
         .start()
