@@ -109,12 +109,18 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 .await?,
             credential::Credentials::JoinTokens(tokens),
         ),
-        Some(api) => (
-            source::kubernetes::Cluster::new(api.clone(), &args.trust_domain)
-                .start()
-                .await?,
-            credential::Credentials::TokenReview(api),
-        ),
+        Some(api) => {
+            let cluster = source::kubernetes::Cluster::new(api.clone(), &args.trust_domain);
+            tokio::spawn(source::kubernetes::trust_bundle::keep(
+                api.clone(),
+                ca.bundle().to_pem(),
+                cluster.meshed_namespaces(),
+            ));
+            (
+                cluster.start().await?,
+                credential::Credentials::TokenReview(api),
+            )
+        }
     };
     state.start(updates);
     let registry = registry::Registry::new();

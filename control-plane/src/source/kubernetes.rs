@@ -9,6 +9,7 @@
 //! the [`Workload`]s discovery publishes, with labels and IPs from the Pod.
 
 pub mod ca_secret;
+pub mod trust_bundle;
 
 /// The recorded API responses of this crate's tests.
 #[cfg(test)]
@@ -20,7 +21,7 @@ pub(crate) async fn replay(
     mesh_kube_api::replay::serve(&dir.join(name)).await
 }
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -47,6 +48,10 @@ const LIST_PAGE: u32 = 500;
 pub const DEFAULT_INITIAL_SYNC_TIMEOUT: Duration = Duration::from_secs(60);
 /// The proxy container the injector adds; a pod without it is not meshed.
 const PROXY_CONTAINER: &str = "palisade-proxy";
+/// The namespace label that turns injection on (docs/kubernetes.md).
+const INJECT_LABEL: &str = "palisade.dev/inject";
+/// Never injected, so never given a trust bundle by the control plane.
+const NEVER_MESHED: [&str; 2] = ["kube-system", "mesh-system"];
 
 /// One kind the control plane follows.
 #[derive(Debug, Clone, Copy)]
@@ -107,6 +112,7 @@ pub struct Cluster {
     api: Api,
     trust_domain: String,
     initial_sync_timeout: Duration,
+    namespaces: watch::Sender<BTreeSet<String>>,
 }
 
 impl Cluster {
@@ -115,7 +121,15 @@ impl Cluster {
             api,
             trust_domain: trust_domain.to_owned(),
             initial_sync_timeout: DEFAULT_INITIAL_SYNC_TIMEOUT,
+            namespaces: watch::channel(BTreeSet::new()).0,
         }
+    }
+
+    /// The namespaces that need the trust bundle: labelled for injection,
+    /// or holding a pod with the Palisade proxy (in any phase: a pod waits
+    /// for the ConfigMap before it gets an IP).
+    pub fn meshed_namespaces(&self) -> watch::Receiver<BTreeSet<String>> {
+        self.namespaces.subscribe()
     }
 
     pub fn with_initial_sync_timeout(mut self, t: Duration) -> Self {
@@ -134,6 +148,7 @@ struct Store {
 struct Shared {
     store: Mutex<Store>,
     tx: watch::Sender<Option<Update>>,
+    namespaces: watch::Sender<BTreeSet<String>>,
     trust_domain: String,
 }
 
@@ -147,8 +162,14 @@ impl Shared {
             return;
         }
         let update = translate(&store.objects, &self.trust_domain);
+        let namespaces = meshed_namespaces(&store.objects);
         drop(store);
         self.tx.send_replace(Some(update));
+        self.namespaces.send_if_modified(|n| {
+            let changed = *n != namespaces;
+            *n = namespaces;
+            changed
+        });
     }
 
     fn update(&self, kind: usize, change: impl FnOnce(&mut BTreeMap<String, Value>)) {
@@ -185,6 +206,37 @@ pub fn translate(objects: &[BTreeMap<String, Value>], trust_domain: &str) -> Upd
         })),
         Err(e) => Update::Failed(e.to_string()),
     }
+}
+
+/// See [`Cluster::meshed_namespaces`].
+fn meshed_namespaces(objects: &[BTreeMap<String, Value>]) -> BTreeSet<String> {
+    let of = |kind: &str| {
+        KINDS
+            .iter()
+            .position(|k| k.kind == kind)
+            .and_then(|i| objects.get(i))
+            .into_iter()
+            .flat_map(BTreeMap::values)
+    };
+    let labelled = of("Namespace")
+        .filter(|n| n["metadata"]["labels"][INJECT_LABEL] == "enabled")
+        .filter_map(|n| n["metadata"]["name"].as_str());
+    let with_proxies = of("Pod")
+        .filter(|p| has_proxy(p))
+        .filter_map(|p| p["metadata"]["namespace"].as_str());
+    labelled
+        .chain(with_proxies)
+        .filter(|ns| !NEVER_MESHED.contains(ns))
+        .map(str::to_owned)
+        .collect()
+}
+
+fn has_proxy(pod: &Value) -> bool {
+    ["initContainers", "containers"].iter().any(|k| {
+        pod["spec"][*k]
+            .as_array()
+            .is_some_and(|cs| cs.iter().any(|c| c["name"] == PROXY_CONTAINER))
+    })
 }
 
 /// What an object says, without what the API server adds (managedFields,
@@ -235,12 +287,7 @@ fn workload(pod: &Value, trust_domain: &str) -> Option<Workload> {
         return None;
     }
     let spec = pod.get("spec")?;
-    let meshed = ["initContainers", "containers"].iter().any(|k| {
-        spec.get(*k)
-            .and_then(Value::as_array)
-            .is_some_and(|cs| cs.iter().any(|c| c["name"] == PROXY_CONTAINER))
-    });
-    if !meshed {
+    if !has_proxy(pod) {
         return None;
     }
     let namespace = s("/metadata/namespace")?.to_owned();
@@ -447,6 +494,7 @@ impl Source for Cluster {
                 synced: vec![false; KINDS.len()],
             }),
             tx,
+            namespaces: self.namespaces.clone(),
             trust_domain: self.trust_domain.clone(),
         });
         for index in 0..KINDS.len() {

@@ -147,3 +147,29 @@ fn a_bad_object_in_the_cluster_is_named_and_refused() {
         Update::Loaded(_) => panic!("accepted"),
     }
 }
+
+#[test]
+fn namespaces_labelled_or_with_proxies_need_the_trust_bundle() {
+    let mut objects = vec![BTreeMap::new(); KINDS.len()];
+    let ns = |name: &str, label: Option<&str>| {
+        let mut n = serde_json::json!({"metadata": {"name": name, "labels": {}}});
+        if let Some(l) = label {
+            n["metadata"]["labels"]["palisade.dev/inject"] = l.into();
+        }
+        n
+    };
+    objects[0].insert("/shop".into(), ns("shop", Some("enabled")));
+    objects[0].insert("/blog".into(), ns("blog", Some("disabled")));
+    objects[0].insert("/kube-system".into(), ns("kube-system", Some("enabled")));
+    let pod = |ns: &str, container: &str| {
+        serde_json::json!({"metadata": {"name": "p", "namespace": ns},
+            "spec": {"initContainers": [{"name": container}], "containers": [{"name": "app"}]},
+            "status": {"phase": "Pending"}})
+    };
+    // A pod labelled for injection in an unlabelled namespace, still
+    // waiting for its volumes (no IP yet).
+    objects[2].insert("news/p".into(), pod("news", "palisade-proxy"));
+    objects[2].insert("blog/p".into(), pod("blog", "migrate"));
+    let got: Vec<String> = meshed_namespaces(&objects).into_iter().collect();
+    assert_eq!(got, ["news", "shop"]);
+}
