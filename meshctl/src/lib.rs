@@ -3,6 +3,7 @@
 
 pub mod cert;
 pub mod check;
+pub mod cli;
 pub mod inject;
 pub mod install;
 pub mod lab;

@@ -30,18 +30,14 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
             "not in a pod: run `kubectl proxy` and pass --kubernetes-api http://127.0.0.1:8001",
         )?,
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the runtime")?;
-    let findings = runtime.block_on(async {
+    let findings = crate::cli::runtime()?.block_on(async {
         if args.pre {
             super::pre_install(&api).await
         } else {
             super::post_install(&api, time::OffsetDateTime::now_utc()).await
         }
     });
-    print!("{}", super::render(&findings, args.output == Output::Json));
+    crate::cli::write_stdout(&super::render(&findings, args.output == Output::Json))?;
     Ok(if super::failed(&findings) {
         ExitCode::FAILURE
     } else {

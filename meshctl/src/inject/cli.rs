@@ -1,7 +1,7 @@
 //! `meshctl inject` / `meshctl uninject` flags, kept beside the commands so
 //! main.rs only dispatches.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -49,9 +49,7 @@ fn read(file: &PathBuf) -> anyhow::Result<(String, String)> {
 }
 
 fn write(docs: &[serde_json::Value], notes: &[super::Note], verb: &str) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
-    out.write_all(super::render(docs).as_bytes())
-        .context("cannot write stdout")?;
+    crate::cli::write_stdout(&super::render(docs))?;
     for n in notes {
         match (&n.reason, n.changed) {
             (_, true) => eprintln!("{verb} {}", n.object),

@@ -1,9 +1,7 @@
 //! `meshctl install` / `meshctl uninstall` flags, kept beside the commands.
 
-use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::Args;
 
 #[derive(Debug, Args)]
@@ -28,10 +26,7 @@ pub struct UninstallArgs {
 }
 
 fn print(docs: &[serde_json::Value]) -> anyhow::Result<()> {
-    std::io::stdout()
-        .lock()
-        .write_all(crate::yaml::render(docs).as_bytes())
-        .context("cannot write stdout")
+    crate::cli::write_stdout(&crate::yaml::render(docs))
 }
 
 pub fn install(args: InstallArgs) -> anyhow::Result<()> {
