@@ -20,6 +20,7 @@ pub mod review;
 pub mod server;
 pub mod settings;
 pub mod sidecar;
+pub mod tls;
 
 pub use error::Error;
 pub use patch::{Outcome, inject, plan, uninject};

@@ -3,7 +3,6 @@
 //! port, so the Deployment needs no second listener.
 
 use std::convert::Infallible;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,8 +11,6 @@ use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
@@ -32,56 +29,7 @@ const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// A body must arrive within this, so a slow sender cannot hold a task.
 const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Why the server cannot start.
-#[derive(Debug, thiserror::Error)]
-pub enum TlsError {
-    #[error("--tls-cert {path}: {message}")]
-    Cert { path: String, message: String },
-    #[error("--tls-key {path}: {message}")]
-    Key { path: String, message: String },
-    #[error("the certificate and key do not form a TLS identity: {0}")]
-    Config(String),
-}
-
-/// A TLS 1.2/1.3 server configuration from PEM files (the API server speaks
-/// both; the webhook's certificate is usually issued by cert-manager or
-/// `meshctl install`).
-pub fn tls_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| TlsError::Cert {
-            path: cert.display().to_string(),
-            message: e.to_string(),
-        })?;
-    if chain.is_empty() {
-        return Err(TlsError::Cert {
-            path: cert.display().to_string(),
-            message: "no certificate in the file".to_owned(),
-        });
-    }
-    // The error names the file, never its content.
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Key {
-        path: key.display().to_string(),
-        message: format!("no usable private key ({})", pem_reason(&e)),
-    })?;
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| TlsError::Config(e.to_string()))?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .map_err(|e| TlsError::Config(e.to_string()))?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
-}
-
-fn pem_reason(e: &rustls_pki_types::pem::Error) -> &'static str {
-    match e {
-        rustls_pki_types::pem::Error::NoItemsFound => "no PEM private key block",
-        rustls_pki_types::pem::Error::Io(_) => "cannot read the file",
-        _ => "malformed PEM",
-    }
-}
+pub use crate::tls::{TlsError, tls_config};
 
 /// Serves until `shutdown` turns true.
 pub async fn serve(

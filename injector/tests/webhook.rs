@@ -21,7 +21,7 @@ struct Webhook {
     addr: SocketAddr,
     root: CertificateDer<'static>,
     _stop: tokio::sync::watch::Sender<bool>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 fn write_identity(dir: &Path) -> CertificateDer<'static> {
@@ -51,7 +51,7 @@ async fn start() -> Webhook {
         addr,
         root,
         _stop: stop,
-        _dir: dir,
+        dir,
     }
 }
 
@@ -541,4 +541,42 @@ async fn the_binary_serves_with_flags_from_the_environment() {
         Some("registry.example/palisade/proxy:test")
     );
     let _ = child.kill().await;
+}
+
+/// Whether a TLS handshake with the webhook verifies against `root`.
+async fn handshake(addr: SocketAddr, root: &CertificateDer<'static>) -> bool {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(root.clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .is_ok()
+}
+
+#[tokio::test]
+async fn a_replaced_certificate_is_served_without_a_restart() {
+    let w = start().await;
+    assert!(handshake(w.addr, &w.root).await);
+    // cert-manager (or a new install) replaces the Secret; the kubelet
+    // updates the mounted files.
+    let new_root = write_identity(w.dir.path());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !handshake(w.addr, &new_root).await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still the old certificate after 5s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        !handshake(w.addr, &w.root).await,
+        "the old certificate is no longer served"
+    );
 }
