@@ -64,19 +64,7 @@ async fn request(
     path: &str,
     body: Vec<u8>,
 ) -> (u16, Vec<u8>) {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(root.clone()).unwrap();
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .unwrap();
+    let tls = connect(addr, root).await.unwrap();
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
         .await
         .unwrap();
@@ -543,8 +531,12 @@ async fn the_binary_serves_with_flags_from_the_environment() {
     let _ = child.kill().await;
 }
 
-/// Whether a TLS handshake with the webhook verifies against `root`.
-async fn handshake(addr: SocketAddr, root: &CertificateDer<'static>) -> bool {
+/// A TLS connection to the webhook, verified against `root` as the API
+/// server verifies it with the caBundle.
+async fn connect(
+    addr: SocketAddr,
+    root: &CertificateDer<'static>,
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(root.clone()).unwrap();
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
@@ -553,11 +545,14 @@ async fn handshake(addr: SocketAddr, root: &CertificateDer<'static>) -> bool {
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
     tokio_rustls::TlsConnector::from(Arc::new(config))
         .connect(ServerName::try_from("localhost").unwrap(), tcp)
         .await
-        .is_ok()
+}
+
+async fn handshake(addr: SocketAddr, root: &CertificateDer<'static>) -> bool {
+    connect(addr, root).await.is_ok()
 }
 
 #[tokio::test]
