@@ -64,7 +64,7 @@ pub struct Kind {
 
 /// What the control plane reads. Kinds whose CRDs are not installed
 /// (Istio's groups, say) answer 404 and count as empty.
-pub const KINDS: [Kind; 8] = [
+pub const KINDS: [Kind; 10] = [
     Kind {
         api_version: "v1",
         kind: "Namespace",
@@ -104,6 +104,17 @@ pub const KINDS: [Kind; 8] = [
         api_version: "security.istio.io/v1",
         kind: "PeerAuthentication",
         path: "/apis/security.istio.io/v1/peerauthentications",
+    },
+    // Read as a folder's are: checked, then noted as not modeled yet.
+    Kind {
+        api_version: "gateway.networking.k8s.io/v1",
+        kind: "HTTPRoute",
+        path: "/apis/gateway.networking.k8s.io/v1/httproutes",
+    },
+    Kind {
+        api_version: "policy.palisade.dev/v1alpha1",
+        kind: "RateLimitPolicy",
+        path: "/apis/policy.palisade.dev/v1alpha1/ratelimitpolicies",
     },
 ];
 
