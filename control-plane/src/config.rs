@@ -12,7 +12,7 @@ pub const MIN_CERT_TTL: Duration = Duration::from_secs(60);
 
 /// Where policy and workloads come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Source {
+pub enum SourceKind {
     /// A watched folder of YAML (local mode).
     File,
     /// The Kubernetes API server.
@@ -55,7 +55,28 @@ pub struct Args {
 
     /// Where policy comes from.
     #[arg(long, env = "MESH_SOURCE", value_enum, default_value = "file")]
-    pub source: Source,
+    pub source: SourceKind,
+
+    /// With --source kubernetes: a plain-HTTP API server URL (e.g. `kubectl
+    /// proxy`'s http://127.0.0.1:8001). Without it, the in-cluster API server
+    /// with the pod's ServiceAccount.
+    #[arg(long, env = "MESH_KUBERNETES_API", value_name = "URL", value_parser = parse_plain_url)]
+    pub kubernetes_api: Option<String>,
+
+    /// With --source kubernetes: the Secret (cert-manager layout: tls.crt,
+    /// tls.key, ca.crt) every replica signs with, as NAMESPACE/NAME.
+    #[arg(long, env = "MESH_CA_SECRET", value_name = "NAMESPACE/NAME",
+          default_value = crate::source::kubernetes::ca_secret::DEFAULT_CA_SECRET)]
+    pub ca_secret: String,
+}
+
+fn parse_plain_url(s: &str) -> Result<String, String> {
+    if !s.starts_with("http://") {
+        return Err(format!(
+            "{s} is not an http:// URL (the in-cluster API server is used over TLS when the flag is not given)"
+        ));
+    }
+    Ok(s.to_owned())
 }
 
 fn parse_ttl(s: &str) -> Result<Duration, String> {

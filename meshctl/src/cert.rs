@@ -2,7 +2,9 @@
 //! presents, read from the certificates themselves.
 
 pub mod admin;
+
 pub mod chain;
+pub mod cli;
 pub mod connect;
 pub mod report;
 

@@ -2,9 +2,14 @@
 //! call without going through the command line.
 
 pub mod cert;
+pub mod check;
+pub mod cli;
+pub mod inject;
+pub mod install;
 pub mod lab;
 pub mod policy;
 pub mod token;
+pub mod yaml;
 
 #[cfg(test)]
 mod testing;

@@ -7,6 +7,7 @@
 //! accepts, and an answer from `check` is the answer the proxies give.
 
 pub mod check;
+pub mod cli;
 pub mod get;
 pub mod lint;
 

@@ -1,5 +1,7 @@
 //! `meshctl token create`: join tokens for workloads outside Kubernetes.
 
+pub mod cli;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

@@ -1,6 +1,7 @@
-//! `Discovery.Watch`: Services (from the config folder) with their endpoints
-//! (connected workloads matching the selector) and every workload, built once
-//! per change and shared by all streams.
+//! `Discovery.Watch`: Services (from the source) with their endpoints
+//! (workloads matching the selector: those the source knows and those
+//! connected) and every workload, built once per change and shared by all
+//! streams.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -13,8 +14,8 @@ use mesh_proto::discovery::{
 use tokio::sync::{mpsc, watch};
 use tonic::{Request, Response, Status};
 
-use crate::policy::Policies;
-use crate::server::Peer;
+use crate::registry::Registry;
+use crate::state::State;
 
 /// Changes arriving within this window are pushed together: a fleet of
 /// proxies starting at once causes one push per window, not one per proxy.
@@ -23,13 +24,16 @@ const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(20);
 const STREAM_QUEUE: usize = 4;
 
 /// Builds the view from the current Services and registry.
-pub fn build(policies: &Policies, version: u64) -> DiscoverySnapshot {
-    let state = policies.current();
-    let registry: Vec<_> = policies
-        .registry
-        .lock()
-        .map(|r| r.values().cloned().collect())
-        .unwrap_or_default();
+pub fn build(state: &State, registry: &Registry, version: u64) -> DiscoverySnapshot {
+    let state = state.current();
+    let mut workloads = state.workloads.to_vec();
+    // In Kubernetes mode a connected proxy is also its Pod: listed once.
+    let known = |w: &crate::registry::Workload| {
+        state.workloads.iter().any(|s| {
+            s.namespace == w.namespace && s.workload == w.workload && s.identity == w.identity
+        })
+    };
+    workloads.extend(registry.workloads().into_iter().filter(|w| !known(w)));
     let services = state
         .services
         .iter()
@@ -38,7 +42,7 @@ pub fn build(policies: &Policies, version: u64) -> DiscoverySnapshot {
             let endpoints = match &s.spec.selector {
                 // Kubernetes: a Service without a selector has no automatic endpoints.
                 None => Vec::new(),
-                Some(sel) => registry
+                Some(sel) => workloads
                     .iter()
                     .filter(|w| {
                         w.namespace == ns && sel.iter().all(|(k, v)| w.labels.get(k) == Some(v))
@@ -71,7 +75,7 @@ pub fn build(policies: &Policies, version: u64) -> DiscoverySnapshot {
             }
         })
         .collect();
-    let workloads = registry
+    let workloads = workloads
         .into_iter()
         .map(|w| Workload {
             identity: w.identity,
@@ -90,18 +94,25 @@ pub fn build(policies: &Policies, version: u64) -> DiscoverySnapshot {
 }
 
 /// Rebuilds the shared view after every (debounced) change.
-pub async fn publish(policies: Arc<Policies>, tx: watch::Sender<Arc<DiscoverySnapshot>>) {
-    let mut changes = policies.changes.subscribe();
+pub async fn publish(
+    state: Arc<State>,
+    registry: Arc<Registry>,
+    tx: watch::Sender<Arc<DiscoverySnapshot>>,
+) {
+    let mut policy = state.subscribe();
+    let mut workloads = registry.subscribe();
     let mut version = 0u64;
     loop {
         version += 1;
-        let snap = build(&policies, version);
+        let snap = build(&state, &registry, version);
         tx.send_replace(Arc::new(snap));
-        if changes.changed().await.is_err() {
-            return;
+        tokio::select! {
+            r = policy.changed() => if r.is_err() { return },
+            r = workloads.changed() => if r.is_err() { return },
         }
         tokio::time::sleep(DEFAULT_DEBOUNCE).await;
-        changes.borrow_and_update();
+        policy.borrow_and_update();
+        workloads.borrow_and_update();
     }
 }
 
@@ -127,16 +138,7 @@ impl Discovery for DiscoveryService {
         &self,
         request: Request<DiscoveryRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        if request
-            .extensions()
-            .get::<Peer>()
-            .and_then(|p| p.identity.as_ref())
-            .is_none()
-        {
-            return Err(Status::unauthenticated(
-                "Discovery.Watch needs a workload certificate (mTLS)",
-            ));
-        }
+        crate::grpc::client_identity(&request, "Discovery.Watch")?;
         let (tx, rx) = mpsc::channel(STREAM_QUEUE);
         let mut view = self.view.clone();
         tokio::spawn(async move {

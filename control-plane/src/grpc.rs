@@ -1,5 +1,10 @@
-//! The gRPC listener: TCP accept, TLS 1.3 handshake with the control plane's
-//! own SVID (client certificates optional, verified when present), then tonic.
+//! The gRPC services (Identity, Policy, Discovery) and their listener: TCP
+//! accept, TLS 1.3 handshake with the control plane's own SVID (client
+//! certificates optional, verified when present), then tonic.
+
+pub mod discovery;
+pub mod identity;
+pub mod policy;
 
 use std::io;
 use std::net::SocketAddr;
@@ -16,6 +21,8 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tonic::transport::server::Connected;
 
+use crate::error::Error;
+
 /// A TLS handshake must finish within this; slow or silent clients are
 /// dropped without holding anything else up.
 const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -28,6 +35,18 @@ pub struct Peer {
     pub addr: SocketAddr,
     /// The verified SPIFFE ID, when the client presented a certificate.
     pub identity: Option<SpiffeId>,
+}
+
+/// The verified workload identity of a request's client, or why there is none.
+pub fn client_identity<T>(
+    request: &tonic::Request<T>,
+    service: &'static str,
+) -> Result<SpiffeId, Error> {
+    request
+        .extensions()
+        .get::<Peer>()
+        .and_then(|p| p.identity.clone())
+        .ok_or(Error::NoClientCertificate(service))
 }
 
 /// A TLS connection handed to tonic, carrying its peer.

@@ -1,19 +1,22 @@
-//! `Identity.Certify`: a join token proves namespace and service account; the
-//! CA signs the CSR for exactly that identity.
+//! `Identity.Certify`: a credential (a join token, or a ServiceAccount token
+//! checked with a TokenReview) proves namespace and service account; the CA
+//! signs the CSR for exactly that identity.
 
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use mesh_identity::token::{TokenError, TokenKey};
-use mesh_identity::{Ca, CaError, SpiffeId};
+use mesh_identity::{Ca, SpiffeId};
 use mesh_proto::identity::identity_server::Identity;
 use mesh_proto::identity::{CertifyRequest, CertifyResponse};
 use tonic::{Request, Response, Status};
 
+use crate::credential::Credentials;
+use crate::error::Error;
+
 /// The Identity service.
 pub struct IdentityService {
     ca: Arc<Ca>,
-    tokens: Arc<TokenKey>,
+    credentials: Credentials,
     trust_domain: String,
     default_ttl: Duration,
     max_ttl: Duration,
@@ -22,14 +25,14 @@ pub struct IdentityService {
 impl IdentityService {
     pub fn new(
         ca: Arc<Ca>,
-        tokens: Arc<TokenKey>,
+        credentials: Credentials,
         trust_domain: String,
         default_ttl: Duration,
         max_ttl: Duration,
     ) -> Self {
         Self {
             ca,
-            tokens,
+            credentials,
             trust_domain,
             default_ttl,
             max_ttl,
@@ -47,32 +50,17 @@ impl IdentityService {
         want.min(self.max_ttl)
     }
 
-    fn certify_inner(&self, req: &CertifyRequest) -> Result<CertifyResponse, Status> {
-        let claims = self.tokens.verify(&req.credential).map_err(|e| {
-            Status::unauthenticated(match e {
-                TokenError::Expired => "credential refused: join token expired",
-                TokenError::BadSignature => {
-                    "credential refused: join token signature is invalid (forged, or from another control plane)"
-                }
-                TokenError::Malformed => "credential refused: join token is malformed",
-            })
-        })?;
+    async fn certify_inner(&self, req: &CertifyRequest) -> Result<CertifyResponse, Error> {
+        let claims = self.credentials.verify(&req.credential).await?;
         let id = SpiffeId::workload(
             &self.trust_domain,
             &claims.namespace,
             &claims.service_account,
         )
-        .map_err(|e| {
-            Status::unauthenticated(format!("credential names an invalid identity: {e}"))
-        })?;
+        .map_err(|e| Error::BadIdentity(e.to_string()))?;
         let issued = self
             .ca
-            .sign_csr(&req.csr_der, &id, self.ttl(req.requested_ttl_seconds))
-            .map_err(|e| match e {
-                CaError::Csr(r) => Status::invalid_argument(format!("CSR refused: {r}")),
-                CaError::IssuerExpired => Status::unavailable(e.to_string()),
-                other => Status::internal(other.to_string()),
-            })?;
+            .sign_csr(&req.csr_der, &id, self.ttl(req.requested_ttl_seconds))?;
         tracing::info!(identity = %id, "certificate issued");
         Ok(CertifyResponse {
             leaf_der: issued.leaf.to_vec(),
@@ -93,17 +81,15 @@ impl Identity for IdentityService {
         &self,
         request: Request<CertifyRequest>,
     ) -> Result<Response<CertifyResponse>, Status> {
-        let result = self.certify_inner(request.get_ref());
+        let result = self.certify_inner(request.get_ref()).await;
         let label = match &result {
             Ok(_) => "issued",
-            Err(s) if s.code() == tonic::Code::Unauthenticated => "bad_credential",
-            Err(s) if s.code() == tonic::Code::InvalidArgument => "bad_csr",
-            Err(_) => "error",
+            Err(e) => e.certify_result(),
         };
         metrics::counter!("mesh_certs_issued_total", "result" => label).increment(1);
-        if let Err(s) = &result {
-            tracing::warn!(reason = s.message(), "certificate request refused");
+        if let Err(e) = &result {
+            tracing::warn!(reason = %e, "certificate request refused");
         }
-        result.map(Response::new)
+        result.map(Response::new).map_err(Status::from)
     }
 }

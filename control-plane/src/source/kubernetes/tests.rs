@@ -1,0 +1,175 @@
+//! The Kubernetes source against recorded API server responses (list and
+//! watch streams), replayed by `replay.rs`. No API server runs.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use mesh_kube_api::replay::Replay;
+
+use super::replay as serve;
+use super::*;
+
+async fn start(recording: &str) -> (watch::Receiver<Update>, Arc<Replay>) {
+    let (addr, replay) = serve(recording).await;
+    let api = Api::plain(&format!("http://{addr}")).unwrap();
+    let rx = Cluster::new(api, "cluster.local").start().await.unwrap();
+    (rx, replay)
+}
+
+fn refs(config: &Config) -> BTreeSet<String> {
+    config
+        .snapshot
+        .objects
+        .iter()
+        .map(|o| o.object_ref().to_string())
+        .collect()
+}
+
+async fn until(rx: &mut watch::Receiver<Update>, ok: impl Fn(&Config) -> bool) -> Arc<Config> {
+    let found = {
+        let wait = rx.wait_for(|u| matches!(u, Update::Loaded(c) if ok(c)));
+        match tokio::time::timeout(Duration::from_secs(5), wait).await {
+            Ok(Ok(u)) => match &*u {
+                Update::Loaded(c) => Some(c.clone()),
+                Update::Failed(e) => panic!("{e}"),
+            },
+            _ => None,
+        }
+    };
+    let last = format!("{:?}", *rx.borrow());
+    found.unwrap_or_else(|| panic!("the source did not reach the expected view within 5s: {last}"))
+}
+
+fn file_view(name: &str) -> Config {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("src/source/kubernetes/recorded")
+        .join(name);
+    let l = mesh_policy::parse_yaml(name, &std::fs::read_to_string(path).unwrap()).unwrap();
+    Config {
+        snapshot: l.snapshot,
+        services: l.services,
+        workloads: Vec::new(),
+        warnings: l.warnings,
+    }
+}
+
+fn sorted(mut c: Config) -> Config {
+    c.snapshot
+        .objects
+        .sort_by_key(|o| o.object_ref().to_string());
+    c.workloads.clear();
+    c
+}
+
+#[tokio::test]
+async fn added_modified_deleted_and_bookmarks_end_in_the_view_a_folder_gives() {
+    let (mut rx, replay) = start("watch-events.json").await;
+    let end = until(&mut rx, |c| {
+        let r = refs(c);
+        !r.contains("AuthorizationPolicy shop/default-deny")
+            && r.contains("AuthorizationPolicy shop/allow-web")
+    })
+    .await;
+    // The same objects in a folder give exactly the same view: one parser.
+    assert_eq!(
+        sorted((*end).clone()),
+        sorted(file_view("same-objects.yaml"))
+    );
+    // The watch resumed from the bookmark's resourceVersion, not from the list's.
+    let requests = replay.requests();
+    assert!(requests.iter().any(|r| r.ends_with("authorizationpolicies?watch=1&allowWatchBookmarks=true&timeoutSeconds=300&resourceVersion=250")), "{requests:#?}");
+    // Istio's CRDs are not installed here (404): counted as empty, not an error.
+    assert!(requests.iter().any(|r| r.contains("security.istio.io")));
+}
+
+#[tokio::test]
+async fn a_gone_watch_lists_again() {
+    let (mut rx, replay) = start("watch-gone.json").await;
+    // 410 as an ERROR event: relist (after-relist); 410 as the watch's HTTP
+    // status: relist again (allow-web).
+    let end = until(&mut rx, |c| {
+        refs(c).contains("AuthorizationPolicy shop/allow-web")
+    })
+    .await;
+    assert!(!refs(&end).contains("AuthorizationPolicy shop/after-relist"));
+    let lists = replay
+        .requests()
+        .iter()
+        .filter(|r| {
+            r.as_str() == "GET /apis/security.palisade.dev/v1/authorizationpolicies?limit=500"
+        })
+        .count();
+    assert_eq!(lists, 3);
+}
+
+#[tokio::test]
+async fn running_meshed_pods_are_workloads_with_their_labels_and_ips() {
+    let (rx, _replay) = start("watch-events.json").await;
+    let Update::Loaded(config) = rx.borrow().clone() else {
+        panic!("not loaded")
+    };
+    // web-1 has no proxy, db-1 has no IP yet: only api-1.
+    assert_eq!(config.workloads.len(), 1);
+    let w = &config.workloads[0];
+    assert_eq!(w.identity, "spiffe://cluster.local/ns/shop/sa/api");
+    assert_eq!(w.workload, "api-1");
+    assert_eq!(w.ips, ["10.244.1.7"]);
+    assert_eq!(w.labels["app"], "api");
+    assert_eq!(w.ports, [8080]);
+}
+
+#[tokio::test]
+async fn no_api_server_means_no_start() {
+    // A port nothing listens on: fail closed, with the reason.
+    let api = mesh_kube_api::replay::unreachable();
+    let e = Cluster::new(api, "cluster.local")
+        .with_initial_sync_timeout(Duration::from_millis(300))
+        .start()
+        .await
+        .unwrap_err();
+    assert!(
+        format!("{e:#}").contains("did not list every kind in time"),
+        "{e:#}"
+    );
+}
+
+#[test]
+fn a_bad_object_in_the_cluster_is_named_and_refused() {
+    let mut objects = vec![BTreeMap::new(); KINDS.len()];
+    let bad = serde_json::json!({"apiVersion": "security.palisade.dev/v1", "kind": "AuthorizationPolicy",
+        "metadata": {"name": "typo", "namespace": "shop"}, "spec": {"action": "PERMIT"}});
+    objects[4].insert("shop/typo".to_owned(), bad);
+    match translate(&objects, "cluster.local") {
+        Update::Failed(e) => assert!(e.contains("AuthorizationPolicy shop/typo"), "{e}"),
+        Update::Loaded(_) => panic!("accepted"),
+    }
+}
+
+#[test]
+fn namespaces_labelled_or_with_proxies_need_the_trust_bundle() {
+    let mut objects = vec![BTreeMap::new(); KINDS.len()];
+    let ns = |name: &str, label: Option<&str>| {
+        let mut n = serde_json::json!({"metadata": {"name": name, "labels": {}}});
+        if let Some(l) = label {
+            n["metadata"]["labels"]["palisade.dev/inject"] = l.into();
+        }
+        n
+    };
+    objects[0].insert("/shop".into(), ns("shop", Some("enabled")));
+    objects[0].insert("/blog".into(), ns("blog", Some("disabled")));
+    objects[0].insert("/kube-system".into(), ns("kube-system", Some("enabled")));
+    let pod = |ns: &str, container: &str| {
+        serde_json::json!({"metadata": {"name": "p", "namespace": ns},
+            "spec": {"initContainers": [{"name": container}], "containers": [{"name": "app"}]},
+            "status": {"phase": "Pending"}})
+    };
+    // A pod labelled for injection in an unlabelled namespace, still
+    // waiting for its volumes (no IP yet).
+    objects[2].insert("news/p".into(), pod("news", "palisade-proxy"));
+    objects[2].insert("blog/p".into(), pod("blog", "migrate"));
+    let got: Vec<String> = meshed_namespaces(&objects).into_iter().collect();
+    assert_eq!(got, ["news", "shop"]);
+}

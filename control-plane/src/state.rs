@@ -1,0 +1,131 @@
+//! The configuration in force: the last view from the source that compiled,
+//! its version, and why the latest one was refused, if it was.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use mesh_policy::resource::Service;
+use mesh_policy::{Evaluator, Snapshot};
+use tokio::sync::watch;
+
+use crate::registry::Workload;
+use crate::source::{Config, Update};
+
+/// The configuration in force.
+#[derive(Debug, Clone, Default)]
+pub struct PolicyState {
+    /// Increases with every successful load, also across restarts.
+    pub version: u64,
+    pub snapshot: Arc<Snapshot>,
+    /// Services from the same source (discovery).
+    pub services: Arc<Vec<Service>>,
+    /// Workloads the source knows (not the ones that registered).
+    pub workloads: Arc<Vec<Workload>>,
+    /// Why the latest load failed (the last good snapshot stays in force).
+    pub error: Option<String>,
+    pub warnings: Vec<String>,
+    pub loaded_at: Option<SystemTime>,
+}
+
+/// Follows a source and publishes the [`PolicyState`] in force.
+pub struct State {
+    tx: watch::Sender<Arc<PolicyState>>,
+    trust_domain: String,
+}
+
+impl State {
+    pub fn new(trust_domain: &str) -> Arc<Self> {
+        Arc::new(Self {
+            tx: watch::channel(Arc::new(PolicyState::default())).0,
+            trust_domain: trust_domain.to_owned(),
+        })
+    }
+
+    pub fn current(&self) -> Arc<PolicyState> {
+        self.tx.borrow().clone()
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<Arc<PolicyState>> {
+        self.tx.subscribe()
+    }
+
+    pub fn trust_domain(&self) -> &str {
+        &self.trust_domain
+    }
+
+    /// Applies the source's current view now, then follows it in a task:
+    /// when this returns, the first view is in force (or its error recorded).
+    pub fn start(self: &Arc<Self>, mut updates: watch::Receiver<Update>) {
+        let first = updates.borrow_and_update().clone();
+        self.apply(&first);
+        let state = self.clone();
+        tokio::spawn(async move {
+            while updates.changed().await.is_ok() {
+                let update = updates.borrow_and_update().clone();
+                let s = state.clone();
+                // Compiling a large configuration is CPU work; keep it off
+                // the threads that serve proxies.
+                let _ = tokio::task::spawn_blocking(move || s.apply(&update)).await;
+            }
+        });
+    }
+
+    /// Puts `update` in force, or records why it cannot be.
+    pub fn apply(&self, update: &Update) {
+        let checked = match update {
+            // Compiled here too, so a snapshot no proxy could use is refused
+            // at the source, with the file/object/field named.
+            Update::Loaded(config) => Evaluator::compile(&config.snapshot, &self.trust_domain)
+                .map(|_| config.clone())
+                .map_err(|e| e.to_string()),
+            Update::Failed(message) => Err(message.clone()),
+        };
+        match checked {
+            Ok(config) => self.publish(&config),
+            Err(message) => {
+                tracing::error!(error = %message, "policy not loaded; the last good policy stays in force");
+                metrics::counter!("mesh_policy_reloads_total", "result" => "error").increment(1);
+                metrics::gauge!("mesh_policy_config_valid").set(0.0);
+                self.tx.send_modify(|s| {
+                    let mut next = (**s).clone();
+                    next.error = Some(message);
+                    *s = Arc::new(next);
+                });
+            }
+        }
+    }
+
+    fn publish(&self, config: &Config) {
+        let prev = self.current();
+        // Milliseconds since the epoch (or one more than the last):
+        // versions keep increasing across control plane restarts.
+        let now_ms = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let version = (prev.version + 1).max(now_ms);
+        for w in &config.warnings {
+            tracing::warn!(warning = %w, "policy object ignored");
+        }
+        tracing::info!(
+            version,
+            objects = config.snapshot.objects.len(),
+            "policy loaded"
+        );
+        metrics::counter!("mesh_policy_reloads_total", "result" => "success").increment(1);
+        metrics::gauge!("mesh_policy_config_valid").set(1.0);
+        metrics::gauge!("mesh_policy_version").set(version as f64);
+        self.tx.send_replace(Arc::new(PolicyState {
+            version,
+            snapshot: Arc::new(config.snapshot.clone()),
+            services: Arc::new(config.services.clone()),
+            workloads: Arc::new(config.workloads.clone()),
+            error: None,
+            warnings: config.warnings.clone(),
+            loaded_at: Some(SystemTime::now()),
+        }));
+    }
+}
+
+#[cfg(test)]
+mod tests;

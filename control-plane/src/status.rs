@@ -1,0 +1,84 @@
+//! The admin endpoint: `/live`, `/ready`, `/metrics` and `/status`.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use http::StatusCode;
+use mesh_admin::{Reply, Routes};
+use mesh_identity::{Ca, Store};
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::registry::Registry;
+use crate::state::State;
+
+/// What the admin endpoint reports on.
+pub struct Status {
+    pub state: Arc<State>,
+    pub registry: Arc<Registry>,
+    pub metrics: PrometheusHandle,
+    pub store: Arc<Store>,
+    pub ca: Arc<Ca>,
+    pub cert_ttl: Duration,
+    pub max_cert_ttl: Duration,
+}
+
+impl Routes for Status {
+    fn get(&self, path: &str) -> Reply {
+        match path {
+            "/live" => Reply::text(StatusCode::OK, "live\n"),
+            "/ready" => match self.store.current() {
+                Some(c) if c.is_valid_at(SystemTime::now()) => {
+                    Reply::text(StatusCode::OK, "ready\n")
+                }
+                _ => Reply::text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "no valid serving certificate\n",
+                ),
+            },
+            "/metrics" => Reply {
+                status: StatusCode::OK,
+                content_type: "text/plain; version=0.0.4",
+                body: self.metrics.render(),
+            },
+            "/status" => {
+                let cert = self.store.current();
+                Reply::json(
+                    StatusCode::OK,
+                    &serde_json::json!({
+                        "trust_domain": self.state.trust_domain(),
+                        "identity": self.store.identity().as_str(),
+                        "serving_certificate": cert.as_ref().map(|c| serde_json::json!({
+                            "serial": c.serial,
+                            "not_after": unix(c.not_after),
+                        })),
+                        "issuer_not_after": unix(self.ca.issuer_not_after()),
+                        "trust_bundle_roots": self.ca.bundle().len(),
+                        "cert_ttl_seconds": self.cert_ttl.as_secs(),
+                        "max_cert_ttl_seconds": self.max_cert_ttl.as_secs(),
+                        "policy": policy_status(&self.state, &self.registry),
+                    }),
+                )
+            }
+            _ => Reply::not_found(),
+        }
+    }
+}
+
+/// The `policy` part of `/status`.
+pub fn policy_status(state: &State, registry: &Registry) -> serde_json::Value {
+    let st = state.current();
+    serde_json::json!({
+        "version": st.version,
+        "objects": st.snapshot.objects.iter().map(|o| o.object_ref().to_string()).collect::<Vec<_>>(),
+        "error": st.error,
+        "warnings": st.warnings,
+        "loaded_at": st.loaded_at.map(unix),
+        "connected_proxies": registry.workloads(),
+    })
+}
+
+fn unix(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
