@@ -134,6 +134,12 @@ pub struct RunArgs {
     #[arg(long, env = "MESH_H2_MAX_SETTINGS_PER_SECOND", default_value_t = crate::http::flood::DEFAULT_H2_MAX_SETTINGS_PER_SECOND)]
     pub h2_max_settings_per_second: u32,
 
+    /// Destination ports whose traffic is never read as HTTP: relayed as
+    /// opaque TCP (`palisade/tcp1`), decided once per connection, with no
+    /// protocol detection delay for server-first protocols (comma-separated).
+    #[arg(long, env = "MESH_OPAQUE_PORTS", value_delimiter = ',')]
+    pub opaque_ports: Vec<u16>,
+
     /// Pooled connections to peer proxies with nothing in flight close after this.
     #[arg(long, env = "MESH_POOL_IDLE_TIMEOUT", value_parser = mesh_identity::duration::parse_duration, default_value = "90s")]
     pub pool_idle_timeout: Duration,

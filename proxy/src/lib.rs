@@ -187,6 +187,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         detect_timeout: args.detect_timeout,
         http: args.http_limits(),
         access,
+        opaque_ports: args.opaque_ports.iter().copied().collect(),
     });
     tokio::spawn(
         outbound

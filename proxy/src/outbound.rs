@@ -40,6 +40,8 @@ pub struct Outbound {
     pub detect_timeout: Duration,
     pub http: Limits,
     pub access: Arc<AccessLog>,
+    /// Target ports relayed opaque without detection (`--opaque-ports`).
+    pub opaque_ports: std::collections::HashSet<u16>,
 }
 
 impl Outbound {
@@ -115,8 +117,20 @@ impl Outbound {
         dest: http::Dest,
         drain: Drain,
     ) -> Result<(), Error> {
-        let Ok((protocol, prefix)) = detect::detect(&mut app, self.detect_timeout).await else {
-            return Ok(());
+        let opaque = match &dest {
+            http::Dest::Route(r) => match &**r {
+                Resolved::Mesh { target_port, .. } => self.opaque_ports.contains(target_port),
+                Resolved::External(_) => true,
+            },
+            http::Dest::Transparent(dst) => self.opaque_ports.contains(&dst.port()),
+        };
+        let (protocol, prefix) = if opaque {
+            (Protocol::Opaque, Vec::new())
+        } else {
+            match detect::detect(&mut app, self.detect_timeout).await {
+                Ok(v) => v,
+                Err(_) => return Ok(()),
+            }
         };
         let app = Rewind::new(prefix, app);
         let version = match protocol {

@@ -227,3 +227,38 @@ fn new_app_connections_reuse_the_pooled_connection() {
         ) >= 50.0
     );
 }
+
+#[test]
+fn opaque_ports_are_relayed_without_the_http_path() {
+    let rt = runtime();
+    let app = rt.block_on(mesh_tests::http_app::serve());
+    let cp = ControlPlane::start(CpOptions::default());
+    let b = Proxy::start(&cp, ProxyOptions::new("default", "api"));
+    let mut opts = ProxyOptions::new("default", "web");
+    let listen = opts.route(&b, app.port(), &b.identity);
+    opts.extra = vec!["--opaque-ports".into(), app.port().to_string()];
+    let a = Proxy::start(&cp, opts);
+    for i in 0..3 {
+        let (code, body) = http_get(listen, &format!("/o{i}")).expect("request");
+        assert_eq!(code, 200, "{body}");
+    }
+    // One palisade/tcp1 connection per app connection, no pooled HTTP/2,
+    // no per-request telemetry on A.
+    assert_eq!(metric(&a.metrics(), "mesh_pool_connects_total", &[]), 0.0);
+    assert_eq!(
+        metric(
+            &b.metrics(),
+            "mesh_tcp_connections_total",
+            &[("direction", "inbound"), ("tls", "true")]
+        ),
+        3.0
+    );
+    assert_eq!(
+        metric(
+            &a.metrics(),
+            "mesh_requests_total",
+            &[("direction", "outbound")]
+        ),
+        0.0
+    );
+}
