@@ -12,7 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS="${1:-3}"
-REQUESTS="${REQUESTS:-200000}"
+DURATION="${DURATION:-5}"
 
 need=()
 command -v h2load >/dev/null || need+=(nghttp2-client)
@@ -24,7 +24,8 @@ fi
 NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
-cargo build --release -p mesh-proxy -p mesh-control-plane -p meshctl >&2
+# BUILD=0 measures the release binaries already there.
+[ "${BUILD:-1}" = 0 ] || cargo build --release -p mesh-proxy -p mesh-control-plane -p meshctl >&2
 BIN="$CARGO_TARGET_DIR/release"
 
 W="$(mktemp -d)"
@@ -111,14 +112,15 @@ wait_http --http2-prior-knowledge "http://127.0.0.1:$NA/"
 
 run() {
     local out
-    out=$(taskset -c 0 h2load -t 1 -c 10 -m 100 -n "$REQUESTS" "http://127.0.0.1:$1/" 2>&1)
-    local rps ok
+    out=$(timeout $((DURATION + 30)) taskset -c 0 h2load -t 1 -c 10 -m 100 -D "$DURATION" --warm-up-time 1 "http://127.0.0.1:$1/" 2>&1 || true)
+    local rps ok bad
     rps=$(echo "$out" | sed -n 's/^finished in .*s, \([0-9.]*\) req\/s.*/\1/p')
     ok=$(echo "$out" | sed -n 's/^requests: .* \([0-9]*\) succeeded.*/\1/p')
-    echo "$rps $ok"
+    bad=$(echo "$out" | sed -n 's/^requests: .* \([0-9]*\) failed, \([0-9]*\) errored.*/\1+\2/p')
+    echo "${rps:-0} ${ok:-0} ${bad:-?}"
 }
-echo "pair round req/s succeeded"
+echo "pair round req/s succeeded failed+errored"
 for r in $(seq "$ROUNDS"); do
-    read -r rps ok < <(run "$AL"); echo "palisade $r $rps $ok"
-    read -r rps ok < <(run "$NA"); echo "nginx-http2 $r $rps $ok"
+    read -r rps ok bad < <(run "$AL"); echo "palisade $r $rps $ok $bad"
+    read -r rps ok bad < <(run "$NA"); echo "nginx-http2 $r $rps $ok $bad"
 done

@@ -476,16 +476,7 @@ pub fn nginx_http_config(c: &PeerConfig<'_>) -> String {
             "    upstream {name}_up {{\n        server 127.0.0.1:{connect};\n        keepalive 256;\n        keepalive_requests 1000000;\n        keepalive_timeout 1h;\n    }}\n"
         );
         match (*name == "bulk", c.is_client()) {
-            (true, true) => {
-                stream += &format!(
-                    "    server {{\n        listen 127.0.0.1:{listen};\n        proxy_pass 127.0.0.1:{connect};\n        proxy_ssl on;\n        proxy_ssl_protocols TLSv1.3;\n        proxy_ssl_certificate {chain};\n        proxy_ssl_certificate_key {key};\n        proxy_ssl_trusted_certificate {root};\n        proxy_ssl_verify on;\n        proxy_ssl_verify_depth 3;\n        proxy_ssl_name {HOP_NAME};\n        proxy_ssl_server_name on;\n    }}\n"
-                )
-            }
-            (true, false) => {
-                stream += &format!(
-                    "    server {{\n        listen 127.0.0.1:{listen} ssl;\n        ssl_protocols TLSv1.3;\n        ssl_certificate {chain};\n        ssl_certificate_key {key};\n        ssl_client_certificate {root};\n        ssl_verify_client on;\n        ssl_verify_depth 3;\n        proxy_pass 127.0.0.1:{connect};\n    }}\n"
-                )
-            }
+            (true, _) => stream += &nginx_stream_server(c, *listen, *connect),
             (false, true) => {
                 s += &upstream;
                 s += &format!(
@@ -514,22 +505,28 @@ pub fn nginx_config(c: &PeerConfig<'_>) -> String {
         dir = c.dir.display(),
         role = c.role
     );
-    let chain = c.cert.chain.display();
-    let key = c.cert.key.display();
-    let root = c.trust_bundle.display();
     for (_, listen, connect) in &c.routes {
-        if c.is_client() {
-            s += &format!(
-                "    server {{\n        listen 127.0.0.1:{listen};\n        proxy_pass 127.0.0.1:{connect};\n        proxy_ssl on;\n        proxy_ssl_protocols TLSv1.3;\n        proxy_ssl_certificate {chain};\n        proxy_ssl_certificate_key {key};\n        proxy_ssl_trusted_certificate {root};\n        proxy_ssl_verify on;\n        proxy_ssl_verify_depth 3;\n        proxy_ssl_name {HOP_NAME};\n        proxy_ssl_server_name on;\n        proxy_ssl_session_reuse on;\n    }}\n"
-            );
-        } else {
-            s += &format!(
-                "    server {{\n        listen 127.0.0.1:{listen} ssl;\n        ssl_protocols TLSv1.3;\n        ssl_certificate {chain};\n        ssl_certificate_key {key};\n        ssl_client_certificate {root};\n        ssl_verify_client on;\n        ssl_verify_depth 3;\n        proxy_pass 127.0.0.1:{connect};\n    }}\n"
-            );
-        }
+        s += &nginx_stream_server(c, *listen, *connect);
     }
     s += "}\n";
     s
+}
+
+/// One nginx `stream` server of a pair: TLS 1.3 with client certificates
+/// between A and B, plain TCP to the upstream.
+fn nginx_stream_server(c: &PeerConfig<'_>, listen: u16, connect: u16) -> String {
+    let chain = c.cert.chain.display();
+    let key = c.cert.key.display();
+    let root = c.trust_bundle.display();
+    if c.is_client() {
+        format!(
+            "    server {{\n        listen 127.0.0.1:{listen};\n        proxy_pass 127.0.0.1:{connect};\n        proxy_ssl on;\n        proxy_ssl_protocols TLSv1.3;\n        proxy_ssl_certificate {chain};\n        proxy_ssl_certificate_key {key};\n        proxy_ssl_trusted_certificate {root};\n        proxy_ssl_verify on;\n        proxy_ssl_verify_depth 3;\n        proxy_ssl_name {HOP_NAME};\n        proxy_ssl_server_name on;\n        proxy_ssl_session_reuse on;\n    }}\n"
+        )
+    } else {
+        format!(
+            "    server {{\n        listen 127.0.0.1:{listen} ssl;\n        ssl_protocols TLSv1.3;\n        ssl_certificate {chain};\n        ssl_certificate_key {key};\n        ssl_client_certificate {root};\n        ssl_verify_client on;\n        ssl_verify_depth 3;\n        proxy_pass 127.0.0.1:{connect};\n    }}\n"
+        )
+    }
 }
 
 /// stunnel: no worker setting exists (it runs a thread per connection).

@@ -4,6 +4,7 @@
 
 pub mod accept;
 pub mod detect;
+pub mod inspect;
 pub mod orig_dst;
 pub mod relay;
 pub mod sniff;

@@ -43,3 +43,13 @@ pub fn random_hex(bytes: usize) -> String {
         .expect("urandom");
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
+
+/// A two-thread tokio runtime for tests that run an async app or client
+/// beside the processes they start.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}

@@ -12,14 +12,6 @@ use mesh_tests::grpc::pb::echo_client::EchoClient;
 use mesh_tests::*;
 use tonic::transport::Channel;
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 fn msg(text: &str) -> Msg {
     Msg {
         text: text.into(),

@@ -13,14 +13,6 @@ use futures_util::{SinkExt, StreamExt};
 use mesh_tests::*;
 use tokio_tungstenite::tungstenite::Message;
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 struct Mesh {
     _rt: tokio::runtime::Runtime,
     _cp: ControlPlane,

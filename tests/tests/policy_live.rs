@@ -51,6 +51,18 @@ fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     http_request(addr, "GET", path, "api", &[]).unwrap_or((0, String::new()))
 }
 
+/// Ways to write `/admin` that normalize to it: each must be denied.
+const ADMIN_PATHS: [&str; 6] = [
+    "/admin",
+    "/admin/users",
+    "//admin",
+    "/x/../admin",
+    "/./admin/",
+    "/%61dmin",
+];
+/// Encodings whose meaning differs between servers: refused before any decision.
+const AMBIGUOUS_PATHS: [&str; 3] = ["/%2Fadmin", "/admin%00", "/%5cadmin"];
+
 /// One HTTP/2 (prior knowledge) GET with the path exactly as given:
 /// (status, HTTP version, body).
 fn curl_h2(addr: SocketAddr, path: &str) -> (u16, String, String) {
@@ -121,38 +133,24 @@ fn denied_http_request_gets_403_naming_the_rule() {
     );
 
     let rule = "AuthorizationPolicy default/deny-admin rule 0";
-    for path in [
-        "/admin",
-        "/admin/users",
-        "//admin",
-        "/x/../admin",
-        "/./admin/",
-        "/%61dmin",
-    ] {
+    for path in ADMIN_PATHS {
         let (code, body) = get(m.http, path);
         assert_eq!(code, 403, "{path}: {body}");
         assert_eq!(body, format!("access denied: {rule}\n"), "{path}");
     }
     // Ambiguous encodings are refused before any decision.
-    for path in ["/%2Fadmin", "/admin%00", "/%5cadmin"] {
+    for path in AMBIGUOUS_PATHS {
         assert_eq!(get(m.http, path).0, 400, "{path}");
     }
     assert_eq!(decisions(&m.api, "deny", rule), 6.0);
     // The same table over HTTP/2 (prior knowledge, paths sent as written):
     // the same decisions and the same body naming the rule.
-    for path in [
-        "/admin",
-        "/admin/users",
-        "//admin",
-        "/x/../admin",
-        "/./admin/",
-        "/%61dmin",
-    ] {
+    for path in ADMIN_PATHS {
         let (code, version, body) = curl_h2(m.http, path);
         assert_eq!((code, version.as_str()), (403, "2"), "{path}: {body}");
         assert_eq!(body, format!("access denied: {rule}\n"), "{path}");
     }
-    for path in ["/%2Fadmin", "/admin%00", "/%5cadmin"] {
+    for path in AMBIGUOUS_PATHS {
         assert_eq!(curl_h2(m.http, path).0, 400, "{path}");
     }
     assert_eq!(decisions(&m.api, "deny", rule), 12.0);

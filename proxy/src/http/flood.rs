@@ -5,15 +5,13 @@
 //! connection gets GOAWAY and nothing more of it is read. Other connections
 //! are not affected.
 
-use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
+
+use crate::transport::inspect::{Inspected, Inspector};
 
 /// Stream resets per second: a client cancelling work (gRPC deadlines,
 /// browsers leaving a page) resets a few; thousands a second is an attack.
@@ -171,77 +169,37 @@ impl Parser {
     }
 }
 
-/// The client side of an HTTP/2 server connection, watched for floods.
-pub struct FloodGuard<S> {
-    inner: S,
+/// Watches what an HTTP/2 client sends for floods.
+pub struct FloodGuard {
     parser: Parser,
     shared: Arc<Shared>,
 }
 
-impl<S> FloodGuard<S> {
-    pub fn new(inner: S, limits: FloodLimits) -> (Self, FloodWatch) {
-        let shared = Arc::new(Shared {
-            tripped: AtomicU8::new(0),
-            notify: Notify::new(),
-        });
-        (
-            Self {
-                inner,
-                parser: Parser::new(limits),
-                shared: shared.clone(),
-            },
-            FloodWatch { shared },
-        )
-    }
+/// The client side of an HTTP/2 server connection, watched for floods.
+pub fn guard<S>(inner: S, limits: FloodLimits) -> (Inspected<S, FloodGuard>, FloodWatch) {
+    let shared = Arc::new(Shared {
+        tripped: AtomicU8::new(0),
+        notify: Notify::new(),
+    });
+    let g = FloodGuard {
+        parser: Parser::new(limits),
+        shared: shared.clone(),
+    };
+    (Inspected::new(inner, g), FloodWatch { shared })
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for FloodGuard<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        if self.shared.tripped.load(Ordering::Acquire) != 0 {
-            // Nothing more from a flooding client: the server sends GOAWAY
-            // and closes within its grace period.
-            return Poll::Pending;
+impl Inspector for FloodGuard {
+    fn inspect(&mut self, bytes: &[u8]) {
+        if let Some(f) = self.parser.feed(bytes) {
+            self.shared.tripped.store(f as u8, Ordering::Release);
+            self.shared.notify.notify_waiters();
         }
-        let before = buf.filled().len();
-        let this = &mut *self;
-        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = &r
-            && let Some(f) = this.parser.feed(&buf.filled()[before..])
-        {
-            this.shared.tripped.store(f as u8, Ordering::Release);
-            this.shared.notify.notify_waiters();
-        }
-        r
     }
-}
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for FloodGuard<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+    // Nothing more from a flooding client: the server sends GOAWAY and
+    // closes within its grace period.
+    fn stop_reading(&self) -> bool {
+        self.shared.tripped.load(Ordering::Acquire) != 0
     }
 }
 

@@ -8,12 +8,9 @@
 //! and closes the connection.
 
 use std::collections::VecDeque;
-use std::io;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use crate::transport::inspect::{Inspected, Inspector};
 
 /// Why a request head is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,7 +65,7 @@ enum State {
 }
 
 /// Follows the framing of the bytes a client sends.
-struct Scanner {
+pub struct Scanner {
     state: State,
     line: Vec<u8>,
     head: Vec<u8>,
@@ -194,69 +191,21 @@ fn chunk_size(line: &[u8]) -> State {
 }
 
 /// The client side of an HTTP/1.1 server connection, its framing followed.
-pub struct Framed<S> {
-    inner: S,
-    scanner: Scanner,
+pub fn follow<S>(inner: S, max_head: usize) -> (Inspected<S, Scanner>, Verdicts) {
+    let verdicts = Verdicts::default();
+    let scanner = Scanner {
+        state: State::Head,
+        line: Vec::new(),
+        head: Vec::new(),
+        max_head,
+        verdicts: verdicts.clone(),
+    };
+    (Inspected::new(inner, scanner), verdicts)
 }
 
-impl<S> Framed<S> {
-    pub fn new(inner: S, max_head: usize) -> (Self, Verdicts) {
-        let verdicts = Verdicts::default();
-        (
-            Self {
-                inner,
-                scanner: Scanner {
-                    state: State::Head,
-                    line: Vec::new(),
-                    head: Vec::new(),
-                    max_head,
-                    verdicts: verdicts.clone(),
-                },
-            },
-            verdicts,
-        )
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Framed<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let this = &mut *self;
-        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = &r {
-            this.scanner.feed(&buf.filled()[before..]);
-        }
-        r
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Framed<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        b: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, b)
-    }
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+impl Inspector for Scanner {
+    fn inspect(&mut self, bytes: &[u8]) {
+        self.feed(bytes);
     }
 }
 

@@ -9,8 +9,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::Body;
-use super::flood::{FloodGuard, FloodLimits};
-use super::framing::{Framed, Verdicts};
+use super::flood::{self, FloodLimits};
+use super::framing::{self, Verdicts};
 use crate::drain::Drain;
 
 /// Largest request head accepted: bigger heads get 431. Browsers send a few
@@ -94,7 +94,8 @@ where
     Svc::Future: Send + 'static,
     Svc::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let (stream, verdicts) = Framed::new(stream, limits.max_header_bytes + limits.max_uri_bytes);
+    let (stream, verdicts) =
+        framing::follow(stream, limits.max_header_bytes + limits.max_uri_bytes);
     let svc = RefuseAmbiguous {
         inner: svc,
         verdicts,
@@ -125,7 +126,7 @@ where
     Svc::Future: Send + 'static,
     Svc::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let (guarded, flood) = FloodGuard::new(stream, limits.flood.clone());
+    let (guarded, flood) = flood::guard(stream, limits.flood.clone());
     let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     builder
         .timer(TokioTimer::new())
