@@ -28,6 +28,16 @@ async fn client(listen: SocketAddr) -> EchoClient<Channel> {
     EchoClient::new(ch)
 }
 
+/// VmRSS of a proxy, KiB.
+fn rss_kib(p: &Proxy) -> u64 {
+    std::fs::read_to_string(format!("/proc/{}/status", p.proc.child.id()))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
 struct Mesh {
     _cp: ControlPlane,
     a: Proxy,
@@ -179,19 +189,26 @@ fn a_thousand_concurrent_streams_share_one_pooled_connection() {
     let rt = runtime();
     let app = rt.block_on(mesh_tests::grpc::serve());
     let m = mesh(app, None);
-    let ok = rt.block_on(async {
+    let sleep_ms = 2_000;
+    let (ok, rss) = rt.block_on(async {
         // Ten app connections (each may open 100 streams), one pooled
         // connection between the proxies.
-        let mut calls = Vec::new();
+        let mut clients = Vec::new();
         for _ in 0..10 {
-            let c = client(m.listen).await;
+            let mut c = client(m.listen).await;
+            c.unary(msg("warm")).await.expect("warm-up call");
+            clients.push(c);
+        }
+        let before = (rss_kib(&m.a), rss_kib(&m.b));
+        let mut calls = Vec::new();
+        for c in clients {
             for i in 0..100 {
                 let mut c = c.clone();
                 calls.push(tokio::spawn(async move {
                     let r = c
                         .unary(Msg {
                             text: format!("c{i}"),
-                            sleep_ms: 300,
+                            sleep_ms,
                             ..Default::default()
                         })
                         .await;
@@ -200,15 +217,36 @@ fn a_thousand_concurrent_streams_share_one_pooled_connection() {
                 }));
             }
         }
+        // All 1,000 in flight at once: the memory of open streams.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while mesh_tests::grpc::SLEEPING.load(std::sync::atomic::Ordering::SeqCst) < 1000 {
+            assert!(
+                Instant::now() < deadline,
+                "1,000 calls never were in flight at once"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let during = (rss_kib(&m.a), rss_kib(&m.b));
         let mut ok = 0;
         for c in calls {
             if c.await.unwrap_or(false) {
                 ok += 1;
             }
         }
-        ok
+        (ok, (before, during))
     });
     assert_eq!(ok, 1000);
+    let ((a0, b0), (a1, b1)) = rss;
+    let per_stream = |x0: u64, x1: u64| x1.saturating_sub(x0) as f64 / 1000.0;
+    println!(
+        "RSS with 1,000 open streams: A {a0} -> {a1} KiB ({:.1} KiB per stream, its app side included), B {b0} -> {b1} KiB ({:.1} KiB per stream)",
+        per_stream(a0, a1),
+        per_stream(b0, b1)
+    );
+    assert!(
+        per_stream(b0, b1) <= 16.0,
+        "B holds more than 16 KiB per open stream"
+    );
     let accepted = metric(
         &m.b.metrics(),
         "mesh_tcp_connections_total",
