@@ -38,6 +38,10 @@ pub enum Kind {
     /// path): every request is parsed and authorized on B. Not in the
     /// default set.
     PalisadeL7,
+    /// Palisade with the upstream's HTTP port in `--opaque-ports`: HTTP is
+    /// relayed as opaque TCP (`palisade/tcp1`), as before the HTTP path.
+    /// Not in the default set.
+    PalisadeOpaque,
     Haproxy,
     Nginx,
     Stunnel,
@@ -56,6 +60,7 @@ impl Kind {
             Kind::Palisade => "palisade",
             Kind::PalisadeQuiet => "palisade-quiet",
             Kind::PalisadeL7 => "palisade-l7",
+            Kind::PalisadeOpaque => "palisade-opaque",
             Kind::Haproxy => "haproxy",
             Kind::Nginx => "nginx",
             Kind::Stunnel => "stunnel",
@@ -70,6 +75,7 @@ impl Kind {
             Kind::Palisade => "Palisade",
             Kind::PalisadeQuiet => "Palisade, L7 rule on B, RUST_LOG=warn",
             Kind::PalisadeL7 => "Palisade, L7 rule on B",
+            Kind::PalisadeOpaque => "Palisade, --opaque-ports (tcp1)",
             Kind::Haproxy => "HAProxy tcp",
             Kind::Nginx => "nginx stream",
             Kind::Stunnel => "stunnel",
@@ -84,7 +90,11 @@ impl Kind {
             Kind::Haproxy | Kind::HaproxyHttp => Some("haproxy"),
             Kind::Nginx | Kind::NginxHttp => Some("nginx"),
             Kind::Stunnel => Some("stunnel4"),
-            Kind::Direct | Kind::Palisade | Kind::PalisadeQuiet | Kind::PalisadeL7 => None,
+            Kind::Direct
+            | Kind::Palisade
+            | Kind::PalisadeQuiet
+            | Kind::PalisadeL7
+            | Kind::PalisadeOpaque => None,
         }
     }
 }
@@ -243,7 +253,9 @@ pub fn start(kind: Kind, setup: &Setup) -> anyhow::Result<Pair> {
             tap_target: None,
             procs: vec![],
         },
-        Kind::Palisade | Kind::PalisadeQuiet | Kind::PalisadeL7 => start_palisade(kind, setup)?,
+        Kind::Palisade | Kind::PalisadeQuiet | Kind::PalisadeL7 | Kind::PalisadeOpaque => {
+            start_palisade(kind, setup)?
+        }
         Kind::Haproxy | Kind::Nginx | Kind::Stunnel | Kind::HaproxyHttp | Kind::NginxHttp => {
             start_peer(kind, setup)?
         }
@@ -316,6 +328,10 @@ fn start_palisade(kind: Kind, setup: &Setup) -> anyhow::Result<Pair> {
             if l7 && role == "server" {
                 args.push("--labels".into());
                 args.push(L7_LABELS.into());
+            }
+            if kind == Kind::PalisadeOpaque && role == "client" {
+                args.push("--opaque-ports".into());
+                args.push(setup.upstream_http.port().to_string());
             }
             let env: &[(&str, &str)] = match kind {
                 Kind::PalisadeQuiet => &[("RUST_LOG", "warn")],
