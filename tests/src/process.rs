@@ -267,6 +267,7 @@ pub struct Proxy {
 }
 
 /// How to start a proxy.
+#[derive(Clone)]
 pub struct ProxyOptions<'a> {
     pub namespace: &'a str,
     pub service_account: &'a str,
@@ -296,9 +297,36 @@ impl<'a> ProxyOptions<'a> {
 
 impl Proxy {
     pub fn start(cp: &ControlPlane, opts: ProxyOptions<'_>) -> Self {
-        let p = Self::spawn(cp, opts);
-        p.wait_ready();
-        p
+        // A port from `free_port` can be taken by a parallel test before the
+        // proxy binds it; a proxy that exits at start for that is started
+        // again on fresh ports.
+        for _ in 0..3 {
+            let mut p = Self::spawn(cp, opts.clone());
+            let end = std::time::Instant::now() + READY_DEADLINE;
+            let ready = loop {
+                if matches!(http_get(p.admin, "/ready"), Ok((200, _))) {
+                    break true;
+                }
+                if matches!(p.proc.child.try_wait(), Ok(Some(_))) {
+                    break false;
+                }
+                assert!(
+                    std::time::Instant::now() < end,
+                    "timed out after {READY_DEADLINE:?} waiting for proxy /ready; its log:\n{}",
+                    p.logs()
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            if ready {
+                return p;
+            }
+            let logs = p.logs();
+            assert!(
+                logs.contains("cannot listen"),
+                "proxy exited before it was ready:\n{logs}"
+            );
+        }
+        panic!("proxy could not bind fresh ports three times");
     }
 
     /// Starts without waiting for readiness.
@@ -351,9 +379,16 @@ impl Proxy {
     }
 
     pub fn wait_ready(&self) {
-        wait_for("proxy /ready", READY_DEADLINE, || {
-            matches!(http_get(self.admin, "/ready"), Ok((200, _))).then_some(())
-        });
+        let end = std::time::Instant::now() + READY_DEADLINE;
+        while !matches!(http_get(self.admin, "/ready"), Ok((200, _))) {
+            // Say why, not only that it timed out.
+            assert!(
+                std::time::Instant::now() < end,
+                "timed out after {READY_DEADLINE:?} waiting for proxy /ready; its log:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     pub fn admin_get(&self, path: &str) -> (u16, String) {
