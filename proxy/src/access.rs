@@ -179,16 +179,14 @@ pub fn tcp(
     );
 }
 
-/// An outbound connection's egress decision.
+/// An egress decision. Denials are logged at `info`; allowed ones, which
+/// HTTP makes once per request, at `debug` (they are counted either way).
 pub fn outbound(dst: SocketAddr, server: &str, d: &Decision) {
-    tracing::debug!(
-        access = "outbound",
-        %dst,
-        server,
-        decision = d.label(),
-        policy = %d.decided_by,
-        "tcp"
-    );
+    if d.is_allowed() {
+        tracing::debug!(access = "outbound", %dst, server, decision = d.label(), policy = %d.decided_by, "tcp");
+    } else {
+        tracing::info!(access = "outbound", %dst, server, decision = d.label(), policy = %d.decided_by, "tcp");
+    }
 }
 
 /// A plaintext client refused by STRICT PeerAuthentication.
