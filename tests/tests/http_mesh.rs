@@ -22,12 +22,18 @@ struct Mesh {
 }
 
 fn mesh() -> Mesh {
+    mesh_with(|_| vec![])
+}
+
+/// The pair, with flags for A chosen knowing the app's port.
+fn mesh_with(a_flags: impl Fn(u16) -> Vec<String>) -> Mesh {
     let rt = runtime();
     let app = rt.block_on(mesh_tests::http_app::serve());
     let cp = ControlPlane::start(CpOptions::default());
     let b = Proxy::start(&cp, ProxyOptions::new("default", "api"));
     let mut opts = ProxyOptions::new("default", "web");
     let listen = opts.route(&b, app.port(), &b.identity);
+    opts.extra = a_flags(app.port());
     let a = Proxy::start(&cp, opts);
     Mesh {
         _rt: rt,
@@ -222,16 +228,10 @@ fn new_app_connections_reuse_the_pooled_connection() {
 
 #[test]
 fn opaque_ports_are_relayed_without_the_http_path() {
-    let rt = runtime();
-    let app = rt.block_on(mesh_tests::http_app::serve());
-    let cp = ControlPlane::start(CpOptions::default());
-    let b = Proxy::start(&cp, ProxyOptions::new("default", "api"));
-    let mut opts = ProxyOptions::new("default", "web");
-    let listen = opts.route(&b, app.port(), &b.identity);
-    opts.extra = vec!["--opaque-ports".into(), app.port().to_string()];
-    let a = Proxy::start(&cp, opts);
+    let m = mesh_with(|port| vec!["--opaque-ports".into(), port.to_string()]);
+    let (a, b) = (&m.a, &m.b);
     for i in 0..3 {
-        let (code, body) = http_get(listen, &format!("/o{i}")).expect("request");
+        let (code, body) = http_get(m.listen, &format!("/o{i}")).expect("request");
         assert_eq!(code, 200, "{body}");
     }
     // One palisade/tcp1 connection per app connection, no pooled HTTP/2,
