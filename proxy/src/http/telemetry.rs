@@ -83,9 +83,17 @@ impl Exchange {
         .boxed()
     }
 
-    /// The client broke its request body: a failure upstream is its fault (400).
-    pub fn request_broken(&self) -> bool {
-        self.request_broken.load(Ordering::Relaxed)
+    /// An upstream failure caused by the client's own broken request body
+    /// (a bad chunk size) is the client's error: 400, and the connection
+    /// closes.
+    pub fn blame(&self, e: crate::errors::Error) -> crate::errors::Error {
+        use crate::errors::{Error, HttpError};
+        if self.request_broken.load(Ordering::Relaxed)
+            && matches!(e, Error::Http(HttpError::Upstream(_)))
+        {
+            return HttpError::BadRequest("malformed request body".into()).into();
+        }
+        e
     }
 
     /// Records the decision that let the request through or refused it.

@@ -84,7 +84,7 @@ impl Handler {
         match self.route(client, hop, req, &mut ex).await {
             Ok(resp) => ex.finish(resp, None),
             Err(e) => {
-                let e = broken_body(e, &ex);
+                let e = ex.blame(e);
                 let mut resp = e.to_response(grpc);
                 if h1 && matches!(e, Error::Http(HttpError::BadRequest(_))) {
                     // After a framing error nothing on the connection can be trusted.
@@ -269,15 +269,6 @@ impl Handler {
             http_body_util::Empty::new().map_err(|e| match e {}).boxed(),
         ))
     }
-}
-
-/// An upstream failure caused by the client's own broken request body
-/// (a bad chunk size) is the client's error: 400, and the connection closes.
-pub fn broken_body(e: Error, ex: &Exchange) -> Error {
-    if ex.request_broken() && matches!(e, Error::Http(HttpError::Upstream(_))) {
-        return HttpError::BadRequest("malformed request body".into()).into();
-    }
-    e
 }
 
 /// The protocol a request asks to switch to: the `:protocol` of an HTTP/2

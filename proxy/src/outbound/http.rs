@@ -63,7 +63,7 @@ impl Outbound {
         match self.forward(dest, req, &mut ex).await {
             Ok(resp) => ex.finish(resp, None),
             Err(e) => {
-                let e = crate::inbound::http::broken_body(e, &ex);
+                let e = ex.blame(e);
                 let mut resp = e.to_response(grpc);
                 if h1 && matches!(e, Error::Http(HttpError::BadRequest(_))) {
                     resp.headers_mut()
