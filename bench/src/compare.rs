@@ -56,6 +56,11 @@ pub struct CompareArgs {
     /// Where mesh-proxy and mesh-control-plane are (default: next to this binary).
     #[arg(long)]
     pub bin_dir: Option<PathBuf>,
+    /// Where an earlier build's mesh-proxy is, for the `palisade-l7-base`
+    /// pair (before and after a data-path change, in one run).
+    #[arg(long)]
+    #[serde(default)]
+    pub baseline_bin_dir: Option<PathBuf>,
     /// CPU of the load generator.
     #[arg(long, default_value_t = 0)]
     pub generator_cpu: usize,
@@ -511,6 +516,7 @@ pub fn run(mut args: CompareArgs) -> anyhow::Result<Results> {
     let setup = Setup {
         work: work.path().to_path_buf(),
         bin_dir: bin_dir.clone(),
+        baseline_bin_dir: args.baseline_bin_dir.clone(),
         upstream_http: upstream.http,
         upstream_sink: upstream.sink,
         cpu: Some(args.proxy_cpu),
@@ -675,6 +681,7 @@ pub fn serve_pair(
     let setup = Setup {
         work: work.path().to_path_buf(),
         bin_dir,
+        baseline_bin_dir: None,
         upstream_http: upstream.http,
         upstream_sink: upstream.sink,
         cpu: Some(proxy_cpu),

@@ -38,6 +38,10 @@ pub enum Kind {
     /// path): every request is parsed and authorized on B. Not in the
     /// default set.
     PalisadeL7,
+    /// `palisade-l7` run with the mesh-proxy of `--baseline-bin-dir` (an
+    /// earlier build): a data-path change measured before and after in one
+    /// run. Not in the default set.
+    PalisadeL7Base,
     /// Palisade with the upstream's HTTP port in `--opaque-ports`: HTTP is
     /// relayed as opaque TCP (`palisade/tcp1`), as before the HTTP path.
     /// Not in the default set.
@@ -60,6 +64,7 @@ impl Kind {
             Kind::Palisade => "palisade",
             Kind::PalisadeQuiet => "palisade-quiet",
             Kind::PalisadeL7 => "palisade-l7",
+            Kind::PalisadeL7Base => "palisade-l7-base",
             Kind::PalisadeOpaque => "palisade-opaque",
             Kind::Haproxy => "haproxy",
             Kind::Nginx => "nginx",
@@ -75,6 +80,7 @@ impl Kind {
             Kind::Palisade => "Palisade",
             Kind::PalisadeQuiet => "Palisade, L7 rule on B, RUST_LOG=warn",
             Kind::PalisadeL7 => "Palisade, L7 rule on B",
+            Kind::PalisadeL7Base => "Palisade, L7 rule on B, baseline build",
             Kind::PalisadeOpaque => "Palisade, --opaque-ports (tcp1)",
             Kind::Haproxy => "HAProxy tcp",
             Kind::Nginx => "nginx stream",
@@ -94,6 +100,7 @@ impl Kind {
             | Kind::Palisade
             | Kind::PalisadeQuiet
             | Kind::PalisadeL7
+            | Kind::PalisadeL7Base
             | Kind::PalisadeOpaque => None,
         }
     }
@@ -103,6 +110,8 @@ impl Kind {
 pub struct Setup {
     pub work: PathBuf,
     pub bin_dir: PathBuf,
+    /// Where the baseline build's mesh-proxy is (`palisade-l7-base`).
+    pub baseline_bin_dir: Option<PathBuf>,
     pub upstream_http: SocketAddr,
     pub upstream_sink: SocketAddr,
     /// CPU for proxies (and the upstream, and the control plane).
@@ -253,9 +262,11 @@ pub fn start(kind: Kind, setup: &Setup) -> anyhow::Result<Pair> {
             tap_target: None,
             procs: vec![],
         },
-        Kind::Palisade | Kind::PalisadeQuiet | Kind::PalisadeL7 | Kind::PalisadeOpaque => {
-            start_palisade(kind, setup)?
-        }
+        Kind::Palisade
+        | Kind::PalisadeQuiet
+        | Kind::PalisadeL7
+        | Kind::PalisadeL7Base
+        | Kind::PalisadeOpaque => start_palisade(kind, setup)?,
         Kind::Haproxy | Kind::Nginx | Kind::Stunnel | Kind::HaproxyHttp | Kind::NginxHttp => {
             start_peer(kind, setup)?
         }
@@ -278,7 +289,17 @@ pub fn start(kind: Kind, setup: &Setup) -> anyhow::Result<Pair> {
 fn start_palisade(kind: Kind, setup: &Setup) -> anyhow::Result<Pair> {
     let cp = &setup.control_plane;
     let name = kind.name();
-    let l7 = matches!(kind, Kind::PalisadeL7 | Kind::PalisadeQuiet);
+    let l7 = matches!(
+        kind,
+        Kind::PalisadeL7 | Kind::PalisadeQuiet | Kind::PalisadeL7Base
+    );
+    let proxy_bin = match (kind, &setup.baseline_bin_dir) {
+        (Kind::PalisadeL7Base, Some(d)) => d.join("mesh-proxy"),
+        (Kind::PalisadeL7Base, None) => {
+            anyhow::bail!("palisade-l7-base needs --baseline-bin-dir")
+        }
+        _ => setup.bin_dir.join("mesh-proxy"),
+    };
     let dir = setup.work.join(name);
     std::fs::create_dir_all(&dir)?;
     let p = Ports::new()?;
@@ -340,7 +361,7 @@ fn start_palisade(kind: Kind, setup: &Setup) -> anyhow::Result<Pair> {
             let child = procs::spawn(
                 &format!("mesh-proxy ({role})"),
                 setup.cpu,
-                &setup.bin_dir.join("mesh-proxy"),
+                &proxy_bin,
                 &args,
                 env,
                 dir.join(format!("{role}.log")),

@@ -194,11 +194,6 @@ pub fn refused_plaintext(src: SocketAddr, port: u16, policy: &str) {
     tracing::info!(access = "inbound", %src, client = "-", port, tls = false, decision = "deny", policy, "tcp");
 }
 
-/// The dry-run decision's rule, for a log line.
-pub fn dry_run_rule(d: &Decision) -> String {
-    dry_run(d)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

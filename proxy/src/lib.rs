@@ -15,6 +15,7 @@ pub mod control;
 pub mod discovery;
 pub mod drain;
 pub mod errors;
+pub mod handles;
 pub mod http;
 pub mod inbound;
 pub mod init;

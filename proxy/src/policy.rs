@@ -193,9 +193,18 @@ pub fn decide_outbound(
 
 /// Counts a decision in `mesh_authz_decisions_total`.
 pub fn record(direction: &'static str, d: &Decision) {
-    let policy = match (&d.dry_run, d.is_allowed()) {
-        (Some(dry), true) => dry.decided_by.to_string(),
-        _ => d.decided_by.to_string(),
+    type Key = (&'static str, &'static str, mesh_policy::DecidedBy);
+    thread_local! {
+        static DECISIONS: crate::handles::Handles<Key, metrics::Counter> = Default::default();
+    }
+    let by = match (&d.dry_run, d.is_allowed()) {
+        (Some(dry), true) => &dry.decided_by,
+        _ => &d.decided_by,
     };
-    metrics::counter!("mesh_authz_decisions_total", "direction" => direction, "decision" => d.label(), "policy" => policy).increment(1);
+    DECISIONS.with(|h| {
+        h.get((direction, d.label(), by.clone()), |(direction, label, by)| {
+            metrics::counter!("mesh_authz_decisions_total", "direction" => *direction, "decision" => *label, "policy" => by.to_string())
+        })
+    })
+    .increment(1);
 }

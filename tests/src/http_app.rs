@@ -17,6 +17,56 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 /// How long the slow reader waits after each body frame of an upload.
 const SLOW_READ_PAUSE: Duration = Duration::from_micros(300);
 
+/// An app serving HTTPS itself: its certificate (PEM) is for `host`, and it
+/// offers ALPN `h2` and `http/1.1`.
+pub struct TlsApp {
+    pub addr: SocketAddr,
+    pub host: String,
+    pub cert_pem: String,
+}
+
+/// Serves HTTPS (HTTP/2 or HTTP/1.1 by ALPN) on a fresh loopback port until
+/// the runtime ends, with a self-signed certificate for `host`.
+pub async fn serve_tls(host: &str) -> TlsApp {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = rcgen::CertificateParams::new(vec![host.to_string()])
+        .expect("params")
+        .self_signed(&key)
+        .expect("self-signed");
+    let der = rustls_pki_types::PrivatePkcs8KeyDer::from(key.serialize_der());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(mesh_identity::tls::provider())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.der().clone()], der.into())
+        .expect("server config");
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(cfg));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let svc = hyper::service::service_fn(handle);
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection_with_upgrades(TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    TlsApp {
+        addr,
+        host: host.to_string(),
+        cert_pem: cert.pem(),
+    }
+}
+
 /// Serves on a fresh loopback port until the runtime ends.
 pub async fn serve() -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -93,6 +93,32 @@ fn the_app_sees_the_protocol_its_client_spoke() {
     assert!(!forged.contains("sa/admin"), "{forged}");
 }
 
+/// An app that serves HTTPS itself: the mesh cannot read its HTTP, so the
+/// TLS stream crosses as opaque TCP, and curl still negotiates HTTP/2 (or
+/// HTTP/1.1) with the app by ALPN, end to end.
+#[test]
+fn curl_http2_over_tls_to_the_app() {
+    let rt = runtime();
+    let app = rt.block_on(mesh_tests::http_app::serve_tls("app.test"));
+    let cp = ControlPlane::start(CpOptions::default());
+    let b = Proxy::start(&cp, ProxyOptions::new("default", "api"));
+    let mut opts = ProxyOptions::new("default", "web");
+    let listen = opts.route(&b, app.addr.port(), &b.identity);
+    let _a = Proxy::start(&cp, opts);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = dir.path().join("app.pem");
+    std::fs::write(&ca, &app.cert_pem).expect("write cert");
+    let to = format!("{}:443:{listen}", app.host);
+    let url = format!("https://{}/tls?x=1", app.host);
+    let ca = ca.to_string_lossy().to_string();
+    let h2 = curl(&["--http2", "--cacert", &ca, "--connect-to", &to, &url]);
+    assert!(h2.starts_with("GET /tls HTTP/2.0\n"), "{h2}");
+    // Inside the app's TLS the proxy adds nothing: it cannot read it.
+    assert!(!h2.contains("x-palisade"), "{h2}");
+    let h1 = curl(&["--http1.1", "--cacert", &ca, "--connect-to", &to, &url]);
+    assert!(h1.starts_with("GET /tls HTTP/1.1\n"), "{h1}");
+}
+
 #[test]
 fn keep_alive_and_pipelined_requests() {
     let m = mesh();

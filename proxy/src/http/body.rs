@@ -24,13 +24,13 @@ pub struct End {
 type OnEnd = Box<dyn FnOnce(End) + Send + Sync>;
 
 /// `inner`, observed; `on_end` runs once, when the body ends or is dropped.
-pub struct Observed<B> {
+pub struct Observed<B: HttpBody> {
     inner: B,
     end: End,
     on_end: Option<OnEnd>,
 }
 
-impl<B> Observed<B> {
+impl<B: HttpBody> Observed<B> {
     pub fn new(inner: B, on_end: impl FnOnce(End) + Send + Sync + 'static) -> Self {
         Self {
             inner,
@@ -98,10 +98,13 @@ where
     }
 }
 
-impl<B> Drop for Observed<B> {
+impl<B: HttpBody> Drop for Observed<B> {
     fn drop(&mut self) {
-        // Dropped before its end: the client or the peer went away.
-        self.finish(true);
+        // Dropped before its end: the client or the peer went away. A body
+        // that was empty from the start (a 204, a HEAD, a bodiless GET) is
+        // never polled, and it ended well.
+        let ended = self.inner.is_end_stream();
+        self.finish(!ended);
     }
 }
 
@@ -132,6 +135,17 @@ mod tests {
             (seen[0].bytes, seen[0].grpc_status, seen[0].failed),
             (11, Some(5), false)
         );
+    }
+
+    #[tokio::test]
+    async fn an_empty_body_ends_well_unpolled() {
+        let seen = Arc::new(Mutex::new(None));
+        let s = seen.clone();
+        drop(Observed::new(
+            http_body_util::Empty::<Bytes>::new(),
+            move |e| *s.lock().unwrap() = Some(e.failed),
+        ));
+        assert_eq!(*seen.lock().unwrap(), Some(false));
     }
 
     #[tokio::test]

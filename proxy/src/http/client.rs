@@ -204,3 +204,67 @@ impl AppClient {
 fn app_connect_failed(_: &ConnectError) {
     metrics::counter!("mesh_tcp_connection_errors_total", "direction" => "inbound", "reason" => "app_connect").increment(1);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// An HTTP/1.1 app on loopback that answers `status` with no body and
+    /// counts the connections it accepts.
+    async fn app(status: http::StatusCode) -> (u16, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepts = Arc::new(AtomicUsize::new(0));
+        let counted = accepts.clone();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |_req| async move {
+                        let mut r =
+                            http::Response::new(http_body_util::Empty::<bytes::Bytes>::new());
+                        *r.status_mut() = status;
+                        Ok::<_, std::convert::Infallible>(r)
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), svc)
+                        .await;
+                });
+            }
+        });
+        (port, accepts)
+    }
+
+    fn get() -> http::Request<Body> {
+        http::Request::builder()
+            .uri("/")
+            .header(http::header::HOST, "app")
+            .body(http_body_util::Empty::new().map_err(|e| match e {}).boxed())
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_connection_is_reused_after_a_response_without_a_body() {
+        let (port, accepts) = app(http::StatusCode::NO_CONTENT).await;
+        let client = AppClient::new(IpAddr::from([127, 0, 0, 1]));
+        for _ in 0..3 {
+            let resp = client.send(port, Version::Http1, get()).await.unwrap();
+            assert_eq!(resp.status(), http::StatusCode::NO_CONTENT);
+            // The empty body is dropped unread, as hyper does with a 204.
+            drop(resp);
+        }
+        assert_eq!(accepts.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_down_app_is_a_connect_error() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let client = AppClient::new(IpAddr::from([127, 0, 0, 1]));
+        let err = client.send(port, Version::Http1, get()).await.unwrap_err();
+        assert!(matches!(err, Error::Connect(_)), "{err:?}");
+    }
+}

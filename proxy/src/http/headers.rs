@@ -24,6 +24,20 @@ const HOP_BY_HOP: [HeaderName; 6] = [
     header::UPGRADE,
 ];
 
+/// The target of a request sent as HTTP/2: scheme, `:authority` and the
+/// path and query, which is reused, not copied.
+pub fn h2_uri(
+    authority: &str,
+    path_and_query: http::uri::PathAndQuery,
+) -> Result<http::Uri, crate::errors::HttpError> {
+    let bad = || crate::errors::HttpError::BadRequest("invalid authority or path".into());
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(http::uri::Scheme::HTTP);
+    parts.authority = Some(http::uri::Authority::try_from(authority).map_err(|_| bad())?);
+    parts.path_and_query = Some(path_and_query);
+    http::Uri::from_parts(parts).map_err(|_| bad())
+}
+
 /// Removes hop-by-hop headers, including every header the `Connection`
 /// header names. hyper frames the body itself (`transfer-encoding`).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {

@@ -11,9 +11,12 @@ use std::time::{Instant, SystemTime};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
+use mesh_policy::DecidedBy;
+
 use super::Body;
 use super::body::{Observed, grpc_status};
 use crate::access::{self, AccessLog, HttpLine};
+use crate::handles::Handles;
 
 /// What is known of one request while it is served.
 pub struct Exchange {
@@ -21,52 +24,55 @@ pub struct Exchange {
     started: Instant,
     at: SystemTime,
     src: SocketAddr,
-    peer: String,
-    /// Method, authority and path, kept only when the access log is on.
-    request: Option<(String, String, String)>,
+    /// The caller's SPIFFE ID (inbound), for the log.
+    peer: Option<Arc<str>>,
+    /// Method, Host and target, kept (shared, not copied) only when the
+    /// access log is on.
+    request: Option<Requested>,
     pub decision: &'static str,
-    pub policy: String,
-    pub dry_run: String,
-    bytes_in: Arc<AtomicU64>,
-    request_broken: Arc<AtomicBool>,
+    decided_by: Option<DecidedBy>,
+    dry_run: Option<DecidedBy>,
+    body: Arc<RequestBody>,
     log: Arc<AccessLog>,
+}
+
+struct Requested {
+    method: http::Method,
+    host: Option<http::HeaderValue>,
+    uri: http::Uri,
+}
+
+/// How the request body went: bytes, and whether the client broke it.
+#[derive(Default)]
+struct RequestBody {
+    bytes: AtomicU64,
+    broken: AtomicBool,
 }
 
 impl Exchange {
     pub fn start<B>(
         direction: &'static str,
         src: SocketAddr,
-        peer: &str,
+        peer: Option<Arc<str>>,
         req: &http::Request<B>,
         log: &Arc<AccessLog>,
     ) -> Self {
-        let request = log.enabled().then(|| {
-            let authority = req
-                .headers()
-                .get(http::header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_string)
-                .or_else(|| req.uri().authority().map(|a| a.to_string()))
-                .unwrap_or_default();
-            let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
-            (
-                req.method().as_str().to_string(),
-                authority,
-                path.to_string(),
-            )
+        let request = log.enabled().then(|| Requested {
+            method: req.method().clone(),
+            host: req.headers().get(http::header::HOST).cloned(),
+            uri: req.uri().clone(),
         });
         Self {
             direction,
             started: Instant::now(),
             at: SystemTime::now(),
             src,
-            peer: peer.to_string(),
+            peer,
             request,
             decision: "-",
-            policy: String::new(),
-            dry_run: String::new(),
-            bytes_in: Arc::new(AtomicU64::new(0)),
-            request_broken: Arc::new(AtomicBool::new(false)),
+            decided_by: None,
+            dry_run: None,
+            body: Arc::default(),
             log: log.clone(),
         }
     }
@@ -74,11 +80,10 @@ impl Exchange {
     /// Counts the request body's bytes, and notes a body whose framing the
     /// client broke (a bad chunk size, a reset).
     pub fn observe_request(&self, body: Incoming) -> Body {
-        let n = self.bytes_in.clone();
-        let broken = self.request_broken.clone();
+        let seen = self.body.clone();
         Observed::new(body, move |end| {
-            n.store(end.bytes, Ordering::Relaxed);
-            broken.store(end.errored, Ordering::Relaxed);
+            seen.bytes.store(end.bytes, Ordering::Relaxed);
+            seen.broken.store(end.errored, Ordering::Relaxed);
         })
         .boxed()
     }
@@ -88,7 +93,7 @@ impl Exchange {
     /// closes.
     pub fn blame(&self, e: crate::errors::Error) -> crate::errors::Error {
         use crate::errors::{Error, HttpError};
-        if self.request_broken.load(Ordering::Relaxed)
+        if self.body.broken.load(Ordering::Relaxed)
             && matches!(e, Error::Http(HttpError::Upstream(_)))
         {
             return HttpError::BadRequest("malformed request body".into()).into();
@@ -99,8 +104,8 @@ impl Exchange {
     /// Records the decision that let the request through or refused it.
     pub fn decided(&mut self, d: &mesh_policy::Decision) {
         self.decision = d.label();
-        self.policy = d.decided_by.to_string();
-        self.dry_run = access::dry_run_rule(d);
+        self.decided_by = Some(d.decided_by.clone());
+        self.dry_run = d.dry_run.as_ref().map(|r| r.decided_by.clone());
     }
 
     /// Wraps the response so the request is counted and logged when it ends.
@@ -111,27 +116,40 @@ impl Exchange {
             Observed::new(b, move |end| {
                 let grpc = end.grpc_status.or(head_grpc);
                 let elapsed = self.started.elapsed();
-                let grpc_label = grpc.map(|g| g.to_string()).unwrap_or_default();
-                metrics::counter!("mesh_requests_total", "direction" => self.direction, "code" => status.to_string(), "grpc_status" => grpc_label).increment(1);
-                metrics::histogram!("mesh_request_duration_seconds", "direction" => self.direction)
-                    .record(elapsed.as_secs_f64());
-                if let Some((method, authority, path)) = &self.request {
+                count(self.direction, status, grpc, elapsed);
+                if let Some(r) = &self.request {
+                    let authority = r
+                        .host
+                        .as_ref()
+                        .and_then(|h| h.to_str().ok())
+                        .or_else(|| r.uri.authority().map(|a| a.as_str()))
+                        .unwrap_or_default();
+                    let policy = self
+                        .decided_by
+                        .as_ref()
+                        .map(ToString::to_string)
+                        .unwrap_or_default();
+                    let dry_run = self
+                        .dry_run
+                        .as_ref()
+                        .map(ToString::to_string)
+                        .unwrap_or_default();
                     self.log.http(&HttpLine {
                         ts: access::timestamp(self.at),
                         direction: self.direction,
                         src: self.src,
-                        peer_identity: &self.peer,
-                        method,
+                        peer_identity: self.peer.as_deref().unwrap_or("-"),
+                        method: r.method.as_str(),
                         authority,
-                        path,
+                        path: r.uri.path_and_query().map_or("/", |p| p.as_str()),
                         status,
                         grpc_status: grpc,
                         duration_ms: elapsed.as_secs_f64() * 1000.0,
-                        bytes_in: self.bytes_in.load(Ordering::Relaxed),
+                        bytes_in: self.body.bytes.load(Ordering::Relaxed),
                         bytes_out: end.bytes,
                         decision: self.decision,
-                        policy: &self.policy,
-                        dry_run: &self.dry_run,
+                        policy: &policy,
+                        dry_run: &dry_run,
                         error: error.as_deref().unwrap_or(""),
                     });
                 }
@@ -139,4 +157,28 @@ impl Exchange {
             .boxed()
         })
     }
+}
+
+/// `mesh_requests_total` and `mesh_request_duration_seconds` for one
+/// finished request.
+fn count(direction: &'static str, status: u16, grpc: Option<u16>, elapsed: std::time::Duration) {
+    thread_local! {
+        static REQUESTS: Handles<(&'static str, u16, Option<u16>), metrics::Counter> = Default::default();
+        static DURATIONS: Handles<&'static str, metrics::Histogram> = Default::default();
+    }
+    REQUESTS
+        .with(|h| {
+            h.get((direction, status, grpc), |(direction, status, grpc)| {
+                let grpc = grpc.map(|g| g.to_string()).unwrap_or_default();
+                metrics::counter!("mesh_requests_total", "direction" => *direction, "code" => status.to_string(), "grpc_status" => grpc)
+            })
+        })
+        .increment(1);
+    DURATIONS
+        .with(|h| {
+            h.get(direction, |direction| {
+                metrics::histogram!("mesh_request_duration_seconds", "direction" => *direction)
+            })
+        })
+        .record(elapsed.as_secs_f64());
 }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{self, HeaderName, HeaderValue};
+use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri, Version as HttpVersion};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -80,7 +81,13 @@ impl Handler {
     async fn handle(&self, client: &Client, hop: Hop, req: Request<Incoming>) -> Response<Body> {
         let grpc = guard::is_grpc(&req);
         let h1 = req.version() <= HttpVersion::HTTP_11;
-        let mut ex = Exchange::start("inbound", client.addr, client.name(), &req, &self.access);
+        let mut ex = Exchange::start(
+            "inbound",
+            client.addr,
+            client.label.clone(),
+            &req,
+            &self.access,
+        );
         match self.route(client, hop, req, &mut ex).await {
             Ok(resp) => ex.finish(resp, None),
             Err(e) => {
@@ -136,6 +143,20 @@ impl Handler {
         let raw_path = req.uri().path();
         let path = mesh_policy::normalize_path(raw_path)
             .map_err(|e| HttpError::BadRequest(e.to_string()))?;
+        // What goes to the app: the request's own target when normalizing
+        // left it as it was (no copy), else the normalized path and the query.
+        let path_and_query = match req.uri().path_and_query() {
+            Some(pq) if pq.path() == path => pq.clone(),
+            pq => {
+                let mut target = path.clone();
+                if let Some(q) = pq.and_then(|pq| pq.query()) {
+                    target.push('?');
+                    target.push_str(q);
+                }
+                PathAndQuery::try_from(target)
+                    .map_err(|_| HttpError::BadRequest("invalid path".into()))?
+            }
+        };
         // Identity comes only from the verified certificate: anything a
         // client sends in our headers is dropped first.
         hdr::strip_untrusted(req.headers_mut());
@@ -170,17 +191,9 @@ impl Handler {
         if !decision.is_allowed() {
             return Err(AuthzError::Denied(decision.decided_by.to_string()).into());
         }
-        let query = req
-            .uri()
-            .query()
-            .map(|q| format!("?{q}"))
-            .unwrap_or_default();
-        let path_and_query = format!("{path}{query}");
-        if let Some(id) = &client.identity
-            && let Ok(v) = HeaderValue::from_str(id.as_str())
-        {
+        if let Some(v) = &client.header {
             req.headers_mut()
-                .insert(HeaderName::from_static(PEER_IDENTITY_HEADER), v);
+                .insert(HeaderName::from_static(PEER_IDENTITY_HEADER), v.clone());
         }
         hdr::strip_hop_by_hop(req.headers_mut());
         let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
@@ -191,8 +204,7 @@ impl Handler {
         match app_version {
             Version::Http1 => {
                 parts.version = HttpVersion::HTTP_11;
-                parts.uri = Uri::try_from(path_and_query)
-                    .map_err(|_| HttpError::BadRequest("invalid path".into()))?;
+                parts.uri = Uri::from(path_and_query);
                 if !parts.headers.contains_key(header::HOST)
                     && let Ok(v) = HeaderValue::from_str(&authority)
                 {
@@ -201,12 +213,7 @@ impl Handler {
             }
             Version::Http2 => {
                 parts.version = HttpVersion::HTTP_2;
-                parts.uri = Uri::builder()
-                    .scheme("http")
-                    .authority(authority.as_str())
-                    .path_and_query(path_and_query)
-                    .build()
-                    .map_err(|_| HttpError::BadRequest("invalid authority or path".into()))?;
+                parts.uri = hdr::h2_uri(&authority, path_and_query)?;
                 parts.headers.remove(header::HOST);
             }
         }

@@ -2,7 +2,9 @@
 //! plaintext one. Nothing a client sends (headers, preamble) changes this.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
+use http::HeaderValue;
 use mesh_identity::SpiffeId;
 use mesh_policy::Peer;
 use rustls::pki_types::CertificateDer;
@@ -13,15 +15,24 @@ pub struct Client {
     pub addr: SocketAddr,
     /// `None` for a plaintext client.
     pub identity: Option<SpiffeId>,
+    /// The identity, shared by every request's log line.
+    pub label: Option<Arc<str>>,
+    /// The identity as the `x-palisade-peer-identity` value the app gets.
+    pub header: Option<HeaderValue>,
 }
 
 impl Client {
     /// A mesh client: its identity is the URI SAN of the certificate the
     /// handshake verified.
     pub fn mesh(addr: SocketAddr, certs: Option<&[CertificateDer<'_>]>) -> Self {
+        let identity = mesh_identity::verify::peer_identity(certs);
         Self {
             addr,
-            identity: mesh_identity::verify::peer_identity(certs),
+            label: identity.as_ref().map(|i| Arc::from(i.as_str())),
+            header: identity
+                .as_ref()
+                .and_then(|i| HeaderValue::from_str(i.as_str()).ok()),
+            identity,
         }
     }
 
@@ -29,6 +40,8 @@ impl Client {
         Self {
             addr,
             identity: None,
+            label: None,
+            header: None,
         }
     }
 

@@ -10,7 +10,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::header::{self, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Uri, Version as HttpVersion};
+use http::uri::PathAndQuery;
+use http::{Method, Request, Response, StatusCode, Version as HttpVersion};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -59,7 +60,7 @@ impl Outbound {
     async fn handle(&self, dest: &Dest, src: SocketAddr, req: Request<Incoming>) -> Response<Body> {
         let grpc = guard::is_grpc(&req);
         let h1 = req.version() <= HttpVersion::HTTP_11;
-        let mut ex = Exchange::start("outbound", src, "-", &req, &self.access);
+        let mut ex = Exchange::start("outbound", src, None, &req, &self.access);
         match self.forward(dest, req, &mut ex).await {
             Ok(resp) => ex.finish(resp, None),
             Err(e) => {
@@ -124,14 +125,9 @@ impl Outbound {
         let path = parts
             .uri
             .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_string();
-        parts.uri = Uri::builder()
-            .scheme("http")
-            .authority(authority.as_str())
-            .path_and_query(path)
-            .build()
-            .map_err(|_| HttpError::BadRequest("invalid authority or path".into()))?;
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        parts.uri = hdr::h2_uri(&authority, path)?;
         parts.version = HttpVersion::HTTP_2;
         parts.headers.remove(header::HOST);
         parts
