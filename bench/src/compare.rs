@@ -222,8 +222,8 @@ pub struct Results {
 /// The upstream process.
 pub struct Upstream {
     child: Child,
-    http: std::net::SocketAddr,
-    sink: std::net::SocketAddr,
+    pub http: std::net::SocketAddr,
+    pub sink: std::net::SocketAddr,
 }
 
 pub fn start_upstream(work: &std::path::Path, cpu: usize) -> anyhow::Result<Upstream> {

@@ -11,6 +11,7 @@ pub mod latency;
 pub mod load;
 pub mod machine;
 pub mod pairs;
+pub mod pool_memory;
 pub mod procs;
 pub mod report;
 pub mod schedule;

@@ -77,6 +77,17 @@ enum Command {
         #[arg(long, default_value = "60s", value_parser = dur)]
         hold: Duration,
     },
+    /// What an idle pooled connection between two proxies costs each side:
+    /// opens CONNECTIONS pooled connections (one per peer address) and
+    /// reads both proxies' memory before and after; prints JSON and a table.
+    PoolMemory {
+        #[arg(long, default_value_t = 400)]
+        connections: usize,
+        #[arg(long)]
+        bin_dir: Option<PathBuf>,
+        #[arg(long, default_value_t = 1)]
+        proxy_cpu: usize,
+    },
     /// Rewrite latest.md and latency.svg from a results JSON.
     Report {
         #[arg(long, default_value = "bench/results/latest.json")]
@@ -180,6 +191,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             proxy_cpu,
             hold,
         } => compare::serve_pair(pair, bin_dir, proxy_cpu, hold)?,
+        Command::PoolMemory {
+            connections,
+            bin_dir,
+            proxy_cpu,
+        } => {
+            let bin_dir = match bin_dir {
+                Some(d) => d,
+                None => std::env::current_exe()?
+                    .parent()
+                    .map(PathBuf::from)
+                    .context("binary directory")?,
+            };
+            let m = mesh_bench::pool_memory::run(bin_dir, connections, proxy_cpu)?;
+            println!("{}", serde_json::to_string_pretty(&m)?);
+            println!("{}", m.markdown());
+        }
         Command::Report { from, out } => {
             let text = std::fs::read_to_string(&from)
                 .with_context(|| format!("cannot read {}", from.display()))?;

@@ -283,11 +283,83 @@ pub fn start(kind: Kind, setup: &Setup) -> anyhow::Result<Pair> {
     Ok(pair)
 }
 
+/// One mesh-proxy of a run.
+pub struct ProxySpec<'a> {
+    pub bin: &'a Path,
+    /// `client` or `server`: names its token and log files.
+    pub role: &'a str,
+    pub service_account: &'a str,
+    pub inbound: SocketAddr,
+    /// `--static-route` values.
+    pub routes: Vec<String>,
+    pub extra: Vec<String>,
+    pub env: &'a [(&'a str, &'a str)],
+}
+
+/// Starts one mesh-proxy (one worker, pinned like the rest of the run) with
+/// a token for its service account in `dir`; returns it and its admin
+/// address. Readiness is the caller's to wait for.
+pub fn start_proxy(
+    setup: &Setup,
+    dir: &Path,
+    spec: &ProxySpec<'_>,
+) -> anyhow::Result<(Child, SocketAddr)> {
+    let cp = &setup.control_plane;
+    let key = mesh_identity::token::TokenKey::load_or_generate(&cp.data_dir)
+        .context("the control plane's token key")?;
+    let token = dir.join(format!("{}.token", spec.role));
+    std::fs::write(
+        &token,
+        key.create(
+            NAMESPACE,
+            spec.service_account,
+            Duration::from_secs(24 * 3600),
+        ),
+    )?;
+    let admin = loopback(free_port()?);
+    let mut args: Vec<String> = vec![
+        "run".into(),
+        "--control-plane".into(),
+        cp.listen.to_string(),
+        "--trust-bundle".into(),
+        cp.trust_bundle().display().to_string(),
+        "--namespace".into(),
+        NAMESPACE.into(),
+        "--service-account".into(),
+        spec.service_account.into(),
+        "--token-file".into(),
+        token.display().to_string(),
+        "--inbound".into(),
+        spec.inbound.to_string(),
+        "--outbound".into(),
+        loopback(free_port()?).to_string(),
+        "--admin".into(),
+        admin.to_string(),
+        "--workers".into(),
+        "1".into(),
+        "--drain-timeout".into(),
+        "1s".into(),
+    ];
+    for r in &spec.routes {
+        args.push("--static-route".into());
+        args.push(r.clone());
+    }
+    args.extend(spec.extra.iter().cloned());
+    let child = procs::spawn(
+        &format!("mesh-proxy ({})", spec.role),
+        setup.cpu,
+        spec.bin,
+        &args,
+        spec.env,
+        dir.join(format!("{}.log", spec.role)),
+    )?;
+    Ok((child, admin))
+}
+
 /// Both proxies of a Palisade pair. The servers of `palisade-l7` and
 /// `palisade-quiet` are selected by the L7 policy (same identities and
 /// labels); `palisade-quiet` logs at `warn` (the default is `info`).
 fn start_palisade(kind: Kind, setup: &Setup) -> anyhow::Result<Pair> {
-    let cp = &setup.control_plane;
     let name = kind.name();
     let l7 = matches!(
         kind,
@@ -303,8 +375,6 @@ fn start_palisade(kind: Kind, setup: &Setup) -> anyhow::Result<Pair> {
     let dir = setup.work.join(name);
     std::fs::create_dir_all(&dir)?;
     let p = Ports::new()?;
-    let key = mesh_identity::token::TokenKey::load_or_generate(&cp.data_dir)
-        .context("the control plane's token key")?;
     let start_one =
         |role: &'static str, routes: Vec<String>| -> anyhow::Result<(Child, SocketAddr, u16)> {
             let sa = if l7 {
@@ -312,59 +382,32 @@ fn start_palisade(kind: Kind, setup: &Setup) -> anyhow::Result<Pair> {
             } else {
                 format!("palisade-{role}")
             };
-            let token = dir.join(format!("{role}.token"));
-            std::fs::write(
-                &token,
-                key.create(NAMESPACE, &sa, Duration::from_secs(24 * 3600)),
-            )?;
             let inbound = free_port()?;
-            let admin = loopback(free_port()?);
-            let mut args: Vec<String> = vec![
-                "run".into(),
-                "--control-plane".into(),
-                cp.listen.to_string(),
-                "--trust-bundle".into(),
-                cp.trust_bundle().display().to_string(),
-                "--namespace".into(),
-                NAMESPACE.into(),
-                "--service-account".into(),
-                sa,
-                "--token-file".into(),
-                token.display().to_string(),
-                "--inbound".into(),
-                loopback(inbound).to_string(),
-                "--outbound".into(),
-                loopback(free_port()?).to_string(),
-                "--admin".into(),
-                admin.to_string(),
-                "--workers".into(),
-                "1".into(),
-                "--drain-timeout".into(),
-                "1s".into(),
-            ];
-            for r in routes {
-                args.push("--static-route".into());
-                args.push(r);
-            }
+            let mut extra = Vec::new();
             if l7 && role == "server" {
-                args.push("--labels".into());
-                args.push(L7_LABELS.into());
+                extra.push("--labels".into());
+                extra.push(L7_LABELS.into());
             }
             if kind == Kind::PalisadeOpaque && role == "client" {
-                args.push("--opaque-ports".into());
-                args.push(setup.upstream_http.port().to_string());
+                extra.push("--opaque-ports".into());
+                extra.push(setup.upstream_http.port().to_string());
             }
             let env: &[(&str, &str)] = match kind {
                 Kind::PalisadeQuiet => &[("RUST_LOG", "warn")],
                 _ => &[],
             };
-            let child = procs::spawn(
-                &format!("mesh-proxy ({role})"),
-                setup.cpu,
-                &proxy_bin,
-                &args,
-                env,
-                dir.join(format!("{role}.log")),
+            let (child, admin) = start_proxy(
+                setup,
+                &dir,
+                &ProxySpec {
+                    bin: &proxy_bin,
+                    role,
+                    service_account: &sa,
+                    inbound: loopback(inbound),
+                    routes,
+                    extra,
+                    env,
+                },
             )?;
             Ok((child, admin, inbound))
         };

@@ -170,11 +170,34 @@ pub fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
     line.split(' ').nth(1)?.parse().ok()
 }
 
+/// The body of `GET path` on a plain-HTTP admin endpoint (read to close).
+pub fn http_body(addr: SocketAddr, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let (_, body) = out.split_once("\r\n\r\n")?;
+    Some(body.to_string())
+}
+
 /// A free loopback port (bound then released; the window for a clash is tiny
 /// on this machine and a clash fails loudly at bind).
 pub fn free_port() -> anyhow::Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(l.local_addr()?.port())
+}
+
+/// `n` distinct free loopback ports (all held until every one is known).
+pub fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
+    let held = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    held.iter().map(|l| Ok(l.local_addr()?.port())).collect()
 }
 
 pub fn loopback(port: u16) -> SocketAddr {
