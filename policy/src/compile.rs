@@ -90,7 +90,7 @@ fn common(object: &Object, site: &Site<'_>, errors: &mut Vec<Error>) -> Common {
     let expires_at = metadata
         .annotations
         .get(ANNOTATION_EXPIRES_AT)
-        .and_then(|text| match parse_rfc3339(text) {
+        .and_then(|text| match crate::validate::parse_rfc3339(text) {
             Ok(at) => Some(at),
             Err(()) => {
                 errors.push(site.field(
@@ -105,12 +105,6 @@ fn common(object: &Object, site: &Site<'_>, errors: &mut Vec<Error>) -> Common {
         dry_run,
         expires_at,
     }
-}
-
-pub(crate) fn parse_rfc3339(text: &str) -> Result<SystemTime, ()> {
-    let at = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
-        .map_err(|_| ())?;
-    Ok(SystemTime::from(at))
 }
 
 /// One object, compiled.
@@ -187,7 +181,7 @@ pub(crate) fn compile_snapshot(
             None => {}
         }
     }
-    errors.extend(crate::load::check_duplicates(origin, &snapshot.objects));
+    errors.extend(crate::validate::check_duplicates(origin, &snapshot.objects));
     if let Some(error) = Error::from_list(errors) {
         return Err(error);
     }

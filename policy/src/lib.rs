@@ -22,6 +22,7 @@ mod load;
 mod path;
 pub mod resource;
 mod select;
+mod validate;
 
 pub use error::Error;
 pub use evaluate::{

@@ -17,6 +17,8 @@ use crate::resource::{
     AuthorizationPolicy, CORE_API_VERSION, NETWORKING_API_VERSION, Namespace, NetworkPolicy,
     Object, PeerAuthentication, SECURITY_API_VERSIONS, Snapshot,
 };
+use crate::validate::{check_duplicates, check_name, duplicates};
+use serde::Deserialize;
 
 /// What errors name when the objects came over the wire instead of from a file.
 pub const SNAPSHOT_ORIGIN: &str = "<snapshot>";
@@ -358,28 +360,6 @@ pub(crate) fn parse_value(
     }
 }
 
-/// Kubernetes object names: DNS-1123 subdomains (names) or labels
-/// (namespaces). Anything else could not exist in a cluster, and a `/` or a
-/// space would make `<kind> <namespace>/<name>` in a denial ambiguous.
-fn check_name(name: &str, max: usize, dots: bool) -> Result<(), String> {
-    let valid_char =
-        |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || (dots && b == b'.');
-    let bytes = name.as_bytes();
-    let ends_ok = |b: Option<&u8>| b.is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-    if name.len() > max
-        || !bytes.iter().all(|b| valid_char(*b))
-        || !ends_ok(bytes.first())
-        || !ends_ok(bytes.last())
-    {
-        return Err(format!(
-            "{name:?} is not a valid Kubernetes name (lowercase letters, digits, '-'{}; at most \
-             {max} characters; starting and ending with a letter or digit)",
-            if dots { ", '.'" } else { "" }
-        ));
-    }
-    Ok(())
-}
-
 /// Deserializes with the path of the offending field in the error.
 fn deserialize<T: DeserializeOwned>(value: Value) -> Result<T, (String, String)> {
     serde_path_to_error::deserialize(value).map_err(|e| {
@@ -389,34 +369,66 @@ fn deserialize<T: DeserializeOwned>(value: Value) -> Result<T, (String, String)>
     })
 }
 
-/// Kubernetes allows one object per kind, namespace and name; two files
-/// defining the same one would make the result depend on file order.
-pub(crate) fn check_duplicates(origin: &str, objects: &[Object]) -> Vec<Error> {
-    duplicates(objects, |_| origin)
-}
-
-fn duplicates<'a>(objects: &[Object], origin: impl Fn(usize) -> &'a str) -> Vec<Error> {
-    let mut seen = std::collections::BTreeMap::new();
-    let mut errors = Vec::new();
-    for (i, object) in objects.iter().enumerate() {
-        let id = object.object_ref();
-        match seen.get(&id) {
-            None => {
-                seen.insert(id, i);
-            }
-            Some(&first) => {
-                let (file, first_file) = (origin(i), origin(first));
-                errors.push(Error::Object {
-                    file: file.to_owned(),
-                    object: id.to_string(),
-                    message: if file == first_file {
-                        "defined more than once".to_owned()
-                    } else {
-                        format!("defined more than once (also in {first_file})")
-                    },
-                });
-            }
+/// A snapshot entry goes through the loader's checks: a JSON snapshot is
+/// held to the same rules as a YAML file.
+impl<'de> Deserialize<'de> for Object {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = serde_json::Value::deserialize(deserializer)?;
+        let mut warnings = Vec::new();
+        match parse_value(SNAPSHOT_ORIGIN, 1, value, &mut warnings) {
+            Ok(mut objects) if objects.len() == 1 => objects
+                .pop()
+                .ok_or_else(|| serde::de::Error::custom("empty object")),
+            Ok(_) => Err(serde::de::Error::custom(
+                "a snapshot entry must be exactly one AuthorizationPolicy, PeerAuthentication, \
+                 NetworkPolicy or Namespace",
+            )),
+            Err(errors) => Err(serde::de::Error::custom(
+                Error::from_list(errors).map_or_else(String::new, |e| e.to_string()),
+            )),
         }
     }
-    errors
+}
+
+impl Snapshot {
+    /// Reads a snapshot received from the control plane, with every check the
+    /// YAML loader applies; errors name `<snapshot>`, the object and the field.
+    pub fn from_json(text: &str) -> Result<Snapshot, Error> {
+        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| Error::Syntax {
+            file: SNAPSHOT_ORIGIN.to_owned(),
+            message: e.to_string(),
+        })?;
+        let items = match value {
+            serde_json::Value::Object(mut map) => match map.remove("objects") {
+                Some(serde_json::Value::Array(items)) => items,
+                None => Vec::new(),
+                Some(_) => {
+                    return Err(Error::Syntax {
+                        file: SNAPSHOT_ORIGIN.to_owned(),
+                        message: "`objects` must be a list".to_owned(),
+                    });
+                }
+            },
+            _ => {
+                return Err(Error::Syntax {
+                    file: SNAPSHOT_ORIGIN.to_owned(),
+                    message: "a snapshot is a JSON object with an `objects` list".to_owned(),
+                });
+            }
+        };
+        let mut objects = Vec::with_capacity(items.len());
+        let mut errors = Vec::new();
+        let mut warnings = Vec::new();
+        for (index, item) in items.into_iter().enumerate() {
+            match parse_value(SNAPSHOT_ORIGIN, index + 1, item, &mut warnings) {
+                Ok(parsed) => objects.extend(parsed),
+                Err(e) => errors.extend(e),
+            }
+        }
+        errors.extend(check_duplicates(SNAPSHOT_ORIGIN, &objects));
+        match Error::from_list(errors) {
+            Some(error) => Err(error),
+            None => Ok(Snapshot { objects }),
+        }
+    }
 }

@@ -191,15 +191,6 @@ impl Object {
             .is_some_and(|v| v == "true")
     }
 
-    /// The instant `palisade.dev/expires-at` names (`None` when absent; a
-    /// loaded object never holds an unparsable one).
-    pub fn expires_at(&self) -> Option<std::time::SystemTime> {
-        self.metadata()
-            .annotations
-            .get(ANNOTATION_EXPIRES_AT)
-            .and_then(|text| crate::compile::parse_rfc3339(text).ok())
-    }
-
     /// `kind namespace/name`; namespaced kinds get the default namespace when
     /// they name none.
     pub fn object_ref(&self) -> ObjectRef {
@@ -216,29 +207,6 @@ impl Object {
     }
 }
 
-impl<'de> Deserialize<'de> for Object {
-    /// Goes through the loader's checks: a JSON snapshot is held to the same
-    /// rules as a YAML file (known apiVersions, no unknown fields, valid values).
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let value = serde_json::Value::deserialize(deserializer)?;
-        let mut warnings = Vec::new();
-        match crate::load::parse_value(crate::load::SNAPSHOT_ORIGIN, 1, value, &mut warnings) {
-            Ok(mut objects) if objects.len() == 1 => objects
-                .pop()
-                .ok_or_else(|| serde::de::Error::custom("empty object")),
-            Ok(_) => Err(serde::de::Error::custom(
-                "a snapshot entry must be exactly one AuthorizationPolicy, PeerAuthentication, \
-                 NetworkPolicy or Namespace",
-            )),
-            Err(errors) => Err(serde::de::Error::custom(
-                Error::from_list(errors).map_or_else(String::new, |e| e.to_string()),
-            )),
-        }
-    }
-}
-
-use crate::Error;
-
 /// The whole policy in force: what the control plane holds, pushes (a
 /// per-workload subset of it) and what a proxy compiles.
 ///
@@ -253,54 +221,5 @@ impl Snapshot {
     pub fn to_json(&self) -> String {
         // Serializing plain data (strings, maps, vectors) cannot fail.
         serde_json::to_string(self).unwrap_or_default()
-    }
-
-    /// Reads a snapshot received from the control plane, with every check the
-    /// YAML loader applies; errors name `<snapshot>`, the object and the field.
-    pub fn from_json(text: &str) -> Result<Snapshot, Error> {
-        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| Error::Syntax {
-            file: crate::load::SNAPSHOT_ORIGIN.to_owned(),
-            message: e.to_string(),
-        })?;
-        let items = match value {
-            serde_json::Value::Object(mut map) => match map.remove("objects") {
-                Some(serde_json::Value::Array(items)) => items,
-                None => Vec::new(),
-                Some(_) => {
-                    return Err(Error::Syntax {
-                        file: crate::load::SNAPSHOT_ORIGIN.to_owned(),
-                        message: "`objects` must be a list".to_owned(),
-                    });
-                }
-            },
-            _ => {
-                return Err(Error::Syntax {
-                    file: crate::load::SNAPSHOT_ORIGIN.to_owned(),
-                    message: "a snapshot is a JSON object with an `objects` list".to_owned(),
-                });
-            }
-        };
-        let mut objects = Vec::with_capacity(items.len());
-        let mut errors = Vec::new();
-        let mut warnings = Vec::new();
-        for (index, item) in items.into_iter().enumerate() {
-            match crate::load::parse_value(
-                crate::load::SNAPSHOT_ORIGIN,
-                index + 1,
-                item,
-                &mut warnings,
-            ) {
-                Ok(parsed) => objects.extend(parsed),
-                Err(e) => errors.extend(e),
-            }
-        }
-        errors.extend(crate::load::check_duplicates(
-            crate::load::SNAPSHOT_ORIGIN,
-            &objects,
-        ));
-        match Error::from_list(errors) {
-            Some(error) => Err(error),
-            None => Ok(Snapshot { objects }),
-        }
     }
 }
