@@ -17,6 +17,8 @@ use crate::{certs, machine, report};
 
 /// Connections a peer is configured for beyond S6's (readiness and probes).
 const CONN_HEADROOM: usize = 50;
+/// The least connection cap a peer is configured with.
+const MIN_PEER_CONNS: usize = 1024;
 
 fn dur(s: &str) -> Result<Duration, String> {
     mesh_identity::duration::parse_duration_ms(s)
@@ -522,7 +524,9 @@ pub fn run(mut args: CompareArgs) -> anyhow::Result<Results> {
         cpu: Some(args.proxy_cpu),
         control_plane,
         issuer,
-        max_conns: args.s6_connections + CONN_HEADROOM,
+        // A peer's connection cap must never be what limits S1-S3 (an L7
+        // peer holds the generator's connections and its pooled ones).
+        max_conns: (args.s6_connections + CONN_HEADROOM).max(MIN_PEER_CONNS),
     };
 
     let mut results: Vec<PairResult> = Vec::new();
