@@ -7,6 +7,7 @@
 
 pub(crate) mod authorization;
 pub(crate) mod cidr;
+pub(crate) mod http_route;
 pub(crate) mod matcher;
 pub(crate) mod network_policy;
 pub(crate) mod peer_authentication;
@@ -113,6 +114,7 @@ enum Compiled {
     PeerAuth(PeerAuth),
     NetPol(NetPol),
     Namespace(String, Labels),
+    Route(http_route::Route),
 }
 
 fn compile_object(
@@ -137,6 +139,7 @@ fn compile_object(
         Object::NetworkPolicy(p) => {
             network_policy::compile(p, common, &site, errors).map(Compiled::NetPol)
         }
+        Object::HttpRoute(r) => http_route::compile(r, common, &site, errors).map(Compiled::Route),
         Object::Namespace(n) => Some(Compiled::Namespace(
             n.metadata.name.clone(),
             n.metadata.labels.clone(),
@@ -161,6 +164,7 @@ pub(crate) struct Tables {
     pub(crate) peer_auth: Vec<PeerAuth>,
     pub(crate) netpol: Vec<NetPol>,
     pub(crate) namespaces: BTreeMap<String, Labels>,
+    pub(crate) routes: http_route::RouteTable,
 }
 
 pub(crate) fn compile_snapshot(
@@ -178,6 +182,7 @@ pub(crate) fn compile_snapshot(
             Some(Compiled::Namespace(name, labels)) => {
                 tables.namespaces.insert(name, labels);
             }
+            Some(Compiled::Route(r)) => tables.routes.routes.push(r),
             None => {}
         }
     }
@@ -189,6 +194,7 @@ pub(crate) fn compile_snapshot(
     tables.authz.sort_by_key(|a| key(&a.common));
     tables.peer_auth.sort_by_key(|p| key(&p.common));
     tables.netpol.sort_by_key(|n| key(&n.common));
+    tables.routes.index();
     Ok(tables)
 }
 

@@ -15,6 +15,7 @@ mod decision;
 mod network_policy;
 mod peer_authentication;
 mod request;
+mod route;
 
 use std::net::IpAddr;
 use std::time::SystemTime;
@@ -26,6 +27,7 @@ use crate::resource::{Action, Labels, MtlsMode, Snapshot};
 
 pub use decision::{DecidedBy, Decision, DryRunDeny, Stage, Verdict};
 pub use request::{Headers, Http, Peer, Request, Workload};
+pub use route::{RouteDecision, RouteRequest};
 
 /// mTLS mode when no PeerAuthentication applies. Istio defaults to
 /// PERMISSIVE to ease migration; Palisade is stricter by default because

@@ -14,8 +14,8 @@ use crate::Error;
 use crate::compile::check_object;
 use crate::resource::Service;
 use crate::resource::{
-    AuthorizationPolicy, CORE_API_VERSION, NETWORKING_API_VERSION, Namespace, NetworkPolicy,
-    Object, PeerAuthentication, SECURITY_API_VERSIONS, Snapshot,
+    AuthorizationPolicy, CORE_API_VERSION, GATEWAY_API_VERSION, HttpRoute, NETWORKING_API_VERSION,
+    Namespace, NetworkPolicy, Object, PeerAuthentication, SECURITY_API_VERSIONS, Snapshot,
 };
 use crate::validate::{check_duplicates, check_name, duplicates};
 use serde::Deserialize;
@@ -30,10 +30,7 @@ pub const MAX_FILE_BYTES: u64 = 8 * 1024 * 1024;
 
 /// Kinds the mesh will model later: parsed past with a warning, so a folder
 /// can already hold them, while their apiVersion is still checked.
-const LATER_KINDS: [(&str, &[&str]); 2] = [
-    ("HTTPRoute", &["gateway.networking.k8s.io/v1"]),
-    ("RateLimitPolicy", &["policy.palisade.dev/v1alpha1"]),
-];
+const LATER_KINDS: [(&str, &[&str]); 1] = [("RateLimitPolicy", &["policy.palisade.dev/v1alpha1"])];
 
 /// A successful load: the objects, and notes about what was skipped.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -293,6 +290,7 @@ pub(crate) fn parse_value(
         "AuthorizationPolicy" | "PeerAuthentication" => &SECURITY_API_VERSIONS,
         "NetworkPolicy" => &[NETWORKING_API_VERSION],
         "Namespace" => &[CORE_API_VERSION],
+        "HTTPRoute" => &[GATEWAY_API_VERSION],
         other => match LATER_KINDS.iter().find(|(k, _)| *k == other) {
             Some((_, versions)) => versions,
             None => {
@@ -350,6 +348,7 @@ pub(crate) fn parse_value(
             typed(deserialize::<PeerAuthentication>(value).map(Object::PeerAuthentication))?
         }
         "NetworkPolicy" => typed(deserialize::<NetworkPolicy>(value).map(Object::NetworkPolicy))?,
+        "HTTPRoute" => typed(deserialize::<HttpRoute>(value).map(Object::HttpRoute))?,
         _ => typed(deserialize::<Namespace>(value).map(Object::Namespace))?,
     };
     let errors = check_object(file, &parsed);

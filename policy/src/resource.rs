@@ -11,6 +11,7 @@
 //! snapshot that arrives over the wire cannot hold anything a file could not.
 
 mod authorization;
+pub mod http_route;
 mod namespace;
 mod network_policy;
 mod peer_authentication;
@@ -26,6 +27,7 @@ pub use authorization::{
     Action, AuthorizationPolicy, AuthorizationPolicySpec, Condition, Operation, Rule, RuleFrom,
     RuleTo, Source, WorkloadSelector,
 };
+pub use http_route::HttpRoute;
 pub use namespace::Namespace;
 pub use network_policy::{
     EgressRule, IngressRule, IntOrString, IpBlock, LabelSelector, LabelSelectorRequirement,
@@ -74,6 +76,9 @@ pub const NETWORKING_API_VERSION: &str = "networking.k8s.io/v1";
 /// apiVersion of the Kubernetes core kinds (Namespace, Service).
 pub const CORE_API_VERSION: &str = "v1";
 
+/// The Gateway API's group and version (HTTPRoute).
+pub const GATEWAY_API_VERSION: &str = "gateway.networking.k8s.io/v1";
+
 /// `metadata` of any object. Fields the mesh does not use (uid,
 /// resourceVersion, managedFields...) are accepted and dropped, so objects
 /// exported from a cluster load as they are.
@@ -115,6 +120,8 @@ pub enum Kind {
     PeerAuthentication,
     NetworkPolicy,
     Namespace,
+    #[serde(rename = "HTTPRoute")]
+    HttpRoute,
 }
 
 impl Kind {
@@ -124,6 +131,7 @@ impl Kind {
             Kind::PeerAuthentication => "PeerAuthentication",
             Kind::NetworkPolicy => "NetworkPolicy",
             Kind::Namespace => "Namespace",
+            Kind::HttpRoute => "HTTPRoute",
         }
     }
 }
@@ -162,6 +170,8 @@ pub enum Object {
     PeerAuthentication(PeerAuthentication),
     NetworkPolicy(NetworkPolicy),
     Namespace(Namespace),
+    #[serde(rename = "HTTPRoute")]
+    HttpRoute(HttpRoute),
 }
 
 impl Object {
@@ -171,6 +181,7 @@ impl Object {
             Object::PeerAuthentication(_) => Kind::PeerAuthentication,
             Object::NetworkPolicy(_) => Kind::NetworkPolicy,
             Object::Namespace(_) => Kind::Namespace,
+            Object::HttpRoute(_) => Kind::HttpRoute,
         }
     }
 
@@ -180,6 +191,7 @@ impl Object {
             Object::PeerAuthentication(o) => &o.metadata,
             Object::NetworkPolicy(o) => &o.metadata,
             Object::Namespace(o) => &o.metadata,
+            Object::HttpRoute(o) => &o.metadata,
         }
     }
 

@@ -45,6 +45,17 @@ impl Snapshot {
                         && Selector::compile(&p.spec.pod_selector).map_or(true, |s| s.matches(labels))
                 }
                 Object::Namespace(_) => true,
+                // A client proxy applies routes: producer routes (in their
+                // Service's namespace) to every client, consumer routes to
+                // clients of their own namespace.
+                Object::HttpRoute(r) => {
+                    let own = r.metadata.namespace_or_default();
+                    own == namespace
+                        || r.spec
+                            .parent_refs
+                            .iter()
+                            .any(|p| p.namespace.as_deref().unwrap_or(own) == own)
+                }
             })
             .cloned()
             .collect();

@@ -64,6 +64,16 @@ pub fn lint(
     let mut lint = Lint {
         files,
         now,
+        services: loaded
+            .services
+            .iter()
+            .map(|s| {
+                (
+                    s.metadata.namespace_or_default().to_owned(),
+                    s.metadata.name.clone(),
+                )
+            })
+            .collect(),
         findings: Vec::new(),
     };
     for object in &snapshot.objects {
@@ -85,6 +95,8 @@ pub fn lint(
 struct Lint<'a> {
     files: &'a BTreeMap<ObjectRef, String>,
     now: SystemTime,
+    /// (namespace, name) of every Service in the folder.
+    services: std::collections::BTreeSet<(String, String)>,
     findings: Vec<Finding>,
 }
 
@@ -167,6 +179,59 @@ impl Lint<'_> {
             Object::NetworkPolicy(p) => self.network_policy(object, p),
             Object::PeerAuthentication(p) => self.peer_authentication(object, p),
             Object::Namespace(_) => {}
+            Object::HttpRoute(r) => self.http_route(object, r),
+        }
+    }
+
+    /// Routes that cannot work as written: a parent or backend Service that
+    /// is not in the folder (its share of requests gets 500), or a rule
+    /// whose weights sum to 0 (every request it matches gets 500).
+    fn http_route(&mut self, object: &Object, route: &mesh_policy::resource::HttpRoute) {
+        let own = object.metadata().namespace_or_default().to_owned();
+        for p in &route.spec.parent_refs {
+            let ns = p.namespace.clone().unwrap_or_else(|| own.clone());
+            if !self.services.contains(&(ns.clone(), p.name.clone())) {
+                self.about(
+                    object,
+                    Severity::Warning,
+                    "unknown-parent",
+                    format!(
+                        "parent Service {ns}/{} is not in the folder: the route applies to nothing",
+                        p.name
+                    ),
+                );
+            }
+        }
+        for (i, rule) in route.spec.rules.iter().enumerate() {
+            let total: u64 = rule
+                .backend_refs
+                .iter()
+                .map(|b| u64::from(b.weight.unwrap_or(1)))
+                .sum();
+            if total == 0 {
+                self.about(
+                    object,
+                    Severity::Error,
+                    "no-backend",
+                    format!(
+                        "rule {i} has no backend with a weight above 0: every request it matches gets 500"
+                    ),
+                );
+            }
+            for b in &rule.backend_refs {
+                let ns = b.namespace.clone().unwrap_or_else(|| own.clone());
+                if !self.services.contains(&(ns.clone(), b.name.clone())) {
+                    self.about(
+                        object,
+                        Severity::Error,
+                        "unknown-backend",
+                        format!(
+                            "rule {i}: backend Service {ns}/{} does not exist: its share of requests gets 500",
+                            b.name
+                        ),
+                    );
+                }
+            }
         }
     }
 

@@ -514,3 +514,50 @@ fn findings_name_the_file() {
         report.to_table()
     );
 }
+
+#[test]
+fn routes_whose_backends_cannot_serve() {
+    let services = "
+apiVersion: v1
+kind: Service
+metadata: {name: api, namespace: shop}
+spec: {clusterIP: 10.96.0.10, ports: [{port: 8080}], selector: {app: api}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: api-v2, namespace: shop}
+spec: {clusterIP: 10.96.0.11, ports: [{port: 8080}], selector: {app: api-v2}}
+";
+    let route = |name: &str, parent: &str, backends: &str| {
+        format!(
+            "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {name}, namespace: shop}}\nspec:\n  parentRefs: [{{kind: Service, group: \"\", name: {parent}}}]\n  rules:\n    - backendRefs: {backends}\n"
+        )
+    };
+    let yaml = format!(
+        "{CLEAN}---{services}{}{}{}{}",
+        route(
+            "good",
+            "api",
+            "[{name: api, port: 8080, weight: 90}, {name: api-v2, port: 8080, weight: 10}]"
+        ),
+        route("typo", "api", "[{name: api-v3, port: 8080}]"),
+        route("zero", "api", "[{name: api, port: 8080, weight: 0}]"),
+        route("orphan", "gone", "[{name: api, port: 8080}]"),
+    );
+    let report = lint_yaml(&yaml);
+    assert_eq!(about(&report, "HTTPRoute shop/good"), []);
+    assert_eq!(
+        about(&report, "HTTPRoute shop/typo"),
+        [(Severity::Error, "unknown-backend")]
+    );
+    assert!(message(&report, "HTTPRoute shop/typo", "unknown-backend").contains("shop/api-v3"));
+    assert_eq!(
+        about(&report, "HTTPRoute shop/zero"),
+        [(Severity::Error, "no-backend")]
+    );
+    assert_eq!(
+        about(&report, "HTTPRoute shop/orphan"),
+        [(Severity::Warning, "unknown-parent")]
+    );
+    assert!(report.failed());
+}
