@@ -130,8 +130,17 @@ pub struct HttpLine<'a> {
     pub policy: &'a str,
     #[serde(skip_serializing_if = "str::is_empty")]
     pub dry_run: &'a str,
+    /// `HTTPRoute ns/name rule N`, when a route took the request.
+    #[serde(skip_serializing_if = "str::is_empty")]
+    pub route: &'a str,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub retries: u32,
     #[serde(skip_serializing_if = "str::is_empty")]
     pub error: &'a str,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// RFC 3339 with milliseconds, UTC.

@@ -58,6 +58,10 @@ pub enum RouteError {
     NoEndpoints(String),
     #[error("target port {0} is one of the proxy's own ports")]
     Loop(u16),
+    /// A route sent the request nowhere: no backend with weight, or a
+    /// backend Service that does not exist (the Gateway API's 500).
+    #[error("no backend: {0}")]
+    NoBackend(String),
 }
 
 /// Authorization.
@@ -87,6 +91,14 @@ pub enum HttpError {
     Upstream(String),
     #[error("upstream did not answer within {0:?}")]
     Timeout(std::time::Duration),
+    /// A route's timeout: which one, how long, and whose.
+    #[error("{which} ({after:?}) of {route} expired")]
+    RouteTimeout {
+        /// `timeouts.request`, `timeouts.backendRequest` or `grpc-timeout`.
+        which: &'static str,
+        after: std::time::Duration,
+        route: String,
+    },
 }
 
 /// Any failure on the data path.

@@ -11,6 +11,8 @@ pub mod framing;
 pub mod guard;
 pub mod headers;
 pub mod pool;
+pub mod retry;
+pub mod route;
 pub mod server;
 pub mod telemetry;
 

@@ -189,6 +189,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         http: args.http_limits(),
         access,
         opaque_ports: args.opaque_ports.iter().copied().collect(),
+        budgets: Default::default(),
     });
     tokio::spawn(
         outbound

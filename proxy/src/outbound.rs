@@ -42,6 +42,9 @@ pub struct Outbound {
     pub access: Arc<AccessLog>,
     /// Target ports relayed opaque without detection (`--opaque-ports`).
     pub opaque_ports: std::collections::HashSet<u16>,
+    /// Retry budgets by backend Service (`ns/name:port`), for routed requests.
+    pub budgets:
+        std::sync::Mutex<std::collections::HashMap<String, Arc<crate::http::retry::Budget>>>,
 }
 
 impl Outbound {

@@ -183,6 +183,14 @@ impl Pod {
         self
     }
 
+    /// Serves `mesh-echo` on `port` with extra flags (`--fail-every N`,
+    /// `--delay-ms MS`): a flaky or slow backend.
+    pub fn echo_with(mut self, port: u16, flags: &str) -> Self {
+        self.app.push(format!("mesh-echo 0.0.0.0:{port} {flags}"));
+        self.ports.push(port);
+        self
+    }
+
     pub fn no_sidecar(mut self) -> Self {
         self.sidecar = false;
         self

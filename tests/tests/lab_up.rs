@@ -150,7 +150,8 @@ fn down_cleans_up_after_a_crash_and_up_refuses_collisions() {
     let (out, _) = lab_up(other.path(), "plt3");
     assert!(!out.status.success());
     assert!(text(&out).contains("overlaps"), "{}", text(&out));
-    assert!(leftovers("plt3").is_empty());
+    let left = leftovers("plt3");
+    assert!(left.is_empty(), "a refused lab left: {left:#?}");
     assert!(matches!(http_get(admin, "/ready"), Ok((200, _))));
 
     // A crash that lost the state: processes, namespaces and links remain.

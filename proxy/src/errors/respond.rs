@@ -35,7 +35,9 @@ impl Error {
             Error::Http(HttpError::Timeout(_)) => StatusCode::GATEWAY_TIMEOUT,
             Error::Http(HttpError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Http(HttpError::Upstream(_)) => StatusCode::BAD_GATEWAY,
+            Error::Http(HttpError::RouteTimeout { .. }) => StatusCode::GATEWAY_TIMEOUT,
             Error::Route(RouteError::NoEndpoints(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Route(RouteError::NoBackend(_)) => StatusCode::INTERNAL_SERVER_ERROR,
             Error::Route(_) => StatusCode::BAD_GATEWAY,
             Error::Connect(ConnectError::Handshake { .. }) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Connect(ConnectError::Recent(e)) if !e.is_unreachable() => {
@@ -59,7 +61,10 @@ impl Error {
             Error::Http(HttpError::UriTooLong(_)) | Error::Http(HttpError::HeadersTooLarge(_)) => {
                 GrpcCode::ResourceExhausted
             }
-            Error::Http(HttpError::Timeout(_)) => GrpcCode::DeadlineExceeded,
+            Error::Http(HttpError::Timeout(_)) | Error::Http(HttpError::RouteTimeout { .. }) => {
+                GrpcCode::DeadlineExceeded
+            }
+            Error::Route(RouteError::NoBackend(_)) => GrpcCode::Internal,
             Error::Connect(ConnectError::Tls(_)) => GrpcCode::Internal,
             _ => GrpcCode::Unavailable,
         }
@@ -84,6 +89,7 @@ impl Error {
             Error::Route(RouteError::NoOriginalDestination) => "no_original_destination",
             Error::Route(RouteError::NoEndpoints(_)) => "no_endpoints",
             Error::Route(RouteError::Loop(_)) => "loop",
+            Error::Route(RouteError::NoBackend(_)) => "no_backend",
             Error::Authz(AuthzError::Denied(_)) => "denied",
             Error::Authz(AuthzError::NoPolicy) => "no_policy",
             Error::Http(HttpError::BadRequest(_)) => "bad_request",
@@ -93,6 +99,11 @@ impl Error {
             Error::Http(HttpError::Unavailable(_)) => "upstream_unavailable",
             Error::Http(HttpError::Upstream(_)) => "upstream_failed",
             Error::Http(HttpError::Timeout(_)) => "timeout",
+            Error::Http(HttpError::RouteTimeout { which, .. }) => match *which {
+                "timeouts.request" => "request_timeout",
+                "grpc-timeout" => "grpc_timeout",
+                _ => "backend_request_timeout",
+            },
         }
     }
 

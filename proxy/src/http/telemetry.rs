@@ -32,6 +32,10 @@ pub struct Exchange {
     pub decision: &'static str,
     decided_by: Option<DecidedBy>,
     dry_run: Option<DecidedBy>,
+    /// The route rule that took the request, if any.
+    route: Option<String>,
+    /// Retries sent for it.
+    pub retries: u32,
     body: Arc<RequestBody>,
     log: Arc<AccessLog>,
 }
@@ -72,6 +76,8 @@ impl Exchange {
             decision: "-",
             decided_by: None,
             dry_run: None,
+            route: None,
+            retries: 0,
             body: Arc::default(),
             log: log.clone(),
         }
@@ -106,6 +112,13 @@ impl Exchange {
         self.decision = d.label();
         self.decided_by = Some(d.decided_by.clone());
         self.dry_run = d.dry_run.as_ref().map(|r| r.decided_by.clone());
+    }
+
+    /// Records the route rule that took the request.
+    pub fn routed(&mut self, name: &str) {
+        if self.request.is_some() {
+            self.route = Some(name.to_owned());
+        }
     }
 
     /// Wraps the response so the request is counted and logged when it ends.
@@ -150,6 +163,8 @@ impl Exchange {
                         decision: self.decision,
                         policy: &policy,
                         dry_run: &dry_run,
+                        route: self.route.as_deref().unwrap_or(""),
+                        retries: self.retries,
                         error: error.as_deref().unwrap_or(""),
                     });
                 }

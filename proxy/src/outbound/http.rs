@@ -16,10 +16,14 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
+use std::time::{Duration, Instant};
+
 use super::Outbound;
 use super::resolve::{self, Resolved};
 use crate::errors::{Error, HttpError, RouteError};
 use crate::http::headers::{self as hdr, ORIG_PROTO_HEADER, TARGET_PORT_HEADER};
+use crate::http::retry::{self, Budget, Replay};
+use crate::http::route::{self, RouteTarget};
 use crate::http::server::{self, Version};
 use crate::http::telemetry::Exchange;
 use crate::http::{Body, guard};
@@ -87,11 +91,43 @@ impl Outbound {
         if req.method() == Method::CONNECT && upgrade.is_none() {
             return Err(HttpError::ConnectRefused.into());
         }
-        let resolved = match dest {
-            Dest::Route(r) => r.clone(),
-            Dest::Transparent(dst) => {
-                Arc::new(resolve::transparent(self.discovery.borrow().clone(), *dst)?)
+        // A request to a Service may take one of its routes (never an
+        // upgrade: a tunnel is not retried or split).
+        let view = self.discovery.borrow().clone();
+        let service = match dest {
+            Dest::Transparent(dst) if upgrade.is_none() => resolve::service_at(&view, *dst),
+            _ => None,
+        };
+        let route = match &service {
+            Some(svc) => {
+                let policy = self.egress.policy.borrow().clone();
+                route::select(policy.as_deref(), &self.egress.local.namespace, svc, &req)?
             }
+            None => None,
+        };
+        let resolved = match (&route, dest) {
+            (Some(r), _) => {
+                ex.routed(&r.name);
+                let Some(backend) = &r.backend else {
+                    return Err(RouteError::NoBackend(format!(
+                        "{} has no backend with a weight above 0",
+                        r.name
+                    ))
+                    .into());
+                };
+                route::apply(&r.request_headers, req.headers_mut());
+                Arc::new(
+                    resolve::service(view, &backend.namespace, &backend.name, backend.port)
+                        .map_err(|e| match e {
+                            Error::Route(RouteError::NoBackend(m)) => {
+                                Error::Route(RouteError::NoBackend(format!("{}: {m}", r.name)))
+                            }
+                            other => other,
+                        })?,
+                )
+            }
+            (None, Dest::Route(r)) => r.clone(),
+            (None, Dest::Transparent(dst)) => Arc::new(resolve::transparent(view, *dst)?),
         };
         let Resolved::Mesh {
             endpoints,
@@ -144,29 +180,13 @@ impl Outbound {
                 .map_err(|_| HttpError::BadRequest("invalid Upgrade".into()))?;
             parts.extensions.insert(hyper::ext::Protocol::from(proto));
         }
-        let mut req = Some(Request::from_parts(parts, ex.observe_request(body)));
-        let mut last = None;
-        let mut resp = None;
-        for ep in endpoints {
-            self.egress
-                .check(ep.dst, resolved.workload(ep), ep.identity.as_str())?;
-            match self.pool.get(ep.proxy, &ep.identity).await {
-                Ok(pooled) => {
-                    let Some(r) = req.take() else { break };
-                    resp = Some(self.pool.send(ep.proxy, &ep.identity, pooled, r).await?);
-                    break;
-                }
-                Err(Error::Connect(e)) if e.is_unreachable() => {
-                    // A dead endpoint: counted, and the next one is tried.
-                    metrics::counter!("mesh_tcp_connection_errors_total", "direction" => "outbound", "reason" => "endpoint_failover").increment(1);
-                    tracing::info!(endpoint = %ep.proxy, error = %e, "endpoint unreachable; trying the next");
-                    last = Some(Error::Connect(e));
-                }
-                Err(e) => return Err(e),
+        let body = ex.observe_request(body);
+        let mut resp = match &route {
+            None => {
+                self.send(&resolved, Request::from_parts(parts, body), 0)
+                    .await?
             }
-        }
-        let Some(mut resp) = resp else {
-            return Err(last.unwrap_or_else(|| RouteError::NoEndpoints("-".into()).into()));
+            Some(r) => self.send_routed(&resolved, parts, body, r, ex).await?,
         };
         hdr::strip_hop_by_hop(resp.headers_mut());
         let (Some(proto), Some(client_upgrade)) = (upgrade, client_upgrade) else {
@@ -193,5 +213,238 @@ impl Outbound {
             parts,
             http_body_util::Empty::new().map_err(|e| match e {}).boxed(),
         ))
+    }
+
+    /// Sends `req` to the first endpoint that can be reached (a dead one
+    /// costs a connect, and the next is tried), each checked against the
+    /// workload's egress policy.
+    /// A retry passes its attempt as `skip`, so it starts at another
+    /// endpoint than the try that failed.
+    async fn send(
+        &self,
+        resolved: &Resolved,
+        req: Request<Body>,
+        skip: usize,
+    ) -> Result<Response<Body>, Error> {
+        let Resolved::Mesh { endpoints, .. } = resolved else {
+            return Err(RouteError::NoEndpoints("outside the mesh".into()).into());
+        };
+        let mut req = Some(req);
+        let mut last = None;
+        let n = endpoints.len();
+        for ep in endpoints.iter().cycle().skip(skip % n.max(1)).take(n) {
+            self.egress
+                .check(ep.dst, resolved.workload(ep), ep.identity.as_str())?;
+            match self.pool.get(ep.proxy, &ep.identity).await {
+                Ok(pooled) => {
+                    let Some(r) = req.take() else { break };
+                    return self.pool.send(ep.proxy, &ep.identity, pooled, r).await;
+                }
+                Err(Error::Connect(e)) if e.is_unreachable() => {
+                    // A dead endpoint: counted, and the next one is tried.
+                    metrics::counter!("mesh_tcp_connection_errors_total", "direction" => "outbound", "reason" => "endpoint_failover").increment(1);
+                    tracing::info!(endpoint = %ep.proxy, error = %e, "endpoint unreachable; trying the next");
+                    last = Some(Error::Connect(e));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| RouteError::NoEndpoints("-".into()).into()))
+    }
+
+    /// A routed request: the rule's request timeout (or a shorter
+    /// `grpc-timeout`) over every try, its per-try timeout, and retries
+    /// within the backend's budget.
+    async fn send_routed(
+        &self,
+        resolved: &Resolved,
+        parts: http::request::Parts,
+        body: Body,
+        route: &RouteTarget,
+        ex: &mut Exchange,
+    ) -> Result<Response<Body>, Error> {
+        let grpc = grpc_timeout(&parts.headers);
+        let overall = match (route.timeouts.request, grpc) {
+            (Some(r), Some(g)) if g < r => Some(("grpc-timeout", g)),
+            (Some(r), _) => Some(("timeouts.request", r)),
+            (None, Some(g)) => Some(("grpc-timeout", g)),
+            (None, None) => None,
+        };
+        let deadline = overall.map(|(_, d)| Instant::now() + d);
+        let tries = self.tries(resolved, parts, body, route, deadline, ex);
+        match overall {
+            None => tries.await,
+            Some((which, after)) => tokio::time::timeout(after, tries).await.map_err(|_| {
+                Error::from(HttpError::RouteTimeout {
+                    which,
+                    after,
+                    route: route.name.clone(),
+                })
+            })?,
+        }
+    }
+
+    async fn tries(
+        &self,
+        resolved: &Resolved,
+        parts: http::request::Parts,
+        body: Body,
+        route: &RouteTarget,
+        deadline: Option<Instant>,
+        ex: &mut Exchange,
+    ) -> Result<Response<Body>, Error> {
+        let policy = route
+            .retry
+            .as_ref()
+            .filter(|_| retry::idempotent(&parts.method) || route.method_named);
+        let budget = self.budget(route);
+        budget.deposit();
+        let mut replay = match policy {
+            Some(_) => Replay::prepare(body).await,
+            None => Replay::Once(body),
+        };
+        let attempts = match policy {
+            Some(p) if replay.replayable() => p.attempts,
+            _ => 0,
+        };
+        let mut attempt = 0;
+        loop {
+            let mut req =
+                Request::from_parts(copy_parts(&parts), replay.take().unwrap_or_else(empty));
+            if let Some(deadline) = deadline {
+                // The app downstream gets what is left, not the whole budget.
+                let left = deadline.saturating_duration_since(Instant::now());
+                if req.headers().contains_key(GRPC_TIMEOUT)
+                    && let Ok(v) = HeaderValue::from_str(&format!("{}m", left.as_millis().max(1)))
+                {
+                    req.headers_mut().insert(GRPC_TIMEOUT, v);
+                }
+            }
+            let tried = match route.timeouts.backend_request {
+                Some(t) => tokio::time::timeout(t, self.send(resolved, req, attempt as usize))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(HttpError::RouteTimeout {
+                            which: "timeouts.backendRequest",
+                            after: t,
+                            route: route.name.clone(),
+                        }
+                        .into())
+                    }),
+                None => self.send(resolved, req, attempt as usize).await,
+            };
+            let Some(p) = policy else { return tried };
+            let status = match &tried {
+                Ok(resp) => retry::effective_status(resp),
+                Err(e) => retryable_status(e),
+            };
+            if !p.codes.contains(&status) {
+                if attempt > 0 {
+                    metrics::counter!("mesh_retries_total", "result" => "succeeded").increment(1);
+                }
+                return tried;
+            }
+            if attempt >= attempts {
+                if attempt > 0 {
+                    metrics::counter!("mesh_retries_total", "result" => "exhausted").increment(1);
+                }
+                return tried;
+            }
+            if !budget.withdraw() {
+                metrics::counter!("mesh_retries_total", "result" => "budget_exhausted")
+                    .increment(1);
+                return tried;
+            }
+            drop(tried);
+            metrics::counter!("mesh_retries_total", "result" => "retried").increment(1);
+            tokio::time::sleep(retry::backoff(p.backoff, attempt)).await;
+            attempt += 1;
+            ex.retries = attempt;
+        }
+    }
+
+    /// The retry budget of a route's backend.
+    fn budget(&self, route: &RouteTarget) -> Arc<Budget> {
+        let key = route.backend.as_ref().map_or_else(String::new, |b| {
+            format!("{}/{}:{}", b.namespace, b.name, b.port)
+        });
+        let mut budgets = self.budgets.lock().unwrap_or_else(|p| p.into_inner());
+        budgets
+            .entry(key)
+            .or_insert_with(|| {
+                Arc::new(Budget::new(
+                    retry::DEFAULT_BUDGET_RATIO,
+                    retry::DEFAULT_BUDGET_MIN_PER_SECOND,
+                ))
+            })
+            .clone()
+    }
+}
+
+const GRPC_TIMEOUT: &str = "grpc-timeout";
+
+/// `grpc-timeout` (gRPC over HTTP/2: an integer of at most 8 digits and a
+/// unit, H M S m u n).
+fn grpc_timeout(headers: &http::HeaderMap) -> Option<Duration> {
+    let v = headers.get(GRPC_TIMEOUT)?.to_str().ok()?;
+    let (n, unit) = v.split_at(v.len().checked_sub(1)?);
+    if n.is_empty() || n.len() > 8 || !n.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = n.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// What a failed try counts as for a route's retry codes.
+fn retryable_status(e: &Error) -> u16 {
+    match e {
+        Error::Connect(_) | Error::Http(HttpError::Unavailable(_)) => 503,
+        Error::Route(RouteError::NoEndpoints(_)) => 503,
+        Error::Http(HttpError::RouteTimeout { .. }) | Error::Http(HttpError::Timeout(_)) => 504,
+        Error::Http(HttpError::Upstream(_)) => 502,
+        // Refusals (authorization, bad requests) are not retried.
+        _ => 0,
+    }
+}
+
+fn copy_parts(p: &http::request::Parts) -> http::request::Parts {
+    let (mut parts, ()) = Request::new(()).into_parts();
+    parts.method = p.method.clone();
+    parts.uri = p.uri.clone();
+    parts.version = p.version;
+    parts.headers = p.headers.clone();
+    parts
+}
+
+fn empty() -> Body {
+    http_body_util::Empty::new().map_err(|e| match e {}).boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts() {
+        let h = |v: &'static str| {
+            let mut m = http::HeaderMap::new();
+            m.insert(GRPC_TIMEOUT, HeaderValue::from_static(v));
+            grpc_timeout(&m)
+        };
+        assert_eq!(h("100m"), Some(Duration::from_millis(100)));
+        assert_eq!(h("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(h("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(h("5u"), Some(Duration::from_micros(5)));
+        for bad in ["", "m", "100", "123456789m", "10x", "-1m", "1.5S"] {
+            assert_eq!(h(bad), None, "{bad:?}");
+        }
     }
 }

@@ -23,6 +23,15 @@ pub struct MeshEndpoint {
     pub dst: SocketAddr,
 }
 
+/// The Service a connection was for (routes attach to it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceKey {
+    pub namespace: String,
+    pub name: String,
+    /// The Service port the client called.
+    pub port: u16,
+}
+
 /// A resolved destination.
 pub enum Resolved {
     /// Inside the mesh: endpoints in the order to try them.
@@ -30,6 +39,8 @@ pub enum Resolved {
         endpoints: Vec<MeshEndpoint>,
         target_port: u16,
         view: Arc<DiscoveryView>,
+        /// When the destination was a Service VIP.
+        service: Option<ServiceKey>,
     },
     /// Outside the mesh: plain TCP to the address.
     External(SocketAddr),
@@ -64,13 +75,53 @@ pub async fn static_route(route: &StaticRoute) -> Result<Resolved, Error> {
         }],
         target_port: route.target_port,
         view: Arc::new(DiscoveryView::default()),
+        service: None,
     })
+}
+
+/// The endpoints of a Service port, by name: a route's backend.
+pub fn service(
+    view: Arc<DiscoveryView>,
+    namespace: &str,
+    name: &str,
+    port: u16,
+) -> Result<Resolved, Error> {
+    // Services are keyed by VIP; a pod has few enough that a scan is cheap.
+    let vip = view
+        .services
+        .iter()
+        .find(|(vip, s)| vip.port() == port && s.name == name && s.namespace == namespace)
+        .map(|(vip, _)| *vip)
+        .ok_or_else(|| {
+            RouteError::NoBackend(format!(
+                "Service {namespace}/{name} port {port} is not known"
+            ))
+        })?;
+    transparent(view, vip)
+}
+
+/// The Service at `dst`, if it is a Service VIP (nothing is resolved).
+pub fn service_at(view: &DiscoveryView, dst: SocketAddr) -> Option<ServiceKey> {
+    match view.resolve(dst) {
+        Destination::Service(svc) => Some(ServiceKey {
+            namespace: svc.namespace.clone(),
+            name: svc.name.clone(),
+            port: dst.port(),
+        }),
+        _ => None,
+    }
 }
 
 /// A redirected connection to `dst`.
 pub fn transparent(view: Arc<DiscoveryView>, dst: SocketAddr) -> Result<Resolved, Error> {
+    let mut service = None;
     let (endpoints, target_port) = match view.resolve(dst) {
         Destination::Service(svc) => {
+            service = Some(ServiceKey {
+                namespace: svc.namespace.clone(),
+                name: svc.name.clone(),
+                port: dst.port(),
+            });
             if svc.endpoints.is_empty() {
                 return Err(
                     RouteError::NoEndpoints(format!("{}/{}", svc.namespace, svc.name)).into(),
@@ -102,6 +153,7 @@ pub fn transparent(view: Arc<DiscoveryView>, dst: SocketAddr) -> Result<Resolved
         endpoints,
         target_port,
         view,
+        service,
     })
 }
 
@@ -192,6 +244,27 @@ mod tests {
         assert_eq!(endpoints[0].identity, id("db"));
         let ext: SocketAddr = "203.0.113.7:443".parse().unwrap();
         assert!(matches!(transparent(v, ext).unwrap(), Resolved::External(a) if a == ext));
+    }
+
+    // A route's backend is found by Service name and port.
+    #[test]
+    fn backends_by_name() {
+        let v = view();
+        let r = service(v.clone(), "shop", "api", 80).unwrap();
+        let Resolved::Mesh {
+            target_port,
+            service: Some(key),
+            ..
+        } = r
+        else {
+            panic!("mesh")
+        };
+        assert_eq!(
+            (target_port, key.name.as_str(), key.port),
+            (8080, "api", 80)
+        );
+        let e = service(v, "shop", "api", 81).err().unwrap();
+        assert_eq!(e.reason(), "no_backend");
     }
 
     #[test]

@@ -2,21 +2,51 @@
 //! `curl` with what it received (method, path, headers); anything that is not
 //! HTTP is echoed back byte for byte.
 //!
-//! Usage: mesh-echo [LISTEN_ADDR] (default 127.0.0.1:8080); the name in
-//! replies comes from $ECHO_NAME.
+//! Usage: mesh-echo [LISTEN_ADDR] [--fail-every N] [--delay-ms MS]
+//! (default 127.0.0.1:8080); the name in replies comes from $ECHO_NAME.
+//! A flaky backend for the lab: `--fail-every 2` answers every second HTTP
+//! request with 503, `--delay-ms 500` stalls each answer.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
+use std::time::Duration;
+
+/// How this echo misbehaves, by flag.
+#[derive(Default)]
+struct Faults {
+    fail_every: u64,
+    delay: Duration,
+    served: AtomicU64,
+}
 
 /// Requests with larger heads are refused; this is a demo app, not a server.
 const MAX_HEAD: usize = 16 * 1024;
 const METHODS: [&str; 7] = ["GET ", "POST", "PUT ", "HEAD", "DELE", "PATC", "OPTI"];
 
 fn main() {
-    let addr = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:8080".into());
+    let mut args = std::env::args().skip(1);
+    let mut addr = "127.0.0.1:8080".to_string();
+    let mut faults = Faults::default();
+    while let Some(a) = args.next() {
+        let mut number = |flag: &str| -> u64 {
+            match args.next().and_then(|v| v.parse().ok()) {
+                Some(n) => n,
+                None => {
+                    eprintln!("mesh-echo: {flag} needs a number");
+                    std::process::exit(2);
+                }
+            }
+        };
+        match a.as_str() {
+            "--fail-every" => faults.fail_every = number("--fail-every"),
+            "--delay-ms" => faults.delay = Duration::from_millis(number("--delay-ms")),
+            other => addr = other.to_string(),
+        }
+    }
+    let faults = Arc::new(faults);
     let name = std::env::var("ECHO_NAME").unwrap_or_else(|_| "echo".into());
     let listener = match TcpListener::bind(&addr) {
         Ok(l) => l,
@@ -28,11 +58,12 @@ fn main() {
     eprintln!("mesh-echo: {name} listening on {addr}");
     for conn in listener.incoming().flatten() {
         let name = name.clone();
-        thread::spawn(move || serve(conn, &name));
+        let faults = faults.clone();
+        thread::spawn(move || serve(conn, &name, &faults));
     }
 }
 
-fn serve(conn: TcpStream, name: &str) {
+fn serve(conn: TcpStream, name: &str, faults: &Faults) {
     let peer = conn.peer_addr().map(|a| a.to_string()).unwrap_or_default();
     let mut reader = BufReader::new(match conn.try_clone() {
         Ok(c) => c,
@@ -108,8 +139,20 @@ fn serve(conn: TcpStream, name: &str) {
         }
         let request_line_http10 = request_line.ends_with("HTTP/1.0");
         let close = close || request_line_http10;
+        let n = faults.served.fetch_add(1, Ordering::Relaxed) + 1;
+        if !faults.delay.is_zero() {
+            thread::sleep(faults.delay);
+        }
+        let (status, text) = if faults.fail_every > 0 && n.is_multiple_of(faults.fail_every) {
+            (
+                "503 Service Unavailable",
+                format!("{name} failing request {n}\n"),
+            )
+        } else {
+            ("200 OK", text)
+        };
         let resp = format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n{}\r\n{text}",
+            "HTTP/1.1 {status}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n{}\r\n{text}",
             text.len(),
             if close { "connection: close\r\n" } else { "" }
         );
