@@ -4,10 +4,10 @@
 //! backend that stalls. Requests go to the Service VIP and are redirected
 //! to the client's outbound proxy, as in a cluster.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use mesh_tests::metric;
 use mesh_tests::netns::{APP_UID, Lab, LabSpec, Pod, available};
+use mesh_tests::{metric, wait_for};
 
 fn route(name: &str, spec: &str) -> String {
     format!(
@@ -119,6 +119,23 @@ fn a_weighted_split_lands_within_three_points() {
     let share = v1 as f64 / 2000.0 * 100.0;
     println!("90/10 split over 2000 requests: v1 {v1} ({share:.1}%), v2 {v2}");
     assert!((87.0..=93.0).contains(&share), "v1 share {share:.1}%");
+
+    // The canary is promoted in the config folder: within a second every
+    // request goes to v2.
+    let started = Instant::now();
+    lab.write_config(
+        "route.yaml",
+        &route("canary", "    - backendRefs:\n        - {name: api-v1, port: 80, weight: 0}\n        - {name: api-v2, port: 80, weight: 1}\n"),
+    );
+    let probe: Vec<String> = (0..20).map(|i| format!("http://{vip}/p{i}")).collect();
+    wait_for("all requests on v2", Duration::from_secs(1), || {
+        let mut argv: Vec<&str> = vec!["curl", "-s", "--max-time", "5"];
+        argv.extend(probe.iter().map(String::as_str));
+        let out = lab.exec_as("client", APP_UID, &argv);
+        let body = String::from_utf8_lossy(&out.stdout).to_string();
+        (body.matches("v2 received").count() == 20).then_some(())
+    });
+    println!("route change applied within {:?}", started.elapsed());
     lab.down();
 }
 
