@@ -435,13 +435,7 @@ pub fn run(mut args: CompareArgs) -> anyhow::Result<Results> {
         ));
         args.s6_connections = fd_cap;
     }
-    let bin_dir = match &args.bin_dir {
-        Some(d) => d.clone(),
-        None => std::env::current_exe()?
-            .parent()
-            .map(PathBuf::from)
-            .context("binary directory")?,
-    };
+    let bin_dir = bin_dir_or_default(args.bin_dir.clone())?;
     for b in ["mesh-proxy", "mesh-control-plane"] {
         anyhow::ensure!(
             bin_dir.join(b).is_file(),
@@ -662,6 +656,17 @@ pub fn run(mut args: CompareArgs) -> anyhow::Result<Results> {
     Ok(results)
 }
 
+/// `--bin-dir`, or the folder of this binary (where cargo puts the others).
+pub fn bin_dir_or_default(bin_dir: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    match bin_dir {
+        Some(d) => Ok(d),
+        None => std::env::current_exe()?
+            .parent()
+            .map(PathBuf::from)
+            .context("binary directory"),
+    }
+}
+
 /// `mesh-bench pair`: starts one pair with its upstream (and control plane)
 /// pinned as in `compare`, prints where it listens and its PIDs, and keeps
 /// it up for `hold` (for profiling with perf or callgrind), then stops it.
@@ -671,13 +676,7 @@ pub fn serve_pair(
     proxy_cpu: usize,
     hold: Duration,
 ) -> anyhow::Result<()> {
-    let bin_dir = match bin_dir {
-        Some(d) => d,
-        None => std::env::current_exe()?
-            .parent()
-            .map(PathBuf::from)
-            .context("binary directory")?,
-    };
+    let bin_dir = bin_dir_or_default(bin_dir)?;
     let work = tempfile::Builder::new().prefix("mesh-bench-").tempdir()?;
     let upstream = start_upstream(work.path(), proxy_cpu)?;
     let control_plane = ControlPlane::start(&bin_dir, work.path(), Some(proxy_cpu))?;

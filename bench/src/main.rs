@@ -196,13 +196,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             bin_dir,
             proxy_cpu,
         } => {
-            let bin_dir = match bin_dir {
-                Some(d) => d,
-                None => std::env::current_exe()?
-                    .parent()
-                    .map(PathBuf::from)
-                    .context("binary directory")?,
-            };
+            let bin_dir = compare::bin_dir_or_default(bin_dir)?;
             let m = mesh_bench::pool_memory::run(bin_dir, connections, proxy_cpu)?;
             println!("{}", serde_json::to_string_pretty(&m)?);
             println!("{}", m.markdown());

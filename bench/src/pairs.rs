@@ -356,6 +356,14 @@ pub fn start_proxy(
     Ok((child, admin))
 }
 
+/// Waits until a proxy started by [`start_proxy`] answers `/ready`.
+pub fn wait_ready(proxy: &mut Child, admin: SocketAddr) -> anyhow::Result<()> {
+    procs::wait_for("mesh-proxy /ready", READY_DEADLINE, || {
+        proxy.check_alive()?;
+        Ok((procs::http_status(admin, "/ready") == Some(200)).then_some(()))
+    })
+}
+
 /// Both proxies of a Palisade pair. The servers of `palisade-l7` and
 /// `palisade-quiet` are selected by the L7 policy (same identities and
 /// labels); `palisade-quiet` logs at `warn` (the default is `info`).
@@ -438,12 +446,8 @@ fn start_palisade(kind: Kind, setup: &Setup) -> anyhow::Result<Pair> {
             ),
         ],
     )?;
-    for (c, admin) in [(&mut server, server_admin), (&mut client, client_admin)] {
-        procs::wait_for("mesh-proxy /ready", READY_DEADLINE, || {
-            c.check_alive()?;
-            Ok((procs::http_status(admin, "/ready") == Some(200)).then_some(()))
-        })?;
-    }
+    wait_ready(&mut server, server_admin)?;
+    wait_ready(&mut client, client_admin)?;
     Ok(Pair {
         kind,
         http: loopback(p.a_http),

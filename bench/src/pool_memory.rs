@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::certs;
 use crate::compare::start_upstream;
-use crate::pairs::{self, ControlPlane, ProxySpec, READY_DEADLINE, Setup};
+use crate::pairs::{self, ControlPlane, ProxySpec, Setup};
 use crate::procs::{self, free_port, loopback};
 
 #[derive(Debug, Serialize)]
@@ -129,12 +129,8 @@ pub fn run(bin_dir: PathBuf, connections: usize, cpu: usize) -> anyhow::Result<P
             env: &[],
         },
     )?;
-    for (c, admin) in [(&mut server, server_admin), (&mut client, client_admin)] {
-        procs::wait_for("mesh-proxy /ready", READY_DEADLINE, || {
-            c.check_alive()?;
-            Ok((procs::http_status(admin, "/ready") == Some(200)).then_some(()))
-        })?;
-    }
+    pairs::wait_ready(&mut server, server_admin)?;
+    pairs::wait_ready(&mut client, client_admin)?;
     let get = |port: u16| -> anyhow::Result<()> {
         let status = procs::http_status(loopback(port), "/");
         anyhow::ensure!(status == Some(200), "GET through route {port}: {status:?}");

@@ -50,13 +50,9 @@ pub async fn serve_tls(host: &str) -> TlsApp {
         while let Ok((tcp, _)) = listener.accept().await {
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let svc = hyper::service::service_fn(handle);
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection_with_upgrades(TokioIo::new(tls), svc)
-                    .await;
+                if let Ok(tls) = acceptor.accept(tcp).await {
+                    serve_connection(tls).await;
+                }
             });
         }
     });
@@ -75,15 +71,21 @@ pub async fn serve() -> SocketAddr {
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(handle);
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection_with_upgrades(TokioIo::new(tcp), svc)
-                    .await;
-            });
+            tokio::spawn(serve_connection(tcp));
         }
     });
     addr
+}
+
+/// HTTP/1.1 or HTTP/2 (prior knowledge or ALPN), upgrades allowed.
+async fn serve_connection<I>(io: I)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = hyper::service::service_fn(handle);
+    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+        .serve_connection_with_upgrades(TokioIo::new(io), svc)
+        .await;
 }
 
 fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
