@@ -551,8 +551,9 @@ pub(crate) fn compile(
 #[derive(Debug, Default)]
 pub(crate) struct RouteTable {
     pub(crate) routes: Vec<Route>,
-    /// (Service namespace, Service name) → matches in precedence order.
-    pub(crate) by_parent: BTreeMap<(String, String), Vec<Entry>>,
+    /// Service namespace → Service name → matches in precedence order
+    /// (nested, so a lookup borrows the names instead of copying them).
+    pub(crate) by_parent: BTreeMap<String, BTreeMap<String, Vec<Entry>>>,
 }
 
 /// One match of one rule of one route, under one parent.
@@ -574,10 +575,14 @@ impl RouteTable {
             (&a.common.object.namespace, &a.common.object.name)
                 .cmp(&(&b.common.object.namespace, &b.common.object.name))
         });
-        let mut by_parent: BTreeMap<(String, String), Vec<Entry>> = BTreeMap::new();
+        let mut by_parent: BTreeMap<String, BTreeMap<String, Vec<Entry>>> = BTreeMap::new();
         for (ri, route) in self.routes.iter().enumerate() {
             for (ns, name, port) in &route.parents {
-                let list = by_parent.entry((ns.clone(), name.clone())).or_default();
+                let list = by_parent
+                    .entry(ns.clone())
+                    .or_default()
+                    .entry(name.clone())
+                    .or_default();
                 for (rule, r) in route.rules.iter().enumerate() {
                     for matched in 0..r.matches.len() {
                         list.push(Entry {
@@ -591,7 +596,7 @@ impl RouteTable {
             }
         }
         let routes = &self.routes;
-        for list in by_parent.values_mut() {
+        for list in by_parent.values_mut().flat_map(|m| m.values_mut()) {
             list.sort_by(|a, b| {
                 let ma = &routes[a.route].rules[a.rule].matches[a.matched];
                 let mb = &routes[b.route].rules[b.rule].matches[b.matched];

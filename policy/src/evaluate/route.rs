@@ -53,16 +53,17 @@ impl Evaluator {
         self.tables
             .routes
             .by_parent
-            .contains_key(&(service_namespace.to_owned(), service_name.to_owned()))
+            .get(service_namespace)
+            .is_some_and(|m| m.contains_key(service_name))
     }
 
     /// The route rule for `request`, if a route in force matches it.
     pub fn route<'e>(&'e self, request: &RouteRequest<'_>) -> Option<RouteDecision<'e>> {
         let table = &self.tables.routes;
-        let entries = table.by_parent.get(&(
-            request.service_namespace.to_owned(),
-            request.service_name.to_owned(),
-        ))?;
+        let entries = table
+            .by_parent
+            .get(request.service_namespace)?
+            .get(request.service_name)?;
         let active = |e: &&Entry| {
             let route = &table.routes[e.route];
             route.common.active(request.now, false) && e.port.is_none_or(|p| p == request.port)

@@ -33,7 +33,7 @@ pub struct Budget {
     min_per_second: u32,
     epoch: Instant,
     /// Per second of the window: (second, requests, retries).
-    slots: Mutex<[(u64, u32, u32); BUDGET_WINDOW_SECS as usize]>,
+    slots: Mutex<Slots>,
 }
 
 impl Budget {
@@ -52,7 +52,10 @@ impl Budget {
 
     /// Counts a request (every first try).
     pub fn deposit(&self) {
-        self.at(self.second(), |slot| slot.1 = slot.1.saturating_add(1));
+        let now = self.second();
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = current(&mut slots, now);
+        slot.1 = slot.1.saturating_add(1);
     }
 
     /// Takes one retry from the budget, if it has one.
@@ -71,22 +74,21 @@ impl Budget {
         if (retries as f64) >= allowed {
             return false;
         }
-        let slot = &mut slots[(now % BUDGET_WINDOW_SECS) as usize];
-        if slot.0 != now {
-            *slot = (now, 0, 0);
-        }
+        let slot = current(&mut slots, now);
         slot.2 = slot.2.saturating_add(1);
         true
     }
+}
 
-    fn at(&self, now: u64, f: impl FnOnce(&mut (u64, u32, u32))) {
-        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-        let slot = &mut slots[(now % BUDGET_WINDOW_SECS) as usize];
-        if slot.0 != now {
-            *slot = (now, 0, 0);
-        }
-        f(slot);
+type Slots = [(u64, u32, u32); BUDGET_WINDOW_SECS as usize];
+
+/// The slot of second `now`, emptied when it last counted an older second.
+fn current(slots: &mut Slots, now: u64) -> &mut (u64, u32, u32) {
+    let slot = &mut slots[(now % BUDGET_WINDOW_SECS) as usize];
+    if slot.0 != now {
+        *slot = (now, 0, 0);
     }
+    slot
 }
 
 /// Exponential backoff from `base` with full jitter: a random wait in

@@ -29,18 +29,15 @@ pub struct RouteTarget {
     pub method_named: bool,
 }
 
-/// The route for a request to `service`, if one applies.
+/// The route for a request to `service` (one that has routes), if one
+/// applies.
 pub fn select<B>(
-    policy: Option<&PolicyView>,
+    policy: &PolicyView,
     client_namespace: &str,
     service: &ServiceKey,
     req: &http::Request<B>,
 ) -> Result<Option<RouteTarget>, Error> {
-    let Some(view) = policy else { return Ok(None) };
-    let evaluator = &view.evaluator;
-    if !evaluator.has_routes(&service.namespace, &service.name) {
-        return Ok(None);
-    }
+    let evaluator = &policy.evaluator;
     let path = mesh_policy::normalize_path(req.uri().path())
         .map_err(|e| HttpError::BadRequest(e.to_string()))?;
     let Some(d) = evaluator.route(&RouteRequest {

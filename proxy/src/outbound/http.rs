@@ -94,16 +94,20 @@ impl Outbound {
         // A request to a Service may take one of its routes (never an
         // upgrade: a tunnel is not retried or split).
         let view = self.discovery.borrow().clone();
+        let policy = self.egress.policy.borrow().clone();
+        let policy = policy.as_deref();
         let service = match dest {
-            Dest::Transparent(dst) if upgrade.is_none() => resolve::service_at(&view, *dst),
+            // Only a Service that has routes is looked at further.
+            Dest::Transparent(dst) if upgrade.is_none() => {
+                resolve::service_at(&view, *dst, |ns, name| {
+                    policy.is_some_and(|p| p.evaluator.has_routes(ns, name))
+                })
+            }
             _ => None,
         };
-        let route = match &service {
-            Some(svc) => {
-                let policy = self.egress.policy.borrow().clone();
-                route::select(policy.as_deref(), &self.egress.local.namespace, svc, &req)?
-            }
-            None => None,
+        let route = match (&service, policy) {
+            (Some(svc), Some(p)) => route::select(p, &self.egress.local.namespace, svc, &req)?,
+            _ => None,
         };
         let resolved = match (&route, dest) {
             (Some(r), _) => {

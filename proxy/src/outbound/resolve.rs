@@ -100,10 +100,15 @@ pub fn service(
     transparent(view, vip)
 }
 
-/// The Service at `dst`, if it is a Service VIP (nothing is resolved).
-pub fn service_at(view: &DiscoveryView, dst: SocketAddr) -> Option<ServiceKey> {
+/// The Service at `dst`, if it is a Service VIP that `wanted` (namespace,
+/// name) asks for; nothing is resolved or copied otherwise.
+pub fn service_at(
+    view: &DiscoveryView,
+    dst: SocketAddr,
+    wanted: impl Fn(&str, &str) -> bool,
+) -> Option<ServiceKey> {
     match view.resolve(dst) {
-        Destination::Service(svc) => Some(ServiceKey {
+        Destination::Service(svc) if wanted(&svc.namespace, &svc.name) => Some(ServiceKey {
             namespace: svc.namespace.clone(),
             name: svc.name.clone(),
             port: dst.port(),
@@ -244,6 +249,17 @@ mod tests {
         assert_eq!(endpoints[0].identity, id("db"));
         let ext: SocketAddr = "203.0.113.7:443".parse().unwrap();
         assert!(matches!(transparent(v, ext).unwrap(), Resolved::External(a) if a == ext));
+    }
+
+    // Only a Service the caller wants (one with routes) is named.
+    #[test]
+    fn services_at_a_vip_when_wanted() {
+        let v = view();
+        let vip: SocketAddr = "10.96.0.10:80".parse().unwrap();
+        let key = service_at(&v, vip, |ns, name| (ns, name) == ("shop", "api")).unwrap();
+        assert_eq!((key.name.as_str(), key.port), ("api", 80));
+        assert!(service_at(&v, vip, |_, _| false).is_none());
+        assert!(service_at(&v, "10.0.0.3:5432".parse().unwrap(), |_, _| true).is_none());
     }
 
     // A route's backend is found by Service name and port.
