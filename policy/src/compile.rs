@@ -11,6 +11,7 @@ pub(crate) mod http_route;
 pub(crate) mod matcher;
 pub(crate) mod network_policy;
 pub(crate) mod peer_authentication;
+pub(crate) mod rate_limit;
 pub(crate) mod selector;
 
 use std::collections::BTreeMap;
@@ -115,6 +116,7 @@ enum Compiled {
     NetPol(NetPol),
     Namespace(String, Labels),
     Route(http_route::Route),
+    RateLimit(rate_limit::RateLimit),
 }
 
 fn compile_object(
@@ -140,6 +142,9 @@ fn compile_object(
             network_policy::compile(p, common, &site, errors).map(Compiled::NetPol)
         }
         Object::HttpRoute(r) => http_route::compile(r, common, &site, errors).map(Compiled::Route),
+        Object::RateLimitPolicy(p) => {
+            rate_limit::compile(p, common, &site, trust_domain, errors).map(Compiled::RateLimit)
+        }
         Object::Namespace(n) => Some(Compiled::Namespace(
             n.metadata.name.clone(),
             n.metadata.labels.clone(),
@@ -165,6 +170,7 @@ pub(crate) struct Tables {
     pub(crate) netpol: Vec<NetPol>,
     pub(crate) namespaces: BTreeMap<String, Labels>,
     pub(crate) routes: http_route::RouteTable,
+    pub(crate) rate_limits: Vec<rate_limit::RateLimit>,
 }
 
 pub(crate) fn compile_snapshot(
@@ -183,6 +189,7 @@ pub(crate) fn compile_snapshot(
                 tables.namespaces.insert(name, labels);
             }
             Some(Compiled::Route(r)) => tables.routes.routes.push(r),
+            Some(Compiled::RateLimit(l)) => tables.rate_limits.push(l),
             None => {}
         }
     }
@@ -194,6 +201,7 @@ pub(crate) fn compile_snapshot(
     tables.authz.sort_by_key(|a| key(&a.common));
     tables.peer_auth.sort_by_key(|p| key(&p.common));
     tables.netpol.sort_by_key(|n| key(&n.common));
+    tables.rate_limits.sort_by_key(|l| key(&l.common));
     tables.routes.index();
     Ok(tables)
 }

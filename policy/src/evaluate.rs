@@ -14,6 +14,7 @@ mod authorization;
 mod decision;
 mod network_policy;
 mod peer_authentication;
+mod rate_limit;
 mod request;
 mod route;
 
@@ -26,6 +27,7 @@ use crate::load::SNAPSHOT_ORIGIN;
 use crate::resource::{Action, Labels, MtlsMode, Snapshot};
 
 pub use decision::{DecidedBy, Decision, DryRunDeny, Stage, Verdict};
+pub use rate_limit::{RateLimitMatch, RateLimitRequest};
 pub use request::{Headers, Http, Peer, Request, Workload};
 pub use route::{RouteDecision, RouteRequest};
 
@@ -95,7 +97,8 @@ impl Evaluator {
         let any_http = tables
             .authz
             .iter()
-            .any(|a| a.rules.iter().any(|r| r.http_only));
+            .any(|a| a.rules.iter().any(|r| r.http_only))
+            || !tables.rate_limits.is_empty();
         Ok(Evaluator {
             trust_domain: trust_domain.into(),
             tables,

@@ -28,10 +28,12 @@ pub use compile::http_route::{
     Backend, DEFAULT_RETRY_BACKOFF, DEFAULT_RETRY_CODES, HeaderEdits, MAX_RETRY_ATTEMPTS, Retry,
     Timeouts,
 };
+pub use compile::rate_limit::{MAX_REQUESTS_PER_SECOND, Quota};
 pub use error::Error;
 pub use evaluate::{
     DEFAULT_MTLS_MODE, DEFAULT_TRUST_DOMAIN, DecidedBy, Decision, DryRunDeny, Evaluator, Headers,
-    Http, Peer, Request, RouteDecision, RouteRequest, Stage, Verdict, Workload,
+    Http, Peer, RateLimitMatch, RateLimitRequest, Request, RouteDecision, RouteRequest, Stage,
+    Verdict, Workload,
 };
 pub use load::{Loaded, MAX_FILE_BYTES, SNAPSHOT_ORIGIN, load_dir, parse_yaml};
 pub use path::normalize_path;

@@ -15,7 +15,8 @@ use crate::compile::check_object;
 use crate::resource::Service;
 use crate::resource::{
     AuthorizationPolicy, CORE_API_VERSION, GATEWAY_API_VERSION, HttpRoute, NETWORKING_API_VERSION,
-    Namespace, NetworkPolicy, Object, PeerAuthentication, SECURITY_API_VERSIONS, Snapshot,
+    Namespace, NetworkPolicy, Object, POLICY_API_VERSION, PeerAuthentication, RateLimitPolicy,
+    SECURITY_API_VERSIONS, Snapshot,
 };
 use crate::validate::{check_duplicates, check_name, duplicates};
 use serde::Deserialize;
@@ -27,10 +28,6 @@ pub const SNAPSHOT_ORIGIN: &str = "<snapshot>";
 /// the config directory is a mistake (or an attack on the control plane's
 /// memory), and refusing it keeps the last good policy in force.
 pub const MAX_FILE_BYTES: u64 = 8 * 1024 * 1024;
-
-/// Kinds the mesh will model later: parsed past with a warning, so a folder
-/// can already hold them, while their apiVersion is still checked.
-const LATER_KINDS: [(&str, &[&str]); 1] = [("RateLimitPolicy", &["policy.palisade.dev/v1alpha1"])];
 
 /// A successful load: the objects, and notes about what was skipped.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -291,15 +288,13 @@ pub(crate) fn parse_value(
         "NetworkPolicy" => &[NETWORKING_API_VERSION],
         "Namespace" => &[CORE_API_VERSION],
         "HTTPRoute" => &[GATEWAY_API_VERSION],
-        other => match LATER_KINDS.iter().find(|(k, _)| *k == other) {
-            Some((_, versions)) => versions,
-            None => {
-                warnings.push(format!(
-                    "{file}: {object}: kind {other} ({api_version}) is not policy; ignored"
-                ));
-                return Ok(Vec::new());
-            }
-        },
+        "RateLimitPolicy" => &[POLICY_API_VERSION],
+        other => {
+            warnings.push(format!(
+                "{file}: {object}: kind {other} ({api_version}) is not policy; ignored"
+            ));
+            return Ok(Vec::new());
+        }
     };
     if !accepted.contains(&api_version.as_str()) {
         return Err(object_error(format!(
@@ -320,13 +315,6 @@ pub(crate) fn parse_value(
     {
         return Err(object_error(format!("metadata.namespace: {message}")));
     }
-    if LATER_KINDS.iter().any(|(k, _)| *k == kind) {
-        warnings.push(format!(
-            "{file}: {object}: {kind} is not modeled by mesh-policy yet; ignored"
-        ));
-        return Ok(Vec::new());
-    }
-
     // `kind` selected the type; `status` is written by controllers, not users.
     map.remove("kind");
     map.remove("status");
@@ -349,6 +337,9 @@ pub(crate) fn parse_value(
         }
         "NetworkPolicy" => typed(deserialize::<NetworkPolicy>(value).map(Object::NetworkPolicy))?,
         "HTTPRoute" => typed(deserialize::<HttpRoute>(value).map(Object::HttpRoute))?,
+        "RateLimitPolicy" => {
+            typed(deserialize::<RateLimitPolicy>(value).map(Object::RateLimitPolicy))?
+        }
         _ => typed(deserialize::<Namespace>(value).map(Object::Namespace))?,
     };
     let errors = check_object(file, &parsed);
@@ -379,8 +370,8 @@ impl<'de> Deserialize<'de> for Object {
                 .pop()
                 .ok_or_else(|| serde::de::Error::custom("empty object")),
             Ok(_) => Err(serde::de::Error::custom(
-                "a snapshot entry must be exactly one AuthorizationPolicy, PeerAuthentication, \
-                 NetworkPolicy or Namespace",
+                "a snapshot entry must be exactly one policy object (AuthorizationPolicy, \
+                 PeerAuthentication, NetworkPolicy, Namespace, HTTPRoute or RateLimitPolicy)",
             )),
             Err(errors) => Err(serde::de::Error::custom(
                 Error::from_list(errors).map_or_else(String::new, |e| e.to_string()),

@@ -15,6 +15,7 @@ pub mod http_route;
 mod namespace;
 mod network_policy;
 mod peer_authentication;
+pub mod rate_limit;
 mod scalar;
 mod service;
 
@@ -34,6 +35,7 @@ pub use network_policy::{
     NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec, PolicyType,
 };
 pub use peer_authentication::{Mtls, MtlsMode, PeerAuthentication, PeerAuthenticationSpec};
+pub use rate_limit::RateLimitPolicy;
 pub use scalar::Scalar;
 pub use service::{Service, ServicePort, ServiceSpec};
 
@@ -79,6 +81,9 @@ pub const CORE_API_VERSION: &str = "v1";
 /// The Gateway API's group and version (HTTPRoute).
 pub const GATEWAY_API_VERSION: &str = "gateway.networking.k8s.io/v1";
 
+/// apiVersion of Palisade's own policy kinds (RateLimitPolicy).
+pub const POLICY_API_VERSION: &str = "policy.palisade.dev/v1alpha1";
+
 /// `metadata` of any object. Fields the mesh does not use (uid,
 /// resourceVersion, managedFields...) are accepted and dropped, so objects
 /// exported from a cluster load as they are.
@@ -122,6 +127,7 @@ pub enum Kind {
     Namespace,
     #[serde(rename = "HTTPRoute")]
     HttpRoute,
+    RateLimitPolicy,
 }
 
 impl Kind {
@@ -132,6 +138,7 @@ impl Kind {
             Kind::NetworkPolicy => "NetworkPolicy",
             Kind::Namespace => "Namespace",
             Kind::HttpRoute => "HTTPRoute",
+            Kind::RateLimitPolicy => "RateLimitPolicy",
         }
     }
 }
@@ -172,6 +179,7 @@ pub enum Object {
     Namespace(Namespace),
     #[serde(rename = "HTTPRoute")]
     HttpRoute(HttpRoute),
+    RateLimitPolicy(RateLimitPolicy),
 }
 
 impl Object {
@@ -182,6 +190,7 @@ impl Object {
             Object::NetworkPolicy(_) => Kind::NetworkPolicy,
             Object::Namespace(_) => Kind::Namespace,
             Object::HttpRoute(_) => Kind::HttpRoute,
+            Object::RateLimitPolicy(_) => Kind::RateLimitPolicy,
         }
     }
 
@@ -192,6 +201,7 @@ impl Object {
             Object::NetworkPolicy(o) => &o.metadata,
             Object::Namespace(o) => &o.metadata,
             Object::HttpRoute(o) => &o.metadata,
+            Object::RateLimitPolicy(o) => &o.metadata,
         }
     }
 

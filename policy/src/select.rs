@@ -45,6 +45,11 @@ impl Snapshot {
                         && Selector::compile(&p.spec.pod_selector).map_or(true, |s| s.matches(labels))
                 }
                 Object::Namespace(_) => true,
+                // Rate limits are enforced at the limited workload's inbound.
+                Object::RateLimitPolicy(p) => {
+                    in_scope(p.metadata.namespace_or_default())
+                        && selects(p.spec.selector.as_ref(), labels)
+                }
                 // A client proxy applies routes: producer routes (in their
                 // Service's namespace) to every client, consumer routes to
                 // clients of their own namespace.

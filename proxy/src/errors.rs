@@ -72,6 +72,13 @@ pub enum AuthzError {
     Denied(String),
     #[error("no policy yet")]
     NoPolicy,
+    /// A local rate limit: `RateLimitPolicy <namespace>/<name>` and when
+    /// the client may try again.
+    #[error("rate limited by {policy}")]
+    RateLimited {
+        policy: String,
+        retry_after: std::time::Duration,
+    },
 }
 
 /// An HTTP request refused or failed at the proxy.

@@ -4,6 +4,7 @@
 //! client to the local app (`client`), header rules (`headers`) and
 //! per-request telemetry (`telemetry`, `body`).
 
+pub mod balance;
 pub mod body;
 pub mod client;
 pub mod flood;
@@ -11,6 +12,7 @@ pub mod framing;
 pub mod guard;
 pub mod headers;
 pub mod pool;
+pub mod ratelimit;
 pub mod retry;
 pub mod route;
 pub mod server;

@@ -168,6 +168,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             access: access.clone(),
             max_uri_bytes: args.max_uri_bytes,
             idle_timeout: args.idle_timeout,
+            limits: http::ratelimit::Limiters::default(),
         }),
         authz,
     });
@@ -190,6 +191,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         access,
         opaque_ports: args.opaque_ports.iter().copied().collect(),
         budgets: Default::default(),
+        balancer: Default::default(),
     });
     tokio::spawn(
         outbound

@@ -45,6 +45,8 @@ pub struct Outbound {
     /// Retry budgets by backend Service (`ns/name:port`), for routed requests.
     pub budgets:
         std::sync::Mutex<std::collections::HashMap<String, Arc<crate::http::retry::Budget>>>,
+    /// Latency and health of the endpoints requests go to.
+    pub balancer: crate::http::balance::Balancer,
 }
 
 impl Outbound {

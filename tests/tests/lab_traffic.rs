@@ -45,10 +45,11 @@ fn retried(lab: &Lab) -> f64 {
     )
 }
 
-/// Half the requests fail: of the Service's two endpoints one answers
+/// Half the requests would fail: of the Service's two endpoints one answers
 /// every request with 503. At 20 requests/s the budget's floor (10 retries
 /// per second) covers a retry of every failed try, and the retry starts at
-/// the other endpoint.
+/// the other endpoint; the balancer ejects the failing one after 5 failures
+/// in a row and probes it now and then.
 #[test]
 fn retries_hide_a_failing_endpoint_but_not_for_a_post() {
     if !available("retries_hide_a_failing_endpoint_but_not_for_a_post") {
@@ -66,6 +67,26 @@ fn retries_hide_a_failing_endpoint_but_not_for_a_post() {
         .up();
     let vip = lab.vip(30);
     let urls: Vec<String> = (0..200).map(|i| format!("http://{vip}/get/{i}")).collect();
+    let served_503 = || {
+        metric(
+            &lab.metrics("api-bad"),
+            "mesh_requests_total",
+            &[("direction", "inbound"), ("code", "503")],
+        )
+    };
+
+    // A POST is not idempotent and the rule does not name it: never
+    // retried. Every failure reaches the client, until the balancer ejects
+    // the failing endpoint after 5 in a row.
+    let codes = statuses(&lab, "client", &["-X", "POST", "-d", "x"], &urls[..40]);
+    let failed = codes.iter().filter(|c| **c == 503).count();
+    assert!(failed >= 5, "POSTs were retried: {codes:?}");
+    assert_eq!(failed as f64, served_503(), "{codes:?}");
+    assert_eq!(retried(&lab), 0.0);
+
+    // GETs: each 503 the failing endpoint serves (its probes, as it stays
+    // ejected for longer each time) is retried at the other endpoint.
+    let before = served_503();
     let codes = statuses(&lab, "client", &["--rate", "20/s"], &urls);
     assert_eq!(codes.len(), 200, "{codes:?}");
     let ok = codes.iter().filter(|c| **c == 200).count();
@@ -74,19 +95,16 @@ fn retries_hide_a_failing_endpoint_but_not_for_a_post() {
         .lines()
         .filter(|l| l.starts_with("mesh_retries_total"))
         .collect();
-    println!("retries at 20 req/s, one of two endpoints failing: {ok}/200 succeeded; {retries:?}");
+    let failures = served_503() - before;
+    println!(
+        "retries at 20 req/s, one of two endpoints failing: {ok}/200 succeeded; {failures} failed tries; {retries:?}"
+    );
     assert!(
         ok >= 198,
         "{ok} of 200 succeeded with retries ({retries:?}): {codes:?}"
     );
-    assert!(retried(&lab) >= 50.0, "retries counted: {}", retried(&lab));
-
-    // A POST is not idempotent and the rule does not name it: never retried.
-    let before = retried(&lab);
-    let codes = statuses(&lab, "client", &["-X", "POST", "-d", "x"], &urls[..40]);
-    let failed = codes.iter().filter(|c| **c == 503).count();
-    assert!(failed >= 10, "POSTs were retried: {codes:?}");
-    assert_eq!(retried(&lab), before);
+    assert!(failures >= 1.0, "the failing endpoint was never probed");
+    assert_eq!(retried(&lab), failures, "every failed try retried");
     lab.down();
 }
 
@@ -184,5 +202,247 @@ fn a_request_timeout_fires_on_time_and_names_itself() {
         took >= Duration::from_millis(450) && took <= Duration::from_millis(550),
         "{took:?}"
     );
+    lab.down();
+}
+
+fn rate_limit(spec: &str) -> String {
+    format!(
+        "apiVersion: policy.palisade.dev/v1alpha1\nkind: RateLimitPolicy\nmetadata: {{name: api-limit, namespace: shop}}\nspec:\n  selector: {{matchLabels: {{app: api}}}}\n{spec}"
+    )
+}
+
+/// `n` requests from `pod` to `url` at `rate` per second, one connection:
+/// how many were refused with 429 (every one must get an answer).
+fn refused_at(lab: &Lab, pod: &str, url: &str, n: usize, rate: u32) -> usize {
+    let urls: Vec<String> = (0..n).map(|i| format!("{url}/{i}")).collect();
+    let rate = format!("{rate}/s");
+    let codes = statuses(lab, pod, &["--rate", &rate], &urls);
+    assert_eq!(codes.len(), n, "{pod}: {codes:?}");
+    assert!(
+        codes.iter().all(|c| *c == 200 || *c == 429),
+        "{pod}: {codes:?}"
+    );
+    codes.iter().filter(|c| **c == 429).count()
+}
+
+/// Both clients at twice their own limit, at once: each loses its own
+/// share, whatever the other does.
+fn both_at_twice_the_rate(lab: &Lab, url: &str, n: usize) -> (usize, usize) {
+    std::thread::scope(|s| {
+        let a = s.spawn(|| refused_at(lab, "client-a", url, n, 20));
+        let b = s.spawn(|| refused_at(lab, "client-b", url, n, 20));
+        (a.join().expect("client-a"), b.join().expect("client-b"))
+    })
+}
+
+/// A per-client limit of 10 requests/s (burst 1): two clients each sending
+/// 20/s lose half their requests each, independently; an override added in
+/// the config folder lifts one client only, within a second, on the pooled
+/// connection already open.
+#[test]
+fn rate_limits_refuse_the_excess_per_identity_and_an_override_lifts_one() {
+    if !available("rate_limits_refuse_the_excess_per_identity_and_an_override_lifts_one") {
+        return;
+    }
+    let mut lab = LabSpec::new(44)
+        .pod(Pod::new("client-a", "shop", 10))
+        .pod(Pod::new("client-b", "shop", 11))
+        .pod(Pod::new("api", "shop", 20).echo(&[8080]))
+        .service("api", "shop", 30, "api", (80, 8080))
+        .file(
+            "limit.yaml",
+            &rate_limit("  perClient: {requestsPerSecond: 10, burst: 1}\n"),
+        )
+        .up();
+    let url = format!("http://{}/r", lab.vip(30));
+    // N requests at 2r/s take (N-1)/2r seconds; GCRA admits the burst and
+    // then one per 1/r: 1 + 10 × 4.95 of 100, so 49.5% are refused.
+    let n = 100;
+    let expected = 100.0 - (1.0 + 10.0 * (n as f64 - 1.0) / 20.0);
+    let (a, b) = both_at_twice_the_rate(&lab, &url, n);
+    println!(
+        "perClient 10/s, two clients at 20/s each: 429 for {a}% and {b}% (expected {expected:.1}%)"
+    );
+    for (who, got) in [("client-a", a), ("client-b", b)] {
+        assert!(
+            (got as f64 - expected).abs() <= 5.0,
+            "{who}: {got}% refused, expected {expected:.1}%"
+        );
+    }
+
+    // A refusal says who refused and when to come back.
+    let out = lab.exec_as(
+        "client-a",
+        APP_UID,
+        &[
+            "curl",
+            "-s",
+            "-i",
+            "--max-time",
+            "5",
+            &format!("{url}/x"),
+            &format!("{url}/y"),
+        ],
+    );
+    let text = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    assert!(text.contains("429 too many requests"), "{text}");
+    assert!(text.contains("retry-after: 1"), "{text}");
+    assert!(text.contains("ratelimitpolicy shop/api-limit"), "{text}");
+    assert!(
+        metric(
+            &lab.metrics("api"),
+            "mesh_ratelimited_total",
+            &[
+                ("policy", "RateLimitPolicy shop/api-limit"),
+                ("mode", "enforced")
+            ]
+        ) >= 80.0,
+        "{}",
+        lab.metrics("api")
+    );
+
+    // An override for client-b: applied within a second, b is no longer
+    // limited, a still is, and b's pooled connection to api stays open.
+    let connects = |pod: &str| {
+        metric(
+            &lab.metrics(pod),
+            "mesh_pool_connects_total",
+            &[("result", "success")],
+        )
+    };
+    let opened = connects("client-b");
+    let started = Instant::now();
+    lab.write_config(
+        "limit.yaml",
+        &rate_limit(
+            "  perClient: {requestsPerSecond: 10, burst: 1}\n  overrides:\n  - principals: [cluster.local/ns/shop/sa/client-b]\n    requestsPerSecond: 1000\n",
+        ),
+    );
+    let burst: Vec<String> = (0..20).map(|i| format!("{url}/b{i}")).collect();
+    wait_for("client-b no longer limited", Duration::from_secs(1), || {
+        let codes = statuses(&lab, "client-b", &[], &burst);
+        codes.iter().all(|c| *c == 200).then_some(())
+    });
+    println!("override applied within {:?}", started.elapsed());
+    let (a, b) = both_at_twice_the_rate(&lab, &url, n);
+    println!("with client-b's override: 429 for client-a {a}%, client-b {b}%");
+    assert!((a as f64 - expected).abs() <= 5.0, "client-a {a}% refused");
+    assert_eq!(b, 0, "client-b refused {b}%");
+    assert_eq!(
+        connects("client-b"),
+        opened,
+        "the pooled connection was replaced"
+    );
+    lab.down();
+}
+
+/// The bodies of `n` requests from `pod` to `url`, one connection, in turn.
+fn bodies(lab: &Lab, pod: &str, url: &str, n: usize) -> String {
+    let urls: Vec<String> = (0..n).map(|i| format!("{url}/{i}")).collect();
+    let mut argv: Vec<&str> = vec!["curl", "-s", "--max-time", "120"];
+    argv.extend(urls.iter().map(String::as_str));
+    String::from_utf8_lossy(&lab.exec_as(pod, APP_UID, &argv).stdout).into_owned()
+}
+
+/// Three endpoints, one of them ten times slower (100 ms against 10 ms):
+/// power of two choices over peak-EWMA latency sends it few requests.
+#[test]
+fn a_ten_times_slower_endpoint_gets_under_a_tenth_of_requests() {
+    if !available("a_ten_times_slower_endpoint_gets_under_a_tenth_of_requests") {
+        return;
+    }
+    let mut lab = LabSpec::new(45)
+        .pod(Pod::new("client", "shop", 10))
+        .pod(
+            Pod::new("api-1", "shop", 20)
+                .label("app", "api")
+                .echo_with(8080, "--delay-ms 10"),
+        )
+        .pod(
+            Pod::new("api-2", "shop", 21)
+                .label("app", "api")
+                .echo_with(8080, "--delay-ms 10"),
+        )
+        .pod(
+            Pod::new("api-slow", "shop", 22)
+                .label("app", "api")
+                .echo_with(8080, "--delay-ms 100"),
+        )
+        .service("api", "shop", 30, "api", (80, 8080))
+        .up();
+    let url = format!("http://{}/b", lab.vip(30));
+    let body = bodies(&lab, "client", &url, 300);
+    let count = |who: &str| body.matches(&format!("{who} received")).count();
+    let (a, b, slow) = (count("api-1"), count("api-2"), count("api-slow"));
+    println!("300 requests over 10 ms, 10 ms and 100 ms endpoints: {a}, {b}, {slow}");
+    assert_eq!(a + b + slow, 300, "{}", &body[..body.len().min(500)]);
+    assert!(slow < 30, "the slow endpoint got {slow} of 300");
+    lab.down();
+}
+
+/// An endpoint that fails every request is ejected after 5 failures in a
+/// row; clients then see its errors only on the probes that find it still
+/// failing (each ejecting it for longer); once it recovers a probe
+/// re-admits it and it takes traffic again.
+#[test]
+fn a_failing_endpoint_is_ejected_and_readmitted_after_it_recovers() {
+    if !available("a_failing_endpoint_is_ejected_and_readmitted_after_it_recovers") {
+        return;
+    }
+    let outage = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(
+        outage.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    let down = outage.path().join("down");
+    std::fs::write(&down, "").expect("outage file");
+    let flags = format!("--fail-while {}", down.display());
+    let mut lab = LabSpec::new(46)
+        .pod(Pod::new("client", "shop", 10))
+        .pod(
+            Pod::new("api-1", "shop", 20)
+                .label("app", "api")
+                .echo(&[8080]),
+        )
+        .pod(
+            Pod::new("api-2", "shop", 21)
+                .label("app", "api")
+                .echo(&[8080]),
+        )
+        .pod(
+            Pod::new("api-bad", "shop", 22)
+                .label("app", "api")
+                .echo_with(8080, &flags),
+        )
+        .service("api", "shop", 30, "api", (80, 8080))
+        .up();
+    let url = format!("http://{}/e", lab.vip(30));
+    let urls: Vec<String> = (0..200).map(|i| format!("{url}/{i}")).collect();
+    let codes = statuses(&lab, "client", &["--rate", "50/s"], &urls);
+    assert_eq!(codes.len(), 200, "{codes:?}");
+    let failed = codes.iter().filter(|c| **c == 503).count();
+    let ejections = metric(&lab.metrics("client"), "mesh_endpoint_ejections_total", &[]);
+    let last_half = codes[100..].iter().filter(|c| **c == 503).count();
+    println!(
+        "one of three endpoints failing, 200 requests at 50/s: {failed} failed ({last_half} in the last 100), {ejections} ejections"
+    );
+    assert!(ejections >= 1.0, "never ejected");
+    // 5 failures eject it; each later ejection follows one failed probe.
+    assert!(
+        failed as f64 <= 4.0 + ejections,
+        "{failed} failures for {ejections} ejections: {codes:?}"
+    );
+
+    // It recovers: within 30 s a probe finds it answering and it takes
+    // requests again.
+    std::fs::remove_file(&down).expect("end the outage");
+    let recovered = Instant::now();
+    wait_for("api-bad re-admitted", Duration::from_secs(30), || {
+        bodies(&lab, "client", &url, 20)
+            .contains("api-bad received")
+            .then_some(())
+    });
+    println!("re-admitted {:?} after it recovered", recovered.elapsed());
     lab.down();
 }

@@ -105,7 +105,7 @@ pub const KINDS: [Kind; 10] = [
         kind: "PeerAuthentication",
         path: "/apis/security.istio.io/v1/peerauthentications",
     },
-    // Read as a folder's are: checked, then noted as not modeled yet.
+    // Routes and rate limits, read as a folder's are.
     Kind {
         api_version: "gateway.networking.k8s.io/v1",
         kind: "HTTPRoute",

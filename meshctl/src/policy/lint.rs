@@ -12,6 +12,7 @@
 //! | `expired` | warning | `palisade.dev/expires-at` has passed: the object no longer applies |
 //! | `expires-soon` | info | it passes within `--soon` |
 //! | `dry-run` | warning | `palisade.dev/dry-run: "true"`: evaluated and reported, never enforced |
+//! | `per-client-above-total` | info | a RateLimitPolicy whose `perClient` (or an override) allows as much as its `total`: the total refuses first |
 //! | `permissive-mtls` | warning / info | PeerAuthentication PERMISSIVE or DISABLE (plaintext admitted); info when it has an expiry |
 //!
 //! Dry-run and expired objects never count as a default deny or an egress
@@ -180,6 +181,40 @@ impl Lint<'_> {
             Object::PeerAuthentication(p) => self.peer_authentication(object, p),
             Object::Namespace(_) => {}
             Object::HttpRoute(r) => self.http_route(object, r),
+            Object::RateLimitPolicy(p) => self.rate_limit(object, p),
+        }
+    }
+
+    /// A per-client limit at or above the total can never be what refuses
+    /// a request: the total is reached first.
+    fn rate_limit(&mut self, object: &Object, policy: &mesh_policy::resource::RateLimitPolicy) {
+        let Some(total) = &policy.spec.total else {
+            return;
+        };
+        let client = policy
+            .spec
+            .per_client
+            .iter()
+            .map(|l| ("perClient".to_owned(), l.requests_per_second));
+        let overrides = policy
+            .spec
+            .overrides
+            .iter()
+            .enumerate()
+            .map(|(i, o)| (format!("overrides[{i}]"), o.requests_per_second));
+        for (field, rps) in client.chain(overrides).collect::<Vec<_>>() {
+            if rps >= total.requests_per_second {
+                self.about(
+                    object,
+                    Severity::Info,
+                    "per-client-above-total",
+                    format!(
+                        "spec.{field} allows {rps}/s, not less than spec.total's {}/s: the total \
+                         limit is reached first",
+                        total.requests_per_second
+                    ),
+                );
+            }
         }
     }
 

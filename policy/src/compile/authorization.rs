@@ -271,7 +271,7 @@ fn build_index(rules: &[AuthzRule]) -> RuleIndex {
 
 /// Principals are written as `<trust domain>/ns/<ns>/sa/<sa>`; `cluster.local`
 /// stands for the mesh's own trust domain.
-fn principal_set(
+pub(crate) fn principal_set(
     values: &[String],
     path: &str,
     site: &Site<'_>,
@@ -301,7 +301,7 @@ fn principal_set(
     string_set(&rewritten, path, Case::Sensitive, site, errors)
 }
 
-fn string_set(
+pub(crate) fn string_set(
     values: &[String],
     path: &str,
     case: Case,

@@ -26,6 +26,7 @@ impl Error {
         match self {
             Error::Authz(AuthzError::Denied(_)) => StatusCode::FORBIDDEN,
             Error::Authz(AuthzError::NoPolicy) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Authz(AuthzError::RateLimited { .. }) => StatusCode::TOO_MANY_REQUESTS,
             Error::Http(HttpError::BadRequest(_)) => StatusCode::BAD_REQUEST,
             Error::Http(HttpError::UriTooLong(_)) => StatusCode::URI_TOO_LONG,
             Error::Http(HttpError::HeadersTooLarge(_)) => {
@@ -58,9 +59,9 @@ impl Error {
                 GrpcCode::PermissionDenied
             }
             Error::Http(HttpError::BadRequest(_)) => GrpcCode::InvalidArgument,
-            Error::Http(HttpError::UriTooLong(_)) | Error::Http(HttpError::HeadersTooLarge(_)) => {
-                GrpcCode::ResourceExhausted
-            }
+            Error::Http(HttpError::UriTooLong(_))
+            | Error::Http(HttpError::HeadersTooLarge(_))
+            | Error::Authz(AuthzError::RateLimited { .. }) => GrpcCode::ResourceExhausted,
             Error::Http(HttpError::Timeout(_)) | Error::Http(HttpError::RouteTimeout { .. }) => {
                 GrpcCode::DeadlineExceeded
             }
@@ -92,6 +93,7 @@ impl Error {
             Error::Route(RouteError::NoBackend(_)) => "no_backend",
             Error::Authz(AuthzError::Denied(_)) => "denied",
             Error::Authz(AuthzError::NoPolicy) => "no_policy",
+            Error::Authz(AuthzError::RateLimited { .. }) => "rate_limited",
             Error::Http(HttpError::BadRequest(_)) => "bad_request",
             Error::Http(HttpError::UriTooLong(_)) => "uri_too_long",
             Error::Http(HttpError::HeadersTooLarge(_)) => "headers_too_large",
@@ -111,10 +113,19 @@ impl Error {
     /// trailers-only response with `grpc-status` and `grpc-message` for gRPC.
     pub fn to_response(&self, grpc: bool) -> Response<Body> {
         let message = self.to_string();
-        if grpc {
-            return grpc_status(self.grpc_code(), &message);
+        let mut resp = if grpc {
+            grpc_status(self.grpc_code(), &message)
+        } else {
+            text(self.http_status(), format!("{message}\n"))
+        };
+        if let Error::Authz(AuthzError::RateLimited { retry_after, .. }) = self {
+            // RFC 9110 §10.2.3: whole seconds; a client waiting less would
+            // only be refused again.
+            let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
         }
-        text(self.http_status(), format!("{message}\n"))
+        resp
     }
 }
 
@@ -215,6 +226,27 @@ mod tests {
             assert_eq!(e.http_status().as_u16(), http, "{e}");
             assert_eq!(e.grpc_code(), grpc, "{e}");
         }
+    }
+
+    // A rate limit is 429 (gRPC RESOURCE_EXHAUSTED), names the policy and
+    // says when to come back, in whole seconds rounded up.
+    #[test]
+    fn rate_limits_name_the_policy_and_say_when_to_retry() {
+        let e = Error::from(AuthzError::RateLimited {
+            policy: "RateLimitPolicy shop/api".into(),
+            retry_after: std::time::Duration::from_millis(1200),
+        });
+        let r = e.to_response(false);
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "2");
+        let g = e.to_response(true);
+        assert_eq!(g.headers()["grpc-status"], "8");
+        assert_eq!(
+            g.headers()["grpc-message"],
+            "rate limited by RateLimitPolicy shop/api"
+        );
+        assert_eq!(g.headers()[header::RETRY_AFTER], "2");
+        assert_eq!(e.reason(), "rate_limited");
     }
 
     #[test]

@@ -6,12 +6,13 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use mesh_policy::{Decision, Http};
+use mesh_policy::{Decision, Http, RateLimitRequest};
 
 use super::identify::Client;
 use crate::access;
 use crate::discovery::DiscoveryRx;
 use crate::errors::AuthzError;
+use crate::http::ratelimit::Limiters;
 use crate::policy::{self, LocalWorkload, PolicyRx};
 
 /// What inbound decisions read.
@@ -83,6 +84,43 @@ impl Authorizer {
         } else {
             Err(AuthzError::Denied(decision.decided_by.to_string()))
         }
+    }
+
+    /// Counts an allowed request against the RateLimitPolicies that take
+    /// it; refused when an enforced limit is spent. The client is its
+    /// SPIFFE ID, or its address for a plaintext caller.
+    pub fn rate_limit(
+        &self,
+        limiters: &Limiters,
+        client: &Client,
+        port: u16,
+        method: &str,
+        path: &str,
+    ) -> Result<(), AuthzError> {
+        let Some(view) = self.policy.borrow().clone() else {
+            return Ok(());
+        };
+        if !view.evaluator.has_rate_limits() {
+            return Ok(());
+        }
+        let request = RateLimitRequest {
+            destination: self.local.as_workload(),
+            port,
+            method,
+            path,
+            principal: client.identity.as_ref().map(|i| i.as_str()),
+            now: SystemTime::now(),
+        };
+        let key = client
+            .label
+            .clone()
+            .unwrap_or_else(|| Arc::from(client.addr.ip().to_string()));
+        limiters
+            .check(view.evaluator.rate_limits(&request), &key)
+            .map_err(|l| AuthzError::RateLimited {
+                policy: l.policy,
+                retry_after: l.retry_after,
+            })
     }
 
     /// PeerAuthentication for a plaintext caller: counted and logged when refused.

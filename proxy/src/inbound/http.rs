@@ -28,6 +28,7 @@ use crate::http::client::AppClient;
 use crate::http::headers::{
     self as hdr, ORIG_PROTO_HEADER, PEER_IDENTITY_HEADER, TARGET_PORT_HEADER,
 };
+use crate::http::ratelimit::Limiters;
 use crate::http::server::{self, Version};
 use crate::http::telemetry::Exchange;
 use crate::http::{Body, guard};
@@ -42,6 +43,8 @@ pub struct Handler {
     pub access: Arc<AccessLog>,
     pub max_uri_bytes: usize,
     pub idle_timeout: Duration,
+    /// RateLimitPolicy counters, kept across policy pushes.
+    pub limits: Limiters,
 }
 
 /// How requests reach us on one connection.
@@ -191,6 +194,8 @@ impl Handler {
         if !decision.is_allowed() {
             return Err(AuthzError::Denied(decision.decided_by.to_string()).into());
         }
+        self.authz
+            .rate_limit(&self.limits, client, dst.port, method.as_str(), &path)?;
         if let Some(v) = &client.header {
             req.headers_mut()
                 .insert(HeaderName::from_static(PEER_IDENTITY_HEADER), v.clone());

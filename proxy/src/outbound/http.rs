@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use super::Outbound;
 use super::resolve::{self, Resolved};
 use crate::errors::{Error, HttpError, RouteError};
+use crate::http::balance::Outcome;
 use crate::http::headers::{self as hdr, ORIG_PROTO_HEADER, TARGET_PORT_HEADER};
 use crate::http::retry::{self, Budget, Replay};
 use crate::http::route::{self, RouteTarget};
@@ -187,7 +188,7 @@ impl Outbound {
         let body = ex.observe_request(body);
         let mut resp = match &route {
             None => {
-                self.send(&resolved, Request::from_parts(parts, body), 0)
+                self.send(&resolved, Request::from_parts(parts, body), None, &mut None)
                     .await?
             }
             Some(r) => self.send_routed(&resolved, parts, body, r, ex).await?,
@@ -219,36 +220,62 @@ impl Outbound {
         ))
     }
 
-    /// Sends `req` to the first endpoint that can be reached (a dead one
-    /// costs a connect, and the next is tried), each checked against the
-    /// workload's egress policy.
-    /// A retry passes its attempt as `skip`, so it starts at another
-    /// endpoint than the try that failed.
+    /// Sends `req` to the endpoint the balancer picks (power of two
+    /// choices over latency, ejected endpoints left out); one that cannot be
+    /// reached costs a connect, and another is picked. Each endpoint is
+    /// checked against the workload's egress policy. `avoid`: the endpoint
+    /// a retry's previous try went to; `used` is set to the one this try
+    /// went to.
     async fn send(
         &self,
         resolved: &Resolved,
         req: Request<Body>,
-        skip: usize,
+        avoid: Option<SocketAddr>,
+        used: &mut Option<SocketAddr>,
     ) -> Result<Response<Body>, Error> {
         let Resolved::Mesh { endpoints, .. } = resolved else {
             return Err(RouteError::NoEndpoints("outside the mesh".into()).into());
         };
         let mut req = Some(req);
         let mut last = None;
-        let n = endpoints.len();
-        for ep in endpoints.iter().cycle().skip(skip % n.max(1)).take(n) {
+        // A single endpoint (a pod, a static route) is not balanced.
+        if let [ep] = endpoints.as_slice() {
+            *used = Some(ep.dst);
+            self.egress
+                .check(ep.dst, resolved.workload(ep), ep.identity.as_str())?;
+            let pooled = self.pool.get(ep.proxy, &ep.identity).await?;
+            let Some(r) = req.take() else {
+                return Err(RouteError::NoEndpoints("-".into()).into());
+            };
+            return self.pool.send(ep.proxy, &ep.identity, pooled, r).await;
+        }
+        let dsts: Vec<SocketAddr> = endpoints.iter().map(|e| e.dst).collect();
+        let mut unreachable: Vec<usize> = Vec::new();
+        let avoid = avoid.and_then(|a| dsts.iter().position(|d| *d == a));
+        while let Some((i, call)) = self.balancer.pick(&dsts, |i| {
+            unreachable.contains(&i) || (Some(i) == avoid && unreachable.len() + 2 <= dsts.len())
+        }) {
+            let ep = &endpoints[i];
+            *used = Some(ep.dst);
             self.egress
                 .check(ep.dst, resolved.workload(ep), ep.identity.as_str())?;
             match self.pool.get(ep.proxy, &ep.identity).await {
                 Ok(pooled) => {
                     let Some(r) = req.take() else { break };
-                    return self.pool.send(ep.proxy, &ep.identity, pooled, r).await;
+                    let sent = self.pool.send(ep.proxy, &ep.identity, pooled, r).await;
+                    call.finish(match &sent {
+                        Ok(resp) => Outcome::of_status(retry::effective_status(resp)),
+                        Err(e) => Outcome::of_status(retryable_status(e)),
+                    });
+                    return sent;
                 }
                 Err(Error::Connect(e)) if e.is_unreachable() => {
-                    // A dead endpoint: counted, and the next one is tried.
+                    // A dead endpoint: counted, and another is picked.
+                    call.finish(Outcome::Failure);
                     metrics::counter!("mesh_tcp_connection_errors_total", "direction" => "outbound", "reason" => "endpoint_failover").increment(1);
-                    tracing::info!(endpoint = %ep.proxy, error = %e, "endpoint unreachable; trying the next");
+                    tracing::info!(endpoint = %ep.proxy, error = %e, "endpoint unreachable; trying another");
                     last = Some(Error::Connect(e));
+                    unreachable.push(i);
                 }
                 Err(e) => return Err(e),
             }
@@ -312,7 +339,10 @@ impl Outbound {
             _ => 0,
         };
         let mut attempt = 0;
+        // Each retry starts at another endpoint than the try that failed.
+        let mut last_endpoint = None;
         loop {
+            let avoid = last_endpoint.take();
             let mut req =
                 Request::from_parts(copy_parts(&parts), replay.take().unwrap_or_else(empty));
             if let Some(deadline) = deadline {
@@ -325,17 +355,19 @@ impl Outbound {
                 }
             }
             let tried = match route.timeouts.backend_request {
-                Some(t) => tokio::time::timeout(t, self.send(resolved, req, attempt as usize))
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err(HttpError::RouteTimeout {
-                            which: "timeouts.backendRequest",
-                            after: t,
-                            route: route.name.clone(),
-                        }
-                        .into())
-                    }),
-                None => self.send(resolved, req, attempt as usize).await,
+                Some(t) => {
+                    tokio::time::timeout(t, self.send(resolved, req, avoid, &mut last_endpoint))
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(HttpError::RouteTimeout {
+                                which: "timeouts.backendRequest",
+                                after: t,
+                                route: route.name.clone(),
+                            }
+                            .into())
+                        })
+                }
+                None => self.send(resolved, req, avoid, &mut last_endpoint).await,
             };
             let Some(p) = policy else { return tried };
             let status = match &tried {

@@ -2,10 +2,12 @@
 //! `curl` with what it received (method, path, headers); anything that is not
 //! HTTP is echoed back byte for byte.
 //!
-//! Usage: mesh-echo [LISTEN_ADDR] [--fail-every N] [--delay-ms MS]
-//! (default 127.0.0.1:8080); the name in replies comes from $ECHO_NAME.
-//! A flaky backend for the lab: `--fail-every 2` answers every second HTTP
-//! request with 503, `--delay-ms 500` stalls each answer.
+//! Usage: mesh-echo [LISTEN_ADDR] [--fail-every N] [--fail-while PATH]
+//! [--delay-ms MS] (default 127.0.0.1:8080); the name in replies comes from
+//! $ECHO_NAME. A flaky backend for the lab: `--fail-every 2` answers every
+//! second HTTP request with 503, `--fail-while /run/x` every request while
+//! that file exists (an outage a test can end), `--delay-ms 500` stalls
+//! each answer.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -18,6 +20,7 @@ use std::time::Duration;
 #[derive(Default)]
 struct Faults {
     fail_every: u64,
+    fail_while: Option<std::path::PathBuf>,
     delay: Duration,
     served: AtomicU64,
 }
@@ -42,6 +45,13 @@ fn main() {
         };
         match a.as_str() {
             "--fail-every" => faults.fail_every = number("--fail-every"),
+            "--fail-while" => match args.next() {
+                Some(p) => faults.fail_while = Some(p.into()),
+                None => {
+                    eprintln!("mesh-echo: --fail-while needs a path");
+                    std::process::exit(2);
+                }
+            },
             "--delay-ms" => faults.delay = Duration::from_millis(number("--delay-ms")),
             other => addr = other.to_string(),
         }
@@ -143,7 +153,9 @@ fn serve(conn: TcpStream, name: &str, faults: &Faults) {
         if !faults.delay.is_zero() {
             thread::sleep(faults.delay);
         }
-        let (status, text) = if faults.fail_every > 0 && n.is_multiple_of(faults.fail_every) {
+        let failing = (faults.fail_every > 0 && n.is_multiple_of(faults.fail_every))
+            || faults.fail_while.as_ref().is_some_and(|p| p.exists());
+        let (status, text) = if failing {
             (
                 "503 Service Unavailable",
                 format!("{name} failing request {n}\n"),
