@@ -446,3 +446,74 @@ fn a_failing_endpoint_is_ejected_and_readmitted_after_it_recovers() {
     println!("re-admitted {:?} after it recovered", recovered.elapsed());
     lab.down();
 }
+
+fn retry_route(service: &str) -> String {
+    format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {service}, namespace: shop}}\nspec:\n  parentRefs: [{{kind: Service, group: \"\", name: {service}, port: 80}}]\n  rules:\n    - backendRefs: [{{name: {service}, port: 80}}]\n      retry: {{attempts: 3, codes: [503], backoff: 1ms}}\n"
+    )
+}
+
+fn inbound_requests(lab: &Lab, pod: &str) -> f64 {
+    metric(&lab.metrics(pod), "mesh_requests_total", &[("direction", "inbound")])
+}
+
+/// A → B → C, C failing every request, both hops with `attempts: 3`: the
+/// retry budgets (20% of requests plus 10 per second over a 10 s window)
+/// keep the load that reaches B within the budget of what A offered, and
+/// the load that reaches C within the budget of what reached B; without
+/// budgets it would be 4× and 16×.
+#[test]
+fn retries_do_not_amplify_along_a_chain_when_everything_fails() {
+    if !available("retries_do_not_amplify_along_a_chain_when_everything_fails") {
+        return;
+    }
+    let forward = "--forward 10.251.47.31:80";
+    let mut lab = LabSpec::new(47)
+        .pod(Pod::new("a", "shop", 10))
+        .pod(Pod::new("b", "shop", 20).echo_with(8080, forward))
+        .pod(Pod::new("c", "shop", 21).echo_with(8080, "--fail-every 1"))
+        .service("b", "shop", 30, "b", (80, 8080))
+        .service("c", "shop", 31, "c", (80, 8080))
+        .file("route-b.yaml", &retry_route("b"))
+        .file("route-c.yaml", &retry_route("c"))
+        .up();
+    let offered = 2000;
+    let urls: Vec<String> = (0..offered)
+        .map(|i| format!("http://{}/{i}", lab.vip(30)))
+        .collect();
+    // 500/s: five clients at 120/s each (curl paces only one transfer at
+    // a time, and each waits for its answer).
+    let started = Instant::now();
+    let codes: Vec<u16> = std::thread::scope(|s| {
+        let clients: Vec<_> = urls
+            .chunks(offered / 5)
+            .map(|part| s.spawn(|| statuses(&lab, "a", &["--rate", "120/s"], part)))
+            .collect();
+        clients
+            .into_iter()
+            .flat_map(|c| c.join().expect("client"))
+            .collect()
+    });
+    let took = started.elapsed();
+    assert_eq!(codes.len(), offered, "{:?}", &codes[..codes.len().min(20)]);
+    assert!(codes.iter().all(|c| *c == 503), "C fails everything");
+    let (at_b, at_c) = (inbound_requests(&lab, "b"), inbound_requests(&lab, "c"));
+    let floor = f64::from(10 * 10);
+    let offered = offered as f64;
+    println!(
+        "{offered} requests offered in {took:?} ({:.0}/s): B received {at_b} ({:.2}x), C received {at_c} ({:.2}x of B)",
+        offered / took.as_secs_f64(),
+        at_b / offered,
+        at_c / at_b
+    );
+    assert!(at_b >= offered, "B received {at_b}");
+    assert!(at_b <= 1.2 * offered + floor, "B received {at_b} for {offered} offered");
+    assert!(at_c <= 1.2 * at_b + floor, "C received {at_c} for {at_b} at B");
+    let exhausted = metric(
+        &lab.metrics("a"),
+        "mesh_retries_total",
+        &[("result", "budget_exhausted")],
+    );
+    assert!(exhausted > 0.0, "A's budget never ran out");
+    lab.down();
+}

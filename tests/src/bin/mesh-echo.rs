@@ -21,6 +21,7 @@ use std::time::Duration;
 struct Faults {
     fail_every: u64,
     fail_while: Option<std::path::PathBuf>,
+    forward: Option<String>,
     delay: Duration,
     served: AtomicU64,
 }
@@ -52,6 +53,13 @@ fn main() {
                     std::process::exit(2);
                 }
             },
+            "--forward" => match args.next() {
+                Some(a) => faults.forward = Some(a),
+                None => {
+                    eprintln!("mesh-echo: --forward needs HOST:PORT");
+                    std::process::exit(2);
+                }
+            },
             "--delay-ms" => faults.delay = Duration::from_millis(number("--delay-ms")),
             other => addr = other.to_string(),
         }
@@ -73,7 +81,67 @@ fn main() {
     }
 }
 
+/// Sends `GET /` to `to` on the kept connection (made or made again as
+/// needed) and returns the response's status, its body read and dropped.
+fn forward(upstream: &mut Option<BufReader<TcpStream>>, to: &str) -> Option<u16> {
+    for _ in 0..2 {
+        let conn = match upstream {
+            Some(c) => c,
+            None => upstream.insert(BufReader::new(TcpStream::connect(to).ok()?)),
+        };
+        let sent = conn
+            .get_mut()
+            .write_all(format!("GET / HTTP/1.1\r\nhost: {to}\r\n\r\n").as_bytes());
+        match sent.ok().and_then(|()| read_response(conn)) {
+            Some(code) => return Some(code),
+            None => *upstream = None,
+        }
+    }
+    None
+}
+
+/// A response's status; its body (content-length or chunked) is consumed.
+fn read_response(conn: &mut BufReader<TcpStream>) -> Option<u16> {
+    let mut line = String::new();
+    conn.read_line(&mut line).ok()?;
+    let code = line.split_whitespace().nth(1)?.parse().ok()?;
+    let (mut length, mut chunked) = (0usize, false);
+    loop {
+        let mut h = String::new();
+        if conn.read_line(&mut h).ok()? == 0 {
+            return None;
+        }
+        if h.trim().is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                length = v.trim().parse().ok()?;
+            }
+            if k.eq_ignore_ascii_case("transfer-encoding") && v.to_ascii_lowercase().contains("chunked") {
+                chunked = true;
+            }
+        }
+    }
+    if !chunked {
+        let mut body = vec![0u8; length.min(1 << 20)];
+        conn.read_exact(&mut body).ok()?;
+        return Some(code);
+    }
+    loop {
+        let mut size = String::new();
+        conn.read_line(&mut size).ok()?;
+        let n = usize::from_str_radix(size.trim().split(';').next()?, 16).ok()?;
+        let mut chunk = vec![0u8; n.min(1 << 20) + 2];
+        conn.read_exact(&mut chunk).ok()?;
+        if n == 0 {
+            return Some(code);
+        }
+    }
+}
+
 fn serve(conn: TcpStream, name: &str, faults: &Faults) {
+    let mut upstream = None;
     let peer = conn.peer_addr().map(|a| a.to_string()).unwrap_or_default();
     let mut reader = BufReader::new(match conn.try_clone() {
         Ok(c) => c,
@@ -155,7 +223,16 @@ fn serve(conn: TcpStream, name: &str, faults: &Faults) {
         }
         let failing = (faults.fail_every > 0 && n.is_multiple_of(faults.fail_every))
             || faults.fail_while.as_ref().is_some_and(|p| p.exists());
-        let (status, text) = if failing {
+        let forwarded = faults
+            .forward
+            .as_deref()
+            .map(|to| forward(&mut upstream, to).unwrap_or(502));
+        let (status, text) = if let Some(code) = forwarded {
+            (
+                if code == 200 { "200 OK" } else { "503 Service Unavailable" },
+                format!("{name} forwarded: upstream answered {code}\n"),
+            )
+        } else if failing {
             (
                 "503 Service Unavailable",
                 format!("{name} failing request {n}\n"),
