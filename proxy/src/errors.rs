@@ -98,6 +98,9 @@ pub enum HttpError {
     Upstream(String),
     #[error("upstream did not answer within {0:?}")]
     Timeout(std::time::Duration),
+    /// The caller's own `grpc-timeout` on a request no route takes.
+    #[error("grpc-timeout ({0:?}) expired")]
+    GrpcTimeout(std::time::Duration),
     /// A route's timeout: which one, how long, and whose.
     #[error("{which} ({after:?}) of {route} expired")]
     RouteTimeout {

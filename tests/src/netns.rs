@@ -191,6 +191,13 @@ impl Pod {
         self
     }
 
+    /// Runs `command` (a lab binary, by name) as the app serving `port`.
+    pub fn run(mut self, command: &str, port: u16) -> Self {
+        self.app.push(command.to_owned());
+        self.ports.push(port);
+        self
+    }
+
     pub fn no_sidecar(mut self) -> Self {
         self.sidecar = false;
         self

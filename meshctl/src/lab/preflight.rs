@@ -52,15 +52,20 @@ pub(super) fn bin_dir(opts: &Options) -> Result<PathBuf, LabError> {
 /// the proxies (UID 2102) and apps (another UID) must be able to execute
 /// them, and the folder they were built in may be private to root (a
 /// checkout under /root, a `mktemp -d` clone).
-pub(super) const LAB_BINARIES: [&str; 4] =
-    ["mesh-control-plane", "mesh-proxy", "meshctl", "mesh-echo"];
+pub(super) const LAB_BINARIES: [&str; 5] = [
+    "mesh-control-plane",
+    "mesh-proxy",
+    "meshctl",
+    "mesh-echo",
+    "mesh-grpc",
+];
 
 pub(super) fn stage_binaries(from: &Path, to: &Path) -> Result<PathBuf, LabError> {
     make_dir(to, 0o755)?;
     for name in LAB_BINARIES {
         let src = from.join(name);
         if !src.is_file() {
-            // mesh-echo and meshctl are conveniences for apps; the lab
+            // mesh-echo, mesh-grpc and meshctl are conveniences for apps; the lab
             // checked the ones it needs in bin_dir().
             continue;
         }

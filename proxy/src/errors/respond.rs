@@ -36,7 +36,8 @@ impl Error {
             Error::Http(HttpError::Timeout(_)) => StatusCode::GATEWAY_TIMEOUT,
             Error::Http(HttpError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Http(HttpError::Upstream(_)) => StatusCode::BAD_GATEWAY,
-            Error::Http(HttpError::RouteTimeout { .. }) => StatusCode::GATEWAY_TIMEOUT,
+            Error::Http(HttpError::RouteTimeout { .. })
+            | Error::Http(HttpError::GrpcTimeout(_)) => StatusCode::GATEWAY_TIMEOUT,
             Error::Route(RouteError::NoEndpoints(_)) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Route(RouteError::NoBackend(_)) => StatusCode::INTERNAL_SERVER_ERROR,
             Error::Route(_) => StatusCode::BAD_GATEWAY,
@@ -62,9 +63,9 @@ impl Error {
             Error::Http(HttpError::UriTooLong(_))
             | Error::Http(HttpError::HeadersTooLarge(_))
             | Error::Authz(AuthzError::RateLimited { .. }) => GrpcCode::ResourceExhausted,
-            Error::Http(HttpError::Timeout(_)) | Error::Http(HttpError::RouteTimeout { .. }) => {
-                GrpcCode::DeadlineExceeded
-            }
+            Error::Http(HttpError::Timeout(_))
+            | Error::Http(HttpError::RouteTimeout { .. })
+            | Error::Http(HttpError::GrpcTimeout(_)) => GrpcCode::DeadlineExceeded,
             Error::Route(RouteError::NoBackend(_)) => GrpcCode::Internal,
             Error::Connect(ConnectError::Tls(_)) => GrpcCode::Internal,
             _ => GrpcCode::Unavailable,
@@ -101,6 +102,7 @@ impl Error {
             Error::Http(HttpError::Unavailable(_)) => "upstream_unavailable",
             Error::Http(HttpError::Upstream(_)) => "upstream_failed",
             Error::Http(HttpError::Timeout(_)) => "timeout",
+            Error::Http(HttpError::GrpcTimeout(_)) => "grpc_timeout",
             Error::Http(HttpError::RouteTimeout { which, .. }) => match *which {
                 "timeouts.request" => "request_timeout",
                 "grpc-timeout" => "grpc_timeout",

@@ -187,10 +187,19 @@ impl Outbound {
         }
         let body = ex.observe_request(body);
         let mut resp = match &route {
-            None => {
-                self.send(&resolved, Request::from_parts(parts, body), None, &mut None)
-                    .await?
-            }
+            // No route: the caller's own gRPC deadline still holds.
+            None => match grpc_timeout(&parts.headers) {
+                None => {
+                    self.send(&resolved, Request::from_parts(parts, body), None, &mut None)
+                        .await?
+                }
+                Some(after) => tokio::time::timeout(
+                    after,
+                    self.send(&resolved, Request::from_parts(parts, body), None, &mut None),
+                )
+                .await
+                .map_err(|_| Error::from(HttpError::GrpcTimeout(after)))??,
+            },
             Some(r) => self.send_routed(&resolved, parts, body, r, ex).await?,
         };
         hdr::strip_hop_by_hop(resp.headers_mut());

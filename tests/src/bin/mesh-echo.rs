@@ -118,7 +118,9 @@ fn read_response(conn: &mut BufReader<TcpStream>) -> Option<u16> {
             if k.eq_ignore_ascii_case("content-length") {
                 length = v.trim().parse().ok()?;
             }
-            if k.eq_ignore_ascii_case("transfer-encoding") && v.to_ascii_lowercase().contains("chunked") {
+            if k.eq_ignore_ascii_case("transfer-encoding")
+                && v.to_ascii_lowercase().contains("chunked")
+            {
                 chunked = true;
             }
         }
@@ -229,7 +231,11 @@ fn serve(conn: TcpStream, name: &str, faults: &Faults) {
             .map(|to| forward(&mut upstream, to).unwrap_or(502));
         let (status, text) = if let Some(code) = forwarded {
             (
-                if code == 200 { "200 OK" } else { "503 Service Unavailable" },
+                if code == 200 {
+                    "200 OK"
+                } else {
+                    "503 Service Unavailable"
+                },
                 format!("{name} forwarded: upstream answered {code}\n"),
             )
         } else if failing {
