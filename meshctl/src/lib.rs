@@ -8,6 +8,7 @@ pub mod inject;
 pub mod install;
 pub mod lab;
 pub mod policy;
+pub mod route;
 pub mod token;
 pub mod yaml;
 

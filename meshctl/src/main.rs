@@ -37,6 +37,9 @@ enum Command {
     /// Authorization policy: check a call offline, lint a folder, read a proxy's snapshot
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Traffic management: the routes, rate limits and endpoints a proxy holds
+    #[command(subcommand)]
+    Route(meshctl::route::cli::RouteCommand),
     /// A local mesh of network-namespace pods: lab up DIR, status, down
     #[command(subcommand)]
     Lab(meshctl::lab::cli::LabCommand),
@@ -114,6 +117,7 @@ fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
     };
     match cli.command {
         Command::Lab(c) => meshctl::lab::cli::run(c),
+        Command::Route(c) => meshctl::route::cli::run(c),
         Command::Inject(a) => meshctl::inject::cli::inject(a).map(|()| ExitCode::SUCCESS),
         Command::Uninject(a) => meshctl::inject::cli::uninject(a).map(|()| ExitCode::SUCCESS),
         Command::Install(a) => meshctl::install::cli::install(a).map(|()| ExitCode::SUCCESS),

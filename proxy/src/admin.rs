@@ -1,4 +1,6 @@
-//! The proxy's admin endpoint: `/live`, `/ready`, `/metrics`, `/certs`.
+//! The proxy's admin endpoint: `/live`, `/ready`, `/metrics`, `/certs`,
+//! `/policy`, and `/routes` (routes, rate limits and the endpoints requests
+//! went to, with their latency and health).
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -14,6 +16,7 @@ pub struct Admin {
     pub policy: crate::policy::PolicyRx,
     pub discovery: crate::discovery::DiscoveryRx,
     pub metrics: PrometheusHandle,
+    pub balancer: Arc<crate::http::balance::Balancer>,
 }
 
 impl Routes for Admin {
@@ -38,6 +41,7 @@ impl Routes for Admin {
                 body: self.metrics.render(),
             },
             "/certs" => self.certs(),
+            "/routes" => self.routes(),
             _ => Reply::not_found(),
         }
     }
@@ -61,6 +65,49 @@ impl Admin {
                 "received_at": rfc3339(view.received_at),
                 "next_expiry": view.next_expiry.map(rfc3339),
                 "snapshot": snapshot,
+            }),
+        )
+    }
+
+    /// The HTTPRoutes and RateLimitPolicies of the snapshot in force, as
+    /// sent, and the endpoints this proxy's requests went to:
+    /// `{"version", "routes": [...], "rate_limits": [...], "endpoints":
+    /// [{"address", "rtt_ms", "in_flight", "state", "ejected_for_ms"}]}`.
+    fn routes(&self) -> Reply {
+        let view = self.policy.borrow().clone();
+        let objects: Vec<serde_json::Value> = view
+            .as_ref()
+            .and_then(|v| serde_json::from_str::<serde_json::Value>(&v.snapshot.to_json()).ok())
+            .and_then(|s| s.get("objects").and_then(|o| o.as_array()).cloned())
+            .unwrap_or_default();
+        let of_kind = |kind: &str| -> Vec<serde_json::Value> {
+            objects
+                .iter()
+                .filter(|o| o.get("kind").and_then(|k| k.as_str()) == Some(kind))
+                .cloned()
+                .collect()
+        };
+        let endpoints: Vec<serde_json::Value> = self
+            .balancer
+            .endpoints()
+            .into_iter()
+            .map(|e| {
+                serde_json::json!({
+                    "address": e.address.to_string(),
+                    "rtt_ms": (e.rtt.as_secs_f64() * 1e4).round() / 10.0,
+                    "in_flight": e.in_flight,
+                    "state": e.state,
+                    "ejected_for_ms": e.ejected_for.map(|d| d.as_millis() as u64),
+                })
+            })
+            .collect();
+        Reply::json(
+            StatusCode::OK,
+            &serde_json::json!({
+                "version": view.as_ref().map(|v| v.version),
+                "routes": of_kind("HTTPRoute"),
+                "rate_limits": of_kind("RateLimitPolicy"),
+                "endpoints": endpoints,
             }),
         )
     }

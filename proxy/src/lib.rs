@@ -80,6 +80,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let (policy_tx, policy_rx) = tokio::sync::watch::channel(None);
     let (discovery_tx, discovery_rx) =
         tokio::sync::watch::channel(Arc::new(discovery::DiscoveryView::default()));
+    let balancer = Arc::new(http::balance::Balancer::default());
     tokio::spawn(mesh_admin::serve(
         admin_listener,
         Arc::new(admin::Admin {
@@ -87,6 +88,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             policy: policy_rx.clone(),
             discovery: discovery_rx.clone(),
             metrics,
+            balancer: balancer.clone(),
         }),
         drain.receiver(),
     ));
@@ -191,7 +193,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         access,
         opaque_ports: args.opaque_ports.iter().copied().collect(),
         budgets: Default::default(),
-        balancer: Default::default(),
+        balancer,
     });
     tokio::spawn(
         outbound

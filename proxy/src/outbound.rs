@@ -46,7 +46,7 @@ pub struct Outbound {
     pub budgets:
         std::sync::Mutex<std::collections::HashMap<String, Arc<crate::http::retry::Budget>>>,
     /// Latency and health of the endpoints requests go to.
-    pub balancer: crate::http::balance::Balancer,
+    pub balancer: Arc<crate::http::balance::Balancer>,
 }
 
 impl Outbound {

@@ -290,12 +290,24 @@ impl LabSpec {
         namespace: &str,
         host: u8,
         selector: &str,
+        ports: (u16, u16),
+    ) -> Self {
+        self.service_selecting(name, namespace, host, ("app", selector), ports)
+    }
+
+    /// [`LabSpec::service`] selecting pods by another label.
+    pub fn service_selecting(
+        self,
+        name: &str,
+        namespace: &str,
+        host: u8,
+        (key, value): (&str, &str),
         (port, target_port): (u16, u16),
     ) -> Self {
         let index = self.index;
         let yaml = format!(
             "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {namespace}}}\n\
-             spec:\n  clusterIP: 10.251.{index}.{host}\n  selector: {{app: {selector}}}\n  \
+             spec:\n  clusterIP: 10.251.{index}.{host}\n  selector: {{{key}: {value}}}\n  \
              ports: [{{port: {port}, targetPort: {target_port}}}]\n"
         );
         self.file(&format!("svc-{namespace}-{name}.yaml"), &yaml)

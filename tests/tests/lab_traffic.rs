@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use mesh_tests::netns::{APP_UID, Lab, LabSpec, Pod, available};
+use mesh_tests::netns::{APP_UID, Lab, LabSpec, Pod, available, meshctl};
 use mesh_tests::{metric, wait_for};
 
 fn route(name: &str, spec: &str) -> String {
@@ -58,12 +58,19 @@ fn retries_hide_a_failing_endpoint_but_not_for_a_post() {
     let mut lab = LabSpec::new(41)
         .pod(Pod::new("client", "shop", 10))
         .pod(Pod::new("api-good", "shop", 20).label("app", "api").echo(&[8080]))
-        .pod(Pod::new("api-bad", "shop", 21).label("app", "api").echo_with(8080, "--fail-every 1"))
+        .pod(
+            Pod::new("api-bad", "shop", 21)
+                .label("app", "api")
+                .label("tier", "bad")
+                .echo_with(8080, "--fail-every 1"),
+        )
         .service("api", "shop", 30, "api", (80, 8080))
+        .service_selecting("flaky", "shop", 31, ("tier", "bad"), (80, 8080))
         .file(
             "route.yaml",
             &route("api", "    - backendRefs: [{name: api, port: 80}]\n      retry: {attempts: 3, codes: [503], backoff: 10ms}\n"),
         )
+        .file("route-flaky.yaml", &retry_route("flaky"))
         .up();
     let vip = lab.vip(30);
     let urls: Vec<String> = (0..200).map(|i| format!("http://{vip}/get/{i}")).collect();
@@ -76,15 +83,13 @@ fn retries_hide_a_failing_endpoint_but_not_for_a_post() {
     };
 
     // A POST is not idempotent and the rule does not name it: never
-    // retried. Every failure the failing endpoint serves reaches the client
-    // (until the balancer ejects it after 5 in a row).
-    let codes = statuses(&lab, "client", &["-X", "POST", "-d", "x"], &urls[..100]);
-    let failed = codes.iter().filter(|c| **c == 503).count();
-    assert!(
-        failed >= 1,
-        "no POST reached the failing endpoint: {codes:?}"
-    );
-    assert_eq!(failed as f64, served_503(), "{codes:?}");
+    // retried, to a Service whose one endpoint fails everything.
+    let flaky: Vec<String> = (0..40)
+        .map(|i| format!("http://{}/post/{i}", lab.vip(31)))
+        .collect();
+    let codes = statuses(&lab, "client", &["-X", "POST", "-d", "x"], &flaky);
+    assert_eq!(codes, vec![503; 40], "POSTs were retried");
+    assert_eq!(served_503(), 40.0);
     assert_eq!(retried(&lab), 0.0);
 
     // GETs: each 503 the failing endpoint serves (its probes, as it stays
@@ -389,6 +394,15 @@ fn rate_limits_refuse_the_excess_per_identity_and_an_override_lifts_one() {
         lab.metrics("api")
     );
 
+    // The limited proxy lists the policy it enforces.
+    let admin = format!("http://{}", lab.admin("api"));
+    let out = meshctl(&["route", "get", "--admin", &admin]);
+    let table = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        table.contains("RateLimitPolicy shop/api-limit  app=api   *         -      10/s burst 1"),
+        "{table}"
+    );
+
     // An override for client-b: applied within a second, b is no longer
     // limited, a still is, and b's pooled connection to api stays open.
     let connects = |pod: &str| {
@@ -516,6 +530,25 @@ fn a_failing_endpoint_is_ejected_and_readmitted_after_it_recovers() {
         "one of three endpoints failing, 200 requests at 50/s: {failed} failed ({last_half} in the last 100), {ejections} ejections"
     );
     assert!(ejections >= 1.0, "never ejected");
+    // The client's proxy says so: meshctl route get lists api-bad ejected
+    // (or due its probe), the others healthy.
+    let admin = format!("http://{}", lab.admin("client"));
+    let out = meshctl(&["route", "get", "--admin", &admin]);
+    let table = String::from_utf8_lossy(&out.stdout).to_string();
+    println!("{table}");
+    let line = |pod: &str| {
+        let ip = lab.ip(pod).to_string();
+        table
+            .lines()
+            .find(|l| l.starts_with(&format!("{ip}:8080")))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(line("api-1").ends_with("healthy"), "{table}");
+    assert!(
+        line("api-bad").contains("ejected") || line("api-bad").contains("probe"),
+        "{table}"
+    );
     // 5 failures eject it; each later ejection follows one failed probe.
     assert!(
         failed as f64 <= 4.0 + ejections,

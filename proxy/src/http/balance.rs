@@ -3,7 +3,8 @@
 //!
 //! Each request draws two endpoints at random and takes the one with the
 //! lower load: its latency estimate times its requests in flight plus one.
-//! The estimate (peak EWMA) jumps to a slower response at once and decays
+//! The estimate (peak EWMA) starts at [`DEFAULT_RTT`], takes the first
+//! answer's latency, jumps to a slower response at once and decays
 //! towards faster ones with a time constant of [`DECAY`], and towards zero
 //! while the endpoint gets no traffic, so a slow endpoint is avoided until
 //! it has had time to recover and is then tried again.
@@ -74,6 +75,8 @@ pub struct Stats {
 struct State {
     /// Peak-EWMA latency estimate, in nanoseconds, as of `stamp`.
     rtt_ns: f64,
+    /// Whether `rtt_ns` comes from an answer (else it is [`DEFAULT_RTT`]).
+    measured: bool,
     stamp: Instant,
     failures: u32,
     health: Health,
@@ -119,6 +122,7 @@ impl Stats {
             used: AtomicU64::new(0),
             state: Mutex::new(State {
                 rtt_ns: DEFAULT_RTT.as_nanos() as f64,
+                measured: false,
                 stamp: now,
                 failures: 0,
                 health: Health::Healthy { since: now },
@@ -131,10 +135,16 @@ impl Stats {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Estimate × (in flight + 1).
+    /// Estimate × (in flight + 1). An endpoint that never answered and has
+    /// nothing in flight costs nothing: it takes the next request, so its
+    /// latency is learnt rather than guessed for the next ten seconds.
     fn load(&self, now: Instant) -> f64 {
-        let rtt = self.lock().decayed(now);
-        rtt * f64::from(self.pending.load(Ordering::Relaxed) + 1)
+        let st = self.lock();
+        let pending = self.pending.load(Ordering::Relaxed);
+        if !st.measured && pending == 0 {
+            return 0.0;
+        }
+        st.decayed(now) * f64::from(pending + 1)
     }
 }
 
@@ -145,7 +155,9 @@ impl State {
 
     fn observe(&mut self, rtt: Duration, now: Instant) {
         let rtt = rtt.as_nanos() as f64;
-        if rtt > self.rtt_ns {
+        // The first answer replaces the default guess: real latency is known.
+        if !self.measured || rtt > self.rtt_ns {
+            self.measured = true;
             self.rtt_ns = rtt;
         } else {
             let w = decay(now.saturating_duration_since(self.stamp));
@@ -283,10 +295,51 @@ impl Balancer {
         }
     }
 
+    /// Every endpoint requests went to, by address (admin `/routes`).
+    pub fn endpoints(&self) -> Vec<EndpointState> {
+        let now = Instant::now();
+        let map = self.endpoints.read().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<EndpointState> = map
+            .values()
+            .map(|s| {
+                let st = s.lock();
+                let (state, ejected_for) = match st.health {
+                    Health::Healthy { .. } => ("healthy", None),
+                    Health::Ejected { until } if until > now => {
+                        ("ejected", Some(until.saturating_duration_since(now)))
+                    }
+                    Health::Ejected { .. } => ("due a probe", None),
+                    Health::Probing => ("probing", None),
+                };
+                EndpointState {
+                    address: s.dst,
+                    rtt: Duration::from_nanos(st.decayed(now) as u64),
+                    in_flight: s.pending.load(Ordering::Relaxed),
+                    state,
+                    ejected_for,
+                }
+            })
+            .collect();
+        out.sort_by_key(|e| e.address);
+        out
+    }
+
     /// The endpoints ejected or waiting for their probe (admin, tests).
     pub fn ejected(&self) -> usize {
         self.ejected.load(Ordering::Relaxed)
     }
+}
+
+/// What the admin shows of one endpoint.
+#[derive(Debug, Clone)]
+pub struct EndpointState {
+    pub address: SocketAddr,
+    /// The latency estimate now.
+    pub rtt: Duration,
+    pub in_flight: u32,
+    /// `healthy`, `ejected`, `due a probe` or `probing`.
+    pub state: &'static str,
+    pub ejected_for: Option<Duration>,
 }
 
 /// A request on its way to an endpoint: its latency and outcome are
@@ -299,6 +352,12 @@ pub struct Call {
 }
 
 impl Call {
+    /// The request is on its way: its latency counts from now, so making a
+    /// connection to the endpoint is not mistaken for the endpoint's slowness.
+    pub fn sent(&mut self) {
+        self.started = Instant::now();
+    }
+
     /// Records how the request ended (at its response headers).
     pub fn finish(mut self, outcome: Outcome) {
         self.done = true;
@@ -389,6 +448,10 @@ mod tests {
         i
     }
 
+    fn fast_first(i: usize) -> Duration {
+        Duration::from_micros(if i == 0 { 100 } else { 5000 })
+    }
+
     fn expire_ejection(b: &Balancer, dst: SocketAddr) {
         let s = b.stats(dst);
         let mut st = s.lock();
@@ -446,17 +509,13 @@ mod tests {
         let e = eps(3);
         let mut failed = 0;
         for _ in 0..10_000 {
-            failed += usize::from(respond(&b, &e, |_| Duration::from_millis(1), |i| i != 0) == 0);
+            failed += usize::from(respond(&b, &e, fast_first, |i| i != 0) == 0);
             if b.ejected() > 0 {
                 break;
             }
         }
         for _ in 0..100 {
-            assert_ne!(
-                respond(&b, &e, |_| Duration::from_millis(1), |_| true),
-                0,
-                "ejected"
-            );
+            assert_ne!(respond(&b, &e, fast_first, |_| true), 0, "ejected");
         }
         assert_eq!(
             failed, EJECT_AFTER as usize,
@@ -468,14 +527,31 @@ mod tests {
         assert_eq!(i, 0, "the next request is the probe");
         // While the probe is out, nothing else goes there.
         for _ in 0..50 {
-            assert_ne!(respond(&b, &e, |_| Duration::from_millis(1), |_| true), 0);
+            assert_ne!(respond(&b, &e, fast_first, |_| true), 0);
         }
         probe.finish(Outcome::Success);
         assert_eq!(b.ejected(), 0);
         let back = (0..300)
-            .filter(|_| respond(&b, &e, |_| Duration::from_millis(1), |_| true) == 0)
+            .filter(|_| respond(&b, &e, fast_first, |_| true) == 0)
             .count();
         assert!(back > 0, "re-admitted: {back} of 300");
+    }
+
+    // The admin's view: each endpoint's state, estimate and time left.
+    #[test]
+    fn endpoints_are_listed_with_their_state() {
+        let b = Balancer::default();
+        let e = eps(2);
+        // The failing endpoint answers fastest: it is picked until ejected.
+        while b.ejected() == 0 {
+            respond(&b, &e, fast_first, |i| i != 0);
+        }
+        let listed = b.endpoints();
+        assert_eq!(listed.len(), 2);
+        assert_eq!((listed[0].address, listed[0].state), (e[0], "ejected"));
+        assert!(listed[0].ejected_for.is_some_and(|d| d <= BASE_EJECTION));
+        assert_eq!((listed[1].address, listed[1].state), (e[1], "healthy"));
+        assert!(listed[1].rtt > Duration::ZERO && listed[1].rtt <= DEFAULT_RTT);
     }
 
     // A probe that fails ejects again at once, for twice as long.
@@ -483,8 +559,9 @@ mod tests {
     fn a_failed_probe_ejects_for_longer() {
         let b = Balancer::default();
         let e = eps(2);
+        // The failing endpoint answers fastest: it is picked until ejected.
         while b.ejected() == 0 {
-            respond(&b, &e, |_| Duration::from_millis(1), |i| i != 0);
+            respond(&b, &e, fast_first, |i| i != 0);
         }
         let until = |b: &Balancer| match b.stats(e[0]).lock().health {
             Health::Ejected { until } => until.saturating_duration_since(Instant::now()),
@@ -508,8 +585,9 @@ mod tests {
     fn a_cancelled_probe_is_released() {
         let b = Balancer::default();
         let e = eps(2);
+        // The failing endpoint answers fastest: it is picked until ejected.
         while b.ejected() == 0 {
-            respond(&b, &e, |_| Duration::from_millis(1), |i| i != 0);
+            respond(&b, &e, fast_first, |i| i != 0);
         }
         expire_ejection(&b, e[0]);
         let (i, probe) = b.pick(&e, |_| false).expect("a pick");

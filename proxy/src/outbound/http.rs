@@ -261,7 +261,7 @@ impl Outbound {
         let dsts: Vec<SocketAddr> = endpoints.iter().map(|e| e.dst).collect();
         let mut unreachable: Vec<usize> = Vec::new();
         let avoid = avoid.and_then(|a| dsts.iter().position(|d| *d == a));
-        while let Some((i, call)) = self.balancer.pick(&dsts, |i| {
+        while let Some((i, mut call)) = self.balancer.pick(&dsts, |i| {
             unreachable.contains(&i) || (Some(i) == avoid && unreachable.len() + 2 <= dsts.len())
         }) {
             let ep = &endpoints[i];
@@ -271,6 +271,7 @@ impl Outbound {
             match self.pool.get(ep.proxy, &ep.identity).await {
                 Ok(pooled) => {
                     let Some(r) = req.take() else { break };
+                    call.sent();
                     let sent = self.pool.send(ep.proxy, &ep.identity, pooled, r).await;
                     call.finish(match &sent {
                         Ok(resp) => Outcome::of_status(retry::effective_status(resp)),
