@@ -29,7 +29,7 @@ use crate::resource::{Action, Labels, MtlsMode, Snapshot};
 pub use decision::{DecidedBy, Decision, DryRunDeny, Stage, Verdict};
 pub use rate_limit::{RateLimitMatch, RateLimitRequest};
 pub use request::{Headers, Http, Peer, Request, Workload};
-pub use route::{RouteDecision, RouteRequest};
+pub use route::{RouteDecision, RouteRequest, idempotent};
 
 /// mTLS mode when no PeerAuthentication applies. Istio defaults to
 /// PERMISSIVE to ease migration; Palisade is stricter by default because

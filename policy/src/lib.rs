@@ -33,7 +33,7 @@ pub use error::Error;
 pub use evaluate::{
     DEFAULT_MTLS_MODE, DEFAULT_TRUST_DOMAIN, DecidedBy, Decision, DryRunDeny, Evaluator, Headers,
     Http, Peer, RateLimitMatch, RateLimitRequest, Request, RouteDecision, RouteRequest, Stage,
-    Verdict, Workload,
+    Verdict, Workload, idempotent,
 };
 pub use load::{Loaded, MAX_FILE_BYTES, SNAPSHOT_ORIGIN, load_dir, parse_yaml};
 pub use path::normalize_path;

@@ -63,6 +63,12 @@ pub struct Traffic {
     pub denied: u64,
     /// Denials by what decided them (`<kind> <ns>/<name> rule <n>`, `default deny`).
     pub denied_by: Vec<(String, u64)>,
+    /// `mesh_retries_total{result="retried"}`: retries this proxy sent.
+    pub retries: u64,
+    /// `mesh_endpoint_ejections_total`: endpoints this proxy ejected.
+    pub ejections: u64,
+    /// `mesh_ratelimited_total{mode="enforced"}`: requests refused with 429.
+    pub rate_limited: u64,
 }
 
 /// Collects the lab's status; unreachable parts are shown as such, never
@@ -159,6 +165,17 @@ pub fn traffic(text: &str) -> Traffic {
         allowed: n(http::sum(text, authz, &[("decision", "allow")])),
         denied: n(http::sum(text, authz, &[("decision", "deny")])),
         denied_by,
+        retries: n(http::sum(
+            text,
+            "mesh_retries_total",
+            &[("result", "retried")],
+        )),
+        ejections: n(http::sum(text, "mesh_endpoint_ejections_total", &[])),
+        rate_limited: n(http::sum(
+            text,
+            "mesh_ratelimited_total",
+            &[("mode", "enforced")],
+        )),
     }
 }
 
@@ -230,6 +247,9 @@ pub fn render(s: &Status) -> String {
         "OUT",
         "ALLOW",
         "DENY",
+        "RETRY",
+        "EJECT",
+        "429",
     ];
     let rows: Vec<Vec<String>> = s
         .pods
@@ -259,6 +279,9 @@ pub fn render(s: &Status) -> String {
                 num(t.outbound),
                 num(t.allowed),
                 num(t.denied),
+                num(t.retries),
+                num(t.ejections),
+                num(t.rate_limited),
             ]
         })
         .collect();

@@ -187,8 +187,14 @@ fn prometheus_samples() {
         mesh_tcp_connections_total{direction=\"outbound\",tls=\"true\"} 7\n\
         mesh_authz_decisions_total{direction=\"inbound\",decision=\"allow\",policy=\"AuthorizationPolicy shop/api rule 0\"} 4\n\
         mesh_authz_decisions_total{direction=\"inbound\",decision=\"deny\",policy=\"default deny\"} 3\n\
-        mesh_authz_decisions_total{direction=\"outbound\",decision=\"deny\",policy=\"a \\\"quoted\\\", name\"} 1\n";
+        mesh_authz_decisions_total{direction=\"outbound\",decision=\"deny\",policy=\"a \\\"quoted\\\", name\"} 1\n\
+        mesh_retries_total{result=\"retried\"} 6\n\
+        mesh_retries_total{result=\"budget_exhausted\"} 2\n\
+        mesh_endpoint_ejections_total 3\n\
+        mesh_ratelimited_total{policy=\"RateLimitPolicy shop/api\",mode=\"enforced\"} 9\n\
+        mesh_ratelimited_total{policy=\"RateLimitPolicy shop/trial\",mode=\"dry_run\"} 4\n";
     let t = status::traffic(text);
+    assert_eq!((t.retries, t.ejections, t.rate_limited), (6, 3, 9));
     assert_eq!((t.inbound_mtls, t.inbound_plaintext, t.outbound), (5, 2, 7));
     assert_eq!((t.allowed, t.denied), (4, 4));
     assert_eq!(

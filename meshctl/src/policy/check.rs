@@ -13,8 +13,8 @@ use std::time::SystemTime;
 
 use mesh_identity::SpiffeId;
 use mesh_policy::{
-    DecidedBy, Decision, Evaluator, Headers, Http, Labels, Peer, Request, Verdict, Workload,
-    normalize_path,
+    DecidedBy, Decision, Evaluator, Headers, Http, Labels, Peer, Quota, RateLimitRequest, Request,
+    RouteRequest, Verdict, Workload, normalize_path,
 };
 use serde::Serialize;
 
@@ -70,6 +70,9 @@ pub struct Call {
     pub to_ip: Option<IpAddr>,
     pub port: u16,
     pub http: Option<HttpCall>,
+    /// The Service the caller calls (`name`, Service port), for the route
+    /// its request takes; the Service is in `to_namespace`.
+    pub service: Option<(String, u16)>,
 }
 
 /// Why a call could not even be asked about.
@@ -120,6 +123,125 @@ pub struct CheckReport {
     /// path, 403 for an inbound denial; `null` when allowed, for TCP, and for
     /// an egress denial (the source's proxy refuses the connection).
     pub status: Option<u16>,
+    /// With `--to-service` and an HTTP request: the route it takes at the
+    /// caller's proxy (`null`: none, Palisade's defaults). Absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route: Option<Option<RouteReport>>,
+    /// For an HTTP request: the RateLimitPolicies it counts against at the
+    /// destination's proxy. Absent when none applies.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rate_limits: Vec<RateLimitReport>,
+}
+
+/// The route rule a request takes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RouteReport {
+    /// `HTTPRoute <namespace>/<name> rule <n>`.
+    pub name: String,
+    pub backends: Vec<BackendReport>,
+    pub request_timeout_ms: Option<u64>,
+    pub backend_request_timeout_ms: Option<u64>,
+    pub retry: Option<RetryReport>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BackendReport {
+    /// `namespace/name`.
+    pub service: String,
+    pub port: u16,
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RetryReport {
+    pub attempts: u32,
+    pub codes: Vec<u16>,
+    pub backoff_ms: u64,
+    /// Whether this request's method may be retried (idempotent, or named
+    /// by the rule's match).
+    pub applies: bool,
+}
+
+/// One limit a request counts against.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RateLimitReport {
+    /// `RateLimitPolicy <namespace>/<name>`.
+    pub policy: String,
+    pub dry_run: bool,
+    pub total: Option<LimitReport>,
+    /// The caller's own limit: an override's or `perClient`.
+    pub per_client: Option<LimitReport>,
+    /// The index in `spec.overrides` that set `per_client`.
+    #[serde(rename = "override")]
+    pub by_override: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct LimitReport {
+    pub requests_per_second: u32,
+    pub burst: u32,
+}
+
+impl RouteReport {
+    fn describe(&self) -> String {
+        let backends = if self.backends.is_empty() {
+            "no backend with weight (the caller gets 500)".to_owned()
+        } else {
+            self.backends
+                .iter()
+                .map(|b| format!("{}:{} (weight {})", b.service, b.port, b.weight))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut out = format!("{} -> {backends}", self.name);
+        if let Some(t) = self.request_timeout_ms {
+            out.push_str(&format!("; timeouts.request {t}ms"));
+        }
+        if let Some(t) = self.backend_request_timeout_ms {
+            out.push_str(&format!("; timeouts.backendRequest {t}ms"));
+        }
+        if let Some(r) = &self.retry {
+            out.push_str(&format!(
+                "; retry {} attempts on {:?}, backoff {}ms{}",
+                r.attempts,
+                r.codes,
+                r.backoff_ms,
+                if r.applies {
+                    ""
+                } else {
+                    " (not for this method)"
+                }
+            ));
+        }
+        out
+    }
+}
+
+impl RateLimitReport {
+    fn describe(&self) -> String {
+        let limit = |l: &LimitReport| format!("{}/s burst {}", l.requests_per_second, l.burst);
+        let mut parts = Vec::new();
+        if let Some(t) = &self.total {
+            parts.push(format!("total {}", limit(t)));
+        }
+        if let Some(c) = &self.per_client {
+            let by = self
+                .by_override
+                .map(|i| format!(" (override {i})"))
+                .unwrap_or_default();
+            parts.push(format!("per client {}{by}", limit(c)));
+        }
+        format!(
+            "{}: {}{}",
+            self.policy,
+            parts.join(", "),
+            if self.dry_run {
+                " (dry run: counted, never refused)"
+            } else {
+                ""
+            }
+        )
+    }
 }
 
 /// What a dry-run object would have done if enforced.
@@ -175,6 +297,17 @@ impl CheckReport {
         if let Some(status) = self.status {
             rows.push(("status", status.to_string()));
         }
+        match &self.route {
+            None => {}
+            Some(None) => rows.push((
+                "route",
+                "none (the Service's endpoints, no retries, no request timeout)".to_owned(),
+            )),
+            Some(Some(r)) => rows.push(("route", r.describe())),
+        }
+        for l in &self.rate_limits {
+            rows.push(("limit", l.describe()));
+        }
         for (label, value) in rows {
             out.push_str(&format!("  {:<9}{value}\n", format!("{label}:")));
         }
@@ -205,6 +338,8 @@ impl CheckReport {
             // The destination's proxy answers a denied HTTP request with 403;
             // the source's proxy refuses the connection, so there is no status.
             status: (call.path.is_some() && !allowed && direction == "inbound").then_some(403),
+            route: None,
+            rate_limits: Vec::new(),
         }
     }
 }
@@ -345,7 +480,103 @@ pub fn evaluate(
     } else {
         "outbound"
     };
-    CheckReport::from_decision(&decision, direction, &asked)
+    let mut report = CheckReport::from_decision(&decision, direction, &asked);
+    if let (Some(h), Some(path)) = (&call.http, &asked.path) {
+        report.rate_limits = rate_limits(evaluator, call, h, path, &asked, now);
+        if let Some((name, port)) = &call.service {
+            report.route = Some(route(evaluator, call, h, path, name, *port, now));
+        }
+    }
+    report
+}
+
+fn rate_limits(
+    evaluator: &Evaluator,
+    call: &Call,
+    http: &HttpCall,
+    path: &str,
+    asked: &Asked,
+    now: SystemTime,
+) -> Vec<RateLimitReport> {
+    let quota = |q: Quota| LimitReport {
+        requests_per_second: q.requests_per_second,
+        burst: q.burst,
+    };
+    evaluator
+        .rate_limits(&RateLimitRequest {
+            destination: Workload {
+                namespace: &call.to_namespace,
+                labels: &call.to_labels,
+            },
+            port: call.port,
+            method: &http.method,
+            path,
+            principal: asked.principal.as_deref(),
+            now,
+        })
+        .map(|m| RateLimitReport {
+            policy: m.policy.to_string(),
+            dry_run: m.dry_run,
+            total: m.total.map(quota),
+            per_client: m.per_client.map(quota),
+            by_override: m.by_override,
+        })
+        .collect()
+}
+
+fn route(
+    evaluator: &Evaluator,
+    call: &Call,
+    http: &HttpCall,
+    path: &str,
+    service: &str,
+    port: u16,
+    now: SystemTime,
+) -> Option<RouteReport> {
+    let mut headers = http::HeaderMap::new();
+    for (n, v) in &http.headers {
+        if let (Ok(n), Ok(v)) = (
+            http::header::HeaderName::from_bytes(n.as_bytes()),
+            http::HeaderValue::from_str(v),
+        ) {
+            headers.append(n, v);
+        }
+    }
+    let query = http.path.split_once('?').map(|(_, q)| q);
+    let d = evaluator.route(&RouteRequest {
+        client_namespace: call.caller.namespace(),
+        service_namespace: &call.to_namespace,
+        service_name: service,
+        port,
+        method: &http.method,
+        path,
+        query,
+        headers: &headers,
+        now,
+    })?;
+    let ms = |d: std::time::Duration| d.as_millis() as u64;
+    let method_retried = mesh_policy::idempotent(&http.method) || d.method_named;
+    Some(RouteReport {
+        name: format!("{} rule {}", d.route, d.rule),
+        backends: d
+            .backends
+            .iter()
+            .filter(|b| b.weight > 0)
+            .map(|b| BackendReport {
+                service: format!("{}/{}", b.namespace, b.name),
+                port: b.port,
+                weight: b.weight,
+            })
+            .collect(),
+        request_timeout_ms: d.timeouts.request.map(ms),
+        backend_request_timeout_ms: d.timeouts.backend_request.map(ms),
+        retry: d.retry.map(|r| RetryReport {
+            attempts: r.attempts,
+            codes: r.codes.clone(),
+            backoff_ms: ms(r.backoff),
+            applies: method_retried,
+        }),
+    })
 }
 
 /// The proxy's answer to a path it cannot match safely: 400, no policy asked.
@@ -361,6 +592,8 @@ fn refused(error: &mesh_policy::Error, asked: Asked) -> CheckReport {
         principal: asked.principal,
         path: None,
         status: Some(400),
+        route: None,
+        rate_limits: Vec::new(),
     }
 }
 

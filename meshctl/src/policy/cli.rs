@@ -47,6 +47,13 @@ pub enum PolicyCommand {
         matched, the caller and the normalized path. -o json prints one object: \
         {\"decision\": \"allow\"|\"deny\", \"label\", \"stage\", \"decided_by\", \
         \"direction\", \"dry_run\", \"audit\", \"principal\", \"path\", \"status\"}.\n\n\
+        Traffic management, for an HTTP request: the RateLimitPolicies it counts against \
+        at the destination (`limit:` lines; JSON \"rate_limits\": [{\"policy\", \"dry_run\", \
+        \"total\", \"per_client\", \"override\"}], absent when none applies), and with \
+        --to-service NAME:PORT the HTTPRoute rule it takes at the caller's proxy, its \
+        backends and weights, timeouts and retry (`route:`; JSON \"route\": null for none, \
+        or {\"name\", \"backends\", \"request_timeout_ms\", \"backend_request_timeout_ms\", \
+        \"retry\"}).\n\n\
         Exit status: 0 allowed (also when a dry-run object would deny), 3 denied, \
         1 error (e.g. the folder does not load; the message names the file, object and \
         field), 2 usage error.\n\n\
@@ -172,12 +179,30 @@ pub struct PolicyCheckArgs {
         requires = "http"
     )]
     pub headers: Vec<(String, String)>,
+    /// The Service called (NAME:PORT, in --to-namespace): also show the route the request takes
+    #[arg(long, env = "MESH_TO_SERVICE", value_name = "NAME:PORT", value_parser = parse_service, requires = "http")]
+    pub to_service: Option<(String, u16)>,
     /// The mesh's trust domain
     #[arg(long, env = "MESH_TRUST_DOMAIN", value_name = "TD", default_value = DEFAULT_TRUST_DOMAIN)]
     pub trust_domain: String,
     /// Output format
     #[arg(short, long, env = "MESH_OUTPUT", value_enum, default_value_t = Output::Table)]
     pub output: Output,
+}
+
+fn parse_service(s: &str) -> Result<(String, u16), String> {
+    let (name, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{s:?} is not NAME:PORT (e.g. api:80)"))?;
+    let port: u16 = port
+        .parse()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| format!("{port:?} is not a port (1-65535)"))?;
+    if name.is_empty() || name.contains('/') {
+        return Err(format!("{name:?} is not a Service name"));
+    }
+    Ok((name.to_owned(), port))
 }
 
 #[derive(Debug, Args)]
@@ -272,6 +297,7 @@ fn policy_check(mut a: PolicyCheckArgs, matches: Option<&ArgMatches>) -> anyhow:
         to_ip: a.to_ip,
         port: a.port,
         http,
+        service: a.to_service,
     };
     let (report, warnings) =
         check::check_dir(&a.config_dir, &a.trust_domain, &call, SystemTime::now())?;

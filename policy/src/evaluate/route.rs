@@ -30,6 +30,15 @@ pub struct RouteRequest<'a> {
     pub now: SystemTime,
 }
 
+/// Methods that may be sent twice without a route saying so (RFC 9110
+/// §9.2.2). Others are retried only by a rule whose match names the method.
+pub fn idempotent(method: &str) -> bool {
+    matches!(
+        method,
+        "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
+    )
+}
+
 /// The rule that applies.
 #[derive(Debug)]
 pub struct RouteDecision<'e> {

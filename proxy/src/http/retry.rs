@@ -125,18 +125,9 @@ pub fn random() -> u64 {
     })
 }
 
-/// Methods that may be sent twice without a route saying so (RFC 9110
-/// §9.2.2). Others are retried only by a rule whose match names the method.
+/// Methods that may be sent twice without a route saying so.
 pub fn idempotent(method: &http::Method) -> bool {
-    matches!(
-        *method,
-        http::Method::GET
-            | http::Method::HEAD
-            | http::Method::OPTIONS
-            | http::Method::TRACE
-            | http::Method::PUT
-            | http::Method::DELETE
-    )
+    mesh_policy::idempotent(method.as_str())
 }
 
 /// The status a retry decision looks at: a gRPC trailers-only response

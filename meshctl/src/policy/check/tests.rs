@@ -29,6 +29,7 @@ fn call_from(namespace: &str, service_account: &str) -> Call {
         to_ip: None,
         port: 8080,
         http: None,
+        service: None,
     }
 }
 
@@ -609,4 +610,109 @@ fn bad_calls_are_refused_before_loading() {
             .to_string();
         assert!(err.contains(needle), "{name}: {err}");
     }
+}
+
+const ROUTE_AND_LIMIT: &str = "\
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: canary, namespace: shop}
+spec:
+  parentRefs: [{kind: Service, group: \"\", name: api, port: 80}]
+  rules:
+    - matches: [{path: {type: PathPrefix, value: /orders}}]
+      backendRefs:
+        - {name: api-v1, port: 80, weight: 90}
+        - {name: api-v2, port: 80, weight: 10}
+      timeouts: {request: 2s, backendRequest: 500ms}
+      retry: {attempts: 3, codes: [503], backoff: 10ms}
+---
+apiVersion: policy.palisade.dev/v1alpha1
+kind: RateLimitPolicy
+metadata: {name: api-limit, namespace: shop}
+spec:
+  selector: {matchLabels: {app: api}}
+  total: {requestsPerSecond: 100, burst: 20}
+  perClient: {requestsPerSecond: 10}
+  overrides:
+  - namespaces: [ops]
+    requestsPerSecond: 50
+";
+
+// With --to-service, the route the request takes, its backends, timeouts
+// and retry (and whether its method may be retried); and the rate limits
+// at the destination, with the caller's own limit.
+#[test]
+fn a_request_shows_its_route_and_rate_limits() {
+    let mut call = http(call_from("shop", "web"), "GET", "/orders/7");
+    call.service = Some(("api".into(), 80));
+    let report = ask(ROUTE_AND_LIMIT, &call);
+    assert!(report.is_allowed());
+    let route = report.route.clone().flatten().expect("a route");
+    assert_eq!(route.name, "HTTPRoute shop/canary rule 0");
+    assert_eq!(
+        route
+            .backends
+            .iter()
+            .map(|b| (b.service.as_str(), b.weight))
+            .collect::<Vec<_>>(),
+        [("shop/api-v1", 90), ("shop/api-v2", 10)]
+    );
+    assert_eq!(
+        (route.request_timeout_ms, route.backend_request_timeout_ms),
+        (Some(2000), Some(500))
+    );
+    assert!(
+        route
+            .retry
+            .as_ref()
+            .is_some_and(|r| r.attempts == 3 && r.applies)
+    );
+    assert_eq!(report.rate_limits.len(), 1);
+    let l = &report.rate_limits[0];
+    assert_eq!(l.policy, "RateLimitPolicy shop/api-limit");
+    assert_eq!(
+        l.total.map(|t| (t.requests_per_second, t.burst)),
+        Some((100, 20))
+    );
+    assert_eq!(
+        l.per_client.map(|t| (t.requests_per_second, t.burst)),
+        Some((10, 10))
+    );
+    let table = report.to_table();
+    assert!(table.contains("route:   HTTPRoute shop/canary rule 0 -> shop/api-v1:80 (weight 90), shop/api-v2:80 (weight 10); timeouts.request 2000ms; timeouts.backendRequest 500ms; retry 3 attempts on [503], backoff 10ms\n"), "{table}");
+    assert!(table.contains("limit:   RateLimitPolicy shop/api-limit: total 100/s burst 20, per client 10/s burst 10\n"), "{table}");
+    let v: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
+    assert_eq!(v["route"]["name"], "HTTPRoute shop/canary rule 0");
+    assert_eq!(v["rate_limits"][0]["override"], serde_json::Value::Null);
+
+    // A POST is not retried (the match does not name it); the override
+    // gives a caller from ops its own limit.
+    let mut post = http(call_from("ops", "tool"), "POST", "/orders");
+    post.service = Some(("api".into(), 80));
+    let report = ask(ROUTE_AND_LIMIT, &post);
+    let route = report.route.clone().flatten().expect("a route");
+    assert!(route.retry.as_ref().is_some_and(|r| !r.applies));
+    assert!(report.to_table().contains("(not for this method)"));
+    assert_eq!(
+        report.rate_limits[0]
+            .per_client
+            .map(|q| q.requests_per_second),
+        Some(50)
+    );
+    assert_eq!(report.rate_limits[0].by_override, Some(0));
+
+    // Another path takes no route: Palisade's defaults.
+    let mut other = http(call_from("shop", "web"), "GET", "/health");
+    other.service = Some(("api".into(), 80));
+    let report = ask(ROUTE_AND_LIMIT, &other);
+    assert_eq!(report.route, Some(None));
+    assert!(
+        report
+            .to_table()
+            .contains("route:   none (the Service's endpoints")
+    );
+    // TCP and calls without --to-service say nothing of routes or limits.
+    let report = ask(ROUTE_AND_LIMIT, &call_from("shop", "web"));
+    assert_eq!((report.route.clone(), report.rate_limits.len()), (None, 0));
+    assert!(!report.to_json().contains("rate_limits"));
 }
