@@ -1,5 +1,5 @@
-//! Every YAML example in docs/policy.md loads, and the examples decide as the
-//! text says.
+//! Every YAML example in docs/policy.md and docs/traffic.md loads, and the
+//! examples decide as the text says.
 
 #[path = "support/helpers.rs"]
 mod support;
@@ -7,8 +7,12 @@ mod support;
 use support::{Call, mesh, outcome};
 
 fn examples() -> Vec<String> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/policy.md");
-    let text = std::fs::read_to_string(path).expect("docs/policy.md");
+    examples_of("policy.md")
+}
+
+fn examples_of(doc: &str) -> Vec<String> {
+    let path = format!("{}/../docs/{doc}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).expect("docs");
     let mut blocks = Vec::new();
     let mut current: Option<String> = None;
     for line in text.lines() {
@@ -78,4 +82,101 @@ fn examples_decide_as_documented() {
         outcome(&Call::from_sa("shop", "web").to("shop", &[]).inbound(&m)),
         "deny: default deny"
     );
+}
+
+/// docs/traffic.md: the route and the rate limits decide as the text says.
+#[test]
+fn traffic_examples_load_and_decide_as_documented() {
+    let blocks = examples_of("traffic.md");
+    assert!(blocks.len() >= 2, "{}", blocks.len());
+    for block in &blocks {
+        if let Err(e) = mesh_policy::parse_yaml("docs/traffic.md", block) {
+            panic!("{e}\n{block}");
+        }
+    }
+    let find = |name: &str| {
+        blocks
+            .iter()
+            .find(|b| b.contains(&format!("name: {name}\n")))
+            .unwrap_or_else(|| panic!("no example named {name}"))
+            .clone()
+    };
+
+    // The canary: /v1/... takes rule 0, 90/10, with its timeouts and retry.
+    let m = mesh(&find("canary"));
+    let headers = http::HeaderMap::new();
+    let route = |path: &str| {
+        m.route(&mesh_policy::RouteRequest {
+            client_namespace: Some("shop"),
+            service_namespace: "shop",
+            service_name: "api",
+            port: 80,
+            method: "GET",
+            path,
+            query: None,
+            headers: &headers,
+            now: support::now(),
+        })
+        .map(|d| {
+            (
+                d.rule,
+                d.backends
+                    .iter()
+                    .map(|b| (b.name.clone(), b.weight))
+                    .collect::<Vec<_>>(),
+                d.timeouts.request,
+                d.retry.map(|r| r.attempts),
+            )
+        })
+    };
+    assert_eq!(
+        route("/v1/orders"),
+        Some((
+            0,
+            vec![("api-v1".to_string(), 90), ("api-v2".to_string(), 10)],
+            Some(std::time::Duration::from_secs(2)),
+            Some(3)
+        ))
+    );
+    assert_eq!(route("/v2"), None, "no other path takes the route");
+
+    // api-limits: 100/s in all, 10/s per client, 50/s for batch/loader and
+    // 1,000/s for ops; only port 8080 and /orders*.
+    let m = mesh(&find("api-limits"));
+    let l = support::labels(&[("app", "api")]);
+    let limits = |principal: &str, port: u16, path: &str| {
+        m.rate_limits(&mesh_policy::RateLimitRequest {
+            destination: mesh_policy::Workload {
+                namespace: "shop",
+                labels: &l,
+            },
+            port,
+            method: "GET",
+            path,
+            principal: Some(principal),
+            now: support::now(),
+        })
+        .map(|x| {
+            (
+                x.total.map(|q| (q.requests_per_second, q.burst)),
+                x.per_client.map(|q| (q.requests_per_second, q.burst)),
+            )
+        })
+        .collect::<Vec<_>>()
+    };
+    let web = "cluster.local/ns/shop/sa/web";
+    assert_eq!(
+        limits(web, 8080, "/orders/7"),
+        [(Some((100, 20)), Some((10, 10)))]
+    );
+    assert_eq!(
+        limits("cluster.local/ns/batch/sa/loader", 8080, "/orders"),
+        [(Some((100, 20)), Some((50, 50)))]
+    );
+    assert_eq!(
+        limits("cluster.local/ns/ops/sa/anyone", 8080, "/orders"),
+        [(Some((100, 20)), Some((1000, 1000)))]
+    );
+    assert!(limits(web, 9090, "/orders").is_empty());
+    assert!(limits(web, 8080, "/health").is_empty());
 }
