@@ -42,6 +42,11 @@ pub enum Kind {
     /// earlier build): a data-path change measured before and after in one
     /// run. Not in the default set.
     PalisadeL7Base,
+    /// `palisade-l7` whose HTTP path goes to a Service (`--service-route`)
+    /// with an HTTPRoute (timeout and retry policy) and whose server has a
+    /// RateLimitPolicy that is never hit: what traffic management costs a
+    /// request. Not in the default set.
+    PalisadeL7Routed,
     /// Palisade with the upstream's HTTP port in `--opaque-ports`: HTTP is
     /// relayed as opaque TCP (`palisade/tcp1`), as before the HTTP path.
     /// Not in the default set.
@@ -65,6 +70,7 @@ impl Kind {
             Kind::PalisadeQuiet => "palisade-quiet",
             Kind::PalisadeL7 => "palisade-l7",
             Kind::PalisadeL7Base => "palisade-l7-base",
+            Kind::PalisadeL7Routed => "palisade-l7-routed",
             Kind::PalisadeOpaque => "palisade-opaque",
             Kind::Haproxy => "haproxy",
             Kind::Nginx => "nginx",
@@ -81,6 +87,7 @@ impl Kind {
             Kind::PalisadeQuiet => "Palisade, L7 rule on B, RUST_LOG=warn",
             Kind::PalisadeL7 => "Palisade, L7 rule on B",
             Kind::PalisadeL7Base => "Palisade, L7 rule on B, baseline build",
+            Kind::PalisadeL7Routed => "Palisade, L7 rule on B, route + retry + rate limit",
             Kind::PalisadeOpaque => "Palisade, --opaque-ports (tcp1)",
             Kind::Haproxy => "HAProxy tcp",
             Kind::Nginx => "nginx stream",
@@ -101,6 +108,7 @@ impl Kind {
             | Kind::PalisadeQuiet
             | Kind::PalisadeL7
             | Kind::PalisadeL7Base
+            | Kind::PalisadeL7Routed
             | Kind::PalisadeOpaque => None,
         }
     }
@@ -176,6 +184,30 @@ impl ControlPlane {
 
 /// Labels of the `palisade-l7` server proxy, which only the L7 policy selects.
 const L7_LABELS: &str = "app=bench-l7";
+/// The label that only the `palisade-l7-routed` server adds.
+const ROUTED_LABEL: &str = "variant=routed";
+/// The Service the routed pair's HTTP goes to.
+const ROUTED_SERVICE: &str = "bench-routed";
+
+/// The routed pair's Service (its one endpoint: the routed server), an
+/// HTTPRoute with a request timeout and a retry policy, and a
+/// RateLimitPolicy on the server far above any load the runs offer.
+fn routed_config(upstream_port: u16) -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {ROUTED_SERVICE}, namespace: {NAMESPACE}}}\n\
+         spec:\n  clusterIP: 10.96.0.99\n  selector: {{variant: routed}}\n  ports: [{{port: 80, targetPort: {upstream_port}}}]\n\
+         ---\n\
+         apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {ROUTED_SERVICE}, namespace: {NAMESPACE}}}\n\
+         spec:\n  parentRefs: [{{kind: Service, group: \"\", name: {ROUTED_SERVICE}, port: 80}}]\n  rules:\n\
+         \x20   - backendRefs: [{{name: {ROUTED_SERVICE}, port: 80}}]\n\
+         \x20     timeouts: {{request: 30s}}\n\
+         \x20     retry: {{attempts: 2, codes: [502, 503], backoff: 25ms}}\n\
+         ---\n\
+         apiVersion: policy.palisade.dev/v1alpha1\nkind: RateLimitPolicy\nmetadata: {{name: {ROUTED_SERVICE}, namespace: {NAMESPACE}}}\n\
+         spec:\n  selector: {{matchLabels: {{variant: routed}}}}\n\
+         \x20 total: {{requestsPerSecond: 1000000}}\n  perClient: {{requestsPerSecond: 1000000}}\n"
+    )
+}
 
 /// The one policy of a run. It selects only the `palisade-l7` server (the
 /// other Palisade pairs have no policy and relay after one L4 decision):
@@ -266,6 +298,7 @@ pub fn start(kind: Kind, setup: &Setup) -> anyhow::Result<Pair> {
         | Kind::PalisadeQuiet
         | Kind::PalisadeL7
         | Kind::PalisadeL7Base
+        | Kind::PalisadeL7Routed
         | Kind::PalisadeOpaque => start_palisade(kind, setup)?,
         Kind::Haproxy | Kind::Nginx | Kind::Stunnel | Kind::HaproxyHttp | Kind::NginxHttp => {
             start_peer(kind, setup)?
@@ -341,8 +374,17 @@ pub fn start_proxy(
         "1s".into(),
     ];
     for r in &spec.routes {
-        args.push("--static-route".into());
-        args.push(r.clone());
+        // `service:LISTEN`: that listener is the routed pair's Service.
+        match r.strip_prefix("service:") {
+            Some(listen) => {
+                args.push("--service-route".into());
+                args.push(format!("{listen}={NAMESPACE}/{ROUTED_SERVICE}:80"));
+            }
+            None => {
+                args.push("--static-route".into());
+                args.push(r.clone());
+            }
+        }
     }
     args.extend(spec.extra.iter().cloned());
     let child = procs::spawn(
@@ -371,8 +413,17 @@ fn start_palisade(kind: Kind, setup: &Setup) -> anyhow::Result<Pair> {
     let name = kind.name();
     let l7 = matches!(
         kind,
-        Kind::PalisadeL7 | Kind::PalisadeQuiet | Kind::PalisadeL7Base
+        Kind::PalisadeL7 | Kind::PalisadeQuiet | Kind::PalisadeL7Base | Kind::PalisadeL7Routed
     );
+    let routed = kind == Kind::PalisadeL7Routed;
+    if routed {
+        // The control plane picks the file up within a second; the pair is
+        // used only once a request has crossed it (below).
+        std::fs::write(
+            setup.work.join("cp-policy").join("bench-routed.yaml"),
+            routed_config(setup.upstream_http.port()),
+        )?;
+    }
     let proxy_bin = match (kind, &setup.baseline_bin_dir) {
         (Kind::PalisadeL7Base, Some(d)) => d.join("mesh-proxy"),
         (Kind::PalisadeL7Base, None) => {
@@ -394,7 +445,11 @@ fn start_palisade(kind: Kind, setup: &Setup) -> anyhow::Result<Pair> {
             let mut extra = Vec::new();
             if l7 && role == "server" {
                 extra.push("--labels".into());
-                extra.push(L7_LABELS.into());
+                extra.push(if routed {
+                    format!("{L7_LABELS},{ROUTED_LABEL}")
+                } else {
+                    L7_LABELS.into()
+                });
             }
             if kind == Kind::PalisadeOpaque && role == "client" {
                 extra.push("--opaque-ports".into());
@@ -425,14 +480,21 @@ fn start_palisade(kind: Kind, setup: &Setup) -> anyhow::Result<Pair> {
     } else {
         spiffe("palisade-server")
     };
+    // The routed pair's HTTP goes to the Service (`--service-route`, in
+    // the client's extra flags); the others' to the server directly.
+    let http_route = if routed {
+        format!("service:127.0.0.1:{}", p.a_http)
+    } else {
+        format!(
+            "127.0.0.1:{}=127.0.0.1:{server_inbound}/{}@{id}",
+            p.a_http,
+            setup.upstream_http.port()
+        )
+    };
     let (mut client, client_admin, _) = start_one(
         "client",
         vec![
-            format!(
-                "127.0.0.1:{}=127.0.0.1:{server_inbound}/{}@{id}",
-                p.a_http,
-                setup.upstream_http.port()
-            ),
+            http_route,
             format!(
                 "127.0.0.1:{}=127.0.0.1:{server_inbound}/{}@{id}",
                 p.a_bulk,
@@ -448,6 +510,18 @@ fn start_palisade(kind: Kind, setup: &Setup) -> anyhow::Result<Pair> {
     )?;
     wait_ready(&mut server, server_admin)?;
     wait_ready(&mut client, client_admin)?;
+    if routed {
+        // Discovery names the Service's endpoint a moment after both are ready.
+        let a = loopback(p.a_http);
+        procs::wait_for(
+            "a request through the routed Service",
+            READY_DEADLINE,
+            || {
+                client.check_alive()?;
+                Ok((procs::http_status(a, "/") == Some(200)).then_some(()))
+            },
+        )?;
+    }
     Ok(Pair {
         kind,
         http: loopback(p.a_http),
@@ -768,6 +842,60 @@ mod tests {
 
     /// The L7 pair measures what it says only if the control plane accepts
     /// its policy and the policy reads HTTP for that server alone.
+    // The routed pair's objects load; the route takes GETs to its Service
+    // with a retry policy, and the rate limit selects only the routed
+    // server, far above any load (the L7 server has none).
+    #[test]
+    fn the_routed_config_routes_and_limits_only_the_routed_pair() {
+        use mesh_policy::{Evaluator, Labels, RateLimitRequest, RouteRequest, Workload};
+        let loaded = match mesh_policy::parse_yaml("bench-routed.yaml", &routed_config(8080)) {
+            Ok(l) => l,
+            Err(e) => panic!("routed config does not load: {e}"),
+        };
+        let m = match Evaluator::compile(&loaded.snapshot, mesh_identity::DEFAULT_TRUST_DOMAIN) {
+            Ok(m) => m,
+            Err(e) => panic!("routed config does not compile: {e}"),
+        };
+        let headers = http::HeaderMap::new();
+        let d = m.route(&RouteRequest {
+            client_namespace: Some(NAMESPACE),
+            service_namespace: NAMESPACE,
+            service_name: ROUTED_SERVICE,
+            port: 80,
+            method: "GET",
+            path: "/1k",
+            query: None,
+            headers: &headers,
+            now: std::time::SystemTime::now(),
+        });
+        assert!(d.is_some_and(|d| d.retry.is_some() && d.timeouts.request.is_some()));
+        let labels = |pairs: &[&str]| -> Labels {
+            pairs
+                .iter()
+                .filter_map(|p| p.split_once('='))
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect()
+        };
+        let limits = |l: &Labels| {
+            m.rate_limits(&RateLimitRequest {
+                destination: Workload {
+                    namespace: NAMESPACE,
+                    labels: l,
+                },
+                port: 8080,
+                method: "GET",
+                path: "/1k",
+                principal: None,
+                now: std::time::SystemTime::now(),
+            })
+            .filter_map(|x| x.total)
+            .map(|q| q.requests_per_second)
+            .collect::<Vec<_>>()
+        };
+        assert_eq!(limits(&labels(&[L7_LABELS, ROUTED_LABEL])), [1_000_000]);
+        assert!(limits(&labels(&[L7_LABELS])).is_empty());
+    }
+
     #[test]
     fn the_l7_policy_selects_only_the_l7_server_and_reads_http() {
         use mesh_policy::{Evaluator, Headers, Http, Labels, Peer, Request, Workload};

@@ -76,6 +76,17 @@ pub struct RunArgs {
     )]
     pub static_routes: Vec<StaticRoute>,
 
+    /// A local port for a mesh Service, for hosts without traffic
+    /// redirection: LISTEN=NAMESPACE/NAME:PORT (repeatable). A connection
+    /// there is treated as one to the Service's VIP and port: its routes,
+    /// retries, timeouts and balancing apply.
+    #[arg(
+        long = "service-route",
+        env = "MESH_SERVICE_ROUTE",
+        value_delimiter = ' '
+    )]
+    pub service_routes: Vec<ServiceRoute>,
+
     /// Requested certificate lifetime (0 = the control plane's default).
     #[arg(long, env = "MESH_CERT_TTL", value_parser = mesh_identity::duration::parse_duration, default_value = "0")]
     pub cert_ttl: Duration,
@@ -182,6 +193,43 @@ pub struct StaticRoute {
     pub identity: SpiffeId,
 }
 
+/// `--service-route`: a local listener for a Service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceRoute {
+    pub listen: SocketAddr,
+    pub namespace: String,
+    pub name: String,
+    pub port: u16,
+}
+
+impl FromStr for ServiceRoute {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let usage = "expected LISTEN=NAMESPACE/NAME:PORT, e.g. 127.0.0.1:15001=shop/api:80";
+        let bad = || format!("{s:?}: {usage}");
+        let (listen, rest) = s.split_once('=').ok_or_else(bad)?;
+        let (namespace, rest) = rest.split_once('/').ok_or_else(bad)?;
+        let (name, port) = rest.rsplit_once(':').ok_or_else(bad)?;
+        let listen = listen
+            .parse()
+            .map_err(|_| format!("{s:?}: LISTEN {listen:?} is not an address:port"))?;
+        let port = port
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| format!("{s:?}: PORT {port:?} is not a port"))?;
+        if namespace.is_empty() || name.is_empty() || name.contains('/') {
+            return Err(bad());
+        }
+        Ok(Self {
+            listen,
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            port,
+        })
+    }
+}
+
 impl FromStr for StaticRoute {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
@@ -246,6 +294,32 @@ mod tests {
             "127.0.0.1:1=nohost/80@spiffe://td/a",
         ] {
             assert!(bad.parse::<StaticRoute>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn service_route_parses_and_refuses_what_is_not_one() {
+        let r: ServiceRoute = "127.0.0.1:15001=shop/api:80".parse().unwrap();
+        assert_eq!(
+            r,
+            ServiceRoute {
+                listen: "127.0.0.1:15001".parse().unwrap(),
+                namespace: "shop".into(),
+                name: "api".into(),
+                port: 80,
+            }
+        );
+        for bad in [
+            "",
+            "127.0.0.1:15001",
+            "127.0.0.1:15001=api:80",
+            "127.0.0.1:15001=shop/api",
+            "127.0.0.1:15001=shop/api:0",
+            "127.0.0.1:15001=/api:80",
+            "127.0.0.1:15001=shop/:80",
+            "x=shop/api:80",
+        ] {
+            assert!(bad.parse::<ServiceRoute>().is_err(), "{bad}");
         }
     }
 }

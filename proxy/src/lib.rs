@@ -75,6 +75,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot listen on static route {}", r.listen))?;
         route_listeners.push((r.clone(), l));
     }
+    let mut service_listeners = Vec::new();
+    for r in &args.service_routes {
+        let l = TcpListener::bind(r.listen)
+            .await
+            .with_context(|| format!("cannot listen on service route {}", r.listen))?;
+        service_listeners.push((r.clone(), l));
+    }
 
     let (trigger, drain) = drain::new();
     let (policy_tx, policy_rx) = tokio::sync::watch::channel(None);
@@ -139,6 +146,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut own_ports: HashSet<u16> =
         [args.inbound.port(), args.outbound.port(), args.admin.port()].into();
     own_ports.extend(args.static_routes.iter().map(|r| r.listen.port()));
+    own_ports.extend(args.service_routes.iter().map(|r| r.listen.port()));
     let access = Arc::new(
         access::AccessLog::open(&args.access_log)
             .with_context(|| format!("cannot open --access-log {:?}", args.access_log))?,
@@ -202,6 +210,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     );
     for (r, l) in route_listeners {
         tokio::spawn(outbound.clone().serve_route(r, l, drain.clone()));
+    }
+    for (r, l) in service_listeners {
+        tokio::spawn(outbound.clone().serve_service_route(r, l, drain.clone()));
     }
 
     mesh_admin::shutdown_signal().await;

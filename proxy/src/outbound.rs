@@ -76,6 +76,50 @@ impl Outbound {
         .await;
     }
 
+    /// Serves a `--service-route` until draining starts: each connection is
+    /// one to the Service's VIP, as if redirected.
+    pub async fn serve_service_route(
+        self: Arc<Self>,
+        route: crate::config::ServiceRoute,
+        listener: TcpListener,
+        drain: Drain,
+    ) {
+        let route = Arc::new(route);
+        let d = drain.clone();
+        accept::serve(listener, d, "outbound", move |app, client| {
+            let this = self.clone();
+            let route = route.clone();
+            let drain = drain.clone();
+            async move {
+                let vip = this
+                    .discovery
+                    .borrow()
+                    .services
+                    .iter()
+                    .find(|(vip, s)| {
+                        vip.port() == route.port
+                            && s.name == route.name
+                            && s.namespace == route.namespace
+                    })
+                    .map(|(vip, _)| *vip);
+                let r = match vip {
+                    Some(vip) => {
+                        this.clone()
+                            .dispatch(app, client, http::Dest::Transparent(vip), drain)
+                            .await
+                    }
+                    None => Err(RouteError::NoEndpoints(format!(
+                        "{}/{} port {} (not in discovery)",
+                        route.namespace, route.name, route.port
+                    ))
+                    .into()),
+                };
+                failed(client, r);
+            }
+        })
+        .await;
+    }
+
     /// Serves redirected connections (transparent mode) until draining starts.
     pub async fn serve_transparent(self: Arc<Self>, listener: TcpListener, drain: Drain) {
         let own = listener.local_addr().ok();

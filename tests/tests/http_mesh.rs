@@ -280,3 +280,54 @@ fn opaque_ports_are_relayed_without_the_http_path() {
         0.0
     );
 }
+
+/// `--service-route`: a local port for a mesh Service on a host without
+/// traffic redirection. Requests there are requests to the Service: its
+/// HTTPRoute applies at the client's proxy (here a header it sets), its
+/// endpoint is the server found by discovery, and the server's
+/// RateLimitPolicy refuses the excess with 429 naming itself.
+#[test]
+fn a_service_route_takes_the_services_route_and_limits() {
+    let cp = ControlPlane::start(CpOptions::default());
+    let app = EchoApp::start(cp.dir.path(), "api");
+    cp.write_policy(
+        "api.yaml",
+        &format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: api, namespace: default}}\n\
+             spec:\n  clusterIP: 10.96.0.10\n  selector: {{app: api}}\n  ports: [{{port: 80, targetPort: {}}}]\n\
+             ---\n\
+             apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: api, namespace: default}}\n\
+             spec:\n  parentRefs: [{{kind: Service, group: \"\", name: api, port: 80}}]\n  rules:\n\
+             \x20   - backendRefs: [{{name: api, port: 80}}]\n\
+             \x20     filters: [{{type: RequestHeaderModifier, requestHeaderModifier: {{set: [{{name: x-routed, value: by-route}}]}}}}]\n\
+             ---\n\
+             apiVersion: policy.palisade.dev/v1alpha1\nkind: RateLimitPolicy\nmetadata: {{name: api, namespace: default}}\n\
+             spec:\n  selector: {{matchLabels: {{app: api}}}}\n  perClient: {{requestsPerSecond: 1, burst: 2}}\n",
+            app.port()
+        ),
+    );
+    let mut server = ProxyOptions::new("default", "api");
+    server.extra = vec!["--labels".into(), "app=api".into()];
+    let _b = Proxy::start(&cp, server);
+    let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let mut client = ProxyOptions::new("default", "web");
+    client.extra = vec!["--service-route".into(), format!("{listen}=default/api:80")];
+    let _a = Proxy::start(&cp, client);
+    // Discovery may name the server's endpoint a moment after both are ready.
+    let (status, body) = wait_for("the Service's endpoint", Duration::from_secs(10), || {
+        http_get(listen, "/hello").ok().filter(|(s, _)| *s != 503)
+    });
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("x-routed: by-route"), "{body}");
+    // Burst 2 at 1/s: of three at once, the third waits for its turn.
+    let statuses: Vec<u16> = (0..3)
+        .map(|_| http_get(listen, "/again").map_or(0, |(s, _)| s))
+        .collect();
+    assert!(statuses.contains(&429), "{statuses:?}");
+    let (status, body) = http_get(listen, "/more").expect("an answer");
+    assert_eq!(status, 429, "{body}");
+    assert!(
+        body.contains("rate limited by RateLimitPolicy default/api"),
+        "{body}"
+    );
+}
