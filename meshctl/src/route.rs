@@ -2,7 +2,8 @@
 //! proxy holds and the endpoints its requests went to, from its admin
 //! `GET /routes`:
 //!
-//! `{"version": N | null, "routes": [HTTPRoute...], "rate_limits":
+//! `{"version": N | null, "routes": [HTTPRoute...], "grpc_routes":
+//!   [GRPCRoute...], "rate_limits":
 //!   [RateLimitPolicy...], "endpoints": [{"address", "rtt_ms", "in_flight",
 //!   "state", "ejected_for_ms"}]}`
 
@@ -12,7 +13,8 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use hyper::StatusCode;
-use mesh_policy::resource::http_route::{HttpRoute, HttpRouteMatch};
+use mesh_policy::resource::grpc_route::{GrpcRoute, GrpcRouteMatch};
+use mesh_policy::resource::http_route::{BackendRef, HttpRoute, HttpRouteMatch, ParentRef};
 use mesh_policy::resource::rate_limit::{Limit, RateLimitPolicy};
 use serde::Deserialize;
 
@@ -36,6 +38,7 @@ pub enum RouteGetError {
 pub struct RoutesDocument {
     pub version: Option<u64>,
     pub routes: Vec<HttpRoute>,
+    pub grpc_routes: Vec<GrpcRoute>,
     pub rate_limits: Vec<RateLimitPolicy>,
     pub endpoints: Vec<Endpoint>,
     pub raw: String,
@@ -55,6 +58,8 @@ struct Document {
     version: Option<u64>,
     #[serde(default)]
     routes: Vec<serde_json::Value>,
+    #[serde(default)]
+    grpc_routes: Vec<serde_json::Value>,
     #[serde(default)]
     rate_limits: Vec<serde_json::Value>,
     #[serde(default)]
@@ -98,6 +103,7 @@ fn from_response(
     Ok(RoutesDocument {
         version: doc.version,
         routes: objects(doc.routes, "routes").map_err(bad)?,
+        grpc_routes: objects(doc.grpc_routes, "grpc_routes").map_err(bad)?,
         rate_limits: objects(doc.rate_limits, "rate_limits").map_err(bad)?,
         endpoints: doc.endpoints,
         raw,
@@ -118,6 +124,65 @@ fn objects<T: serde::de::DeserializeOwned>(
             serde_json::from_value(o).map_err(|e| format!("{field}[{i}]: {e}"))
         })
         .collect()
+}
+
+fn grpc_matches(m: &[GrpcRouteMatch]) -> String {
+    if m.is_empty() {
+        return "*".into();
+    }
+    m.iter()
+        .map(|m| {
+            let mut parts = Vec::new();
+            if let Some(method) = &m.method {
+                parts.push(format!(
+                    "{}/{}",
+                    method.service.as_deref().unwrap_or("*"),
+                    method.method.as_deref().unwrap_or("*")
+                ));
+            }
+            parts.extend(m.headers.iter().map(|h| format!("{}={}", h.name, h.value)));
+            if parts.is_empty() {
+                "*".into()
+            } else {
+                parts.join(" ")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" | ")
+}
+
+fn parents(refs: &[ParentRef], ns: &str) -> String {
+    refs.iter()
+        .map(|p| {
+            let pns = p.namespace.as_deref().unwrap_or(ns);
+            match p.port {
+                Some(port) => format!("{pns}/{}:{port}", p.name),
+                None => format!("{pns}/{}", p.name),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn backends(refs: &[BackendRef], ns: &str) -> String {
+    let list = refs
+        .iter()
+        .map(|b| {
+            let bns = b.namespace.as_deref().unwrap_or(ns);
+            format!(
+                "{bns}/{}:{} ({})",
+                b.name,
+                b.port.map_or("-".into(), |p| p.to_string()),
+                b.weight.unwrap_or(1)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    if list.is_empty() {
+        "(the parent)".into()
+    } else {
+        list
+    }
 }
 
 fn limit(l: &Limit) -> String {
@@ -197,7 +262,7 @@ impl RoutesDocument {
         let mut out = format!(
             "policy version: {}\nroutes: {}, rate limits: {}, endpoints: {}\n",
             self.version.map_or("none yet".into(), |v| v.to_string()),
-            self.routes.len(),
+            self.routes.len() + self.grpc_routes.len(),
             self.rate_limits.len(),
             self.endpoints.len(),
         );
@@ -205,34 +270,8 @@ impl RoutesDocument {
         for r in &self.routes {
             let ns = r.metadata.namespace.as_deref().unwrap_or("default");
             let name = format!("HTTPRoute {ns}/{}", r.metadata.name);
-            let parents = r
-                .spec
-                .parent_refs
-                .iter()
-                .map(|p| {
-                    let pns = p.namespace.as_deref().unwrap_or(ns);
-                    match p.port {
-                        Some(port) => format!("{pns}/{}:{port}", p.name),
-                        None => format!("{pns}/{}", p.name),
-                    }
-                })
-                .collect::<Vec<_>>()
-                .join(",");
+            let parents = parents(&r.spec.parent_refs, ns);
             for (i, rule) in r.spec.rules.iter().enumerate() {
-                let backends = rule
-                    .backend_refs
-                    .iter()
-                    .map(|b| {
-                        let bns = b.namespace.as_deref().unwrap_or(ns);
-                        format!(
-                            "{bns}/{}:{} ({})",
-                            b.name,
-                            b.port.map_or("-".into(), |p| p.to_string()),
-                            b.weight.unwrap_or(1)
-                        )
-                    })
-                    .collect::<Vec<_>>()
-                    .join(", ");
                 let timeouts = rule.timeouts.as_ref().map_or("-".into(), |t| {
                     let mut v = Vec::new();
                     if let Some(r) = &t.request {
@@ -267,13 +306,29 @@ impl RoutesDocument {
                     },
                     i.to_string(),
                     matches(&rule.matches),
-                    if backends.is_empty() {
-                        "(the parent)".into()
-                    } else {
-                        backends
-                    },
+                    backends(&rule.backend_refs, ns),
                     timeouts,
                     retry,
+                ]);
+            }
+        }
+        for r in &self.grpc_routes {
+            let ns = r.metadata.namespace.as_deref().unwrap_or("default");
+            let name = format!("GRPCRoute {ns}/{}", r.metadata.name);
+            let parents = parents(&r.spec.parent_refs, ns);
+            for (i, rule) in r.spec.rules.iter().enumerate() {
+                rows.push(vec![
+                    if i == 0 { name.clone() } else { String::new() },
+                    if i == 0 {
+                        parents.clone()
+                    } else {
+                        String::new()
+                    },
+                    i.to_string(),
+                    grpc_matches(&rule.matches),
+                    backends(&rule.backend_refs, ns),
+                    "-".into(),
+                    "-".into(),
                 ]);
             }
         }

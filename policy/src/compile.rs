@@ -7,6 +7,7 @@
 
 pub(crate) mod authorization;
 pub(crate) mod cidr;
+pub(crate) mod grpc_route;
 pub(crate) mod http_route;
 pub(crate) mod matcher;
 pub(crate) mod network_policy;
@@ -142,6 +143,7 @@ fn compile_object(
             network_policy::compile(p, common, &site, errors).map(Compiled::NetPol)
         }
         Object::HttpRoute(r) => http_route::compile(r, common, &site, errors).map(Compiled::Route),
+        Object::GrpcRoute(r) => grpc_route::compile(r, common, &site, errors).map(Compiled::Route),
         Object::RateLimitPolicy(p) => {
             rate_limit::compile(p, common, &site, trust_domain, errors).map(Compiled::RateLimit)
         }

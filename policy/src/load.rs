@@ -14,9 +14,9 @@ use crate::Error;
 use crate::compile::check_object;
 use crate::resource::Service;
 use crate::resource::{
-    AuthorizationPolicy, CORE_API_VERSION, GATEWAY_API_VERSION, HttpRoute, NETWORKING_API_VERSION,
-    Namespace, NetworkPolicy, Object, POLICY_API_VERSION, PeerAuthentication, RateLimitPolicy,
-    SECURITY_API_VERSIONS, Snapshot,
+    AuthorizationPolicy, CORE_API_VERSION, GATEWAY_API_VERSION, GrpcRoute, HttpRoute,
+    NETWORKING_API_VERSION, Namespace, NetworkPolicy, Object, POLICY_API_VERSION,
+    PeerAuthentication, RateLimitPolicy, SECURITY_API_VERSIONS, Snapshot,
 };
 use crate::validate::{check_duplicates, check_name, duplicates};
 use serde::Deserialize;
@@ -287,7 +287,7 @@ pub(crate) fn parse_value(
         "AuthorizationPolicy" | "PeerAuthentication" => &SECURITY_API_VERSIONS,
         "NetworkPolicy" => &[NETWORKING_API_VERSION],
         "Namespace" => &[CORE_API_VERSION],
-        "HTTPRoute" => &[GATEWAY_API_VERSION],
+        "HTTPRoute" | "GRPCRoute" => &[GATEWAY_API_VERSION],
         "RateLimitPolicy" => &[POLICY_API_VERSION],
         other => {
             warnings.push(format!(
@@ -337,6 +337,7 @@ pub(crate) fn parse_value(
         }
         "NetworkPolicy" => typed(deserialize::<NetworkPolicy>(value).map(Object::NetworkPolicy))?,
         "HTTPRoute" => typed(deserialize::<HttpRoute>(value).map(Object::HttpRoute))?,
+        "GRPCRoute" => typed(deserialize::<GrpcRoute>(value).map(Object::GrpcRoute))?,
         "RateLimitPolicy" => {
             typed(deserialize::<RateLimitPolicy>(value).map(Object::RateLimitPolicy))?
         }
@@ -371,7 +372,8 @@ impl<'de> Deserialize<'de> for Object {
                 .ok_or_else(|| serde::de::Error::custom("empty object")),
             Ok(_) => Err(serde::de::Error::custom(
                 "a snapshot entry must be exactly one policy object (AuthorizationPolicy, \
-                 PeerAuthentication, NetworkPolicy, Namespace, HTTPRoute or RateLimitPolicy)",
+                 PeerAuthentication, NetworkPolicy, Namespace, HTTPRoute, GRPCRoute or \
+                 RateLimitPolicy)",
             )),
             Err(errors) => Err(serde::de::Error::custom(
                 Error::from_list(errors).map_or_else(String::new, |e| e.to_string()),

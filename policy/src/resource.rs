@@ -11,6 +11,7 @@
 //! snapshot that arrives over the wire cannot hold anything a file could not.
 
 mod authorization;
+pub mod grpc_route;
 pub mod http_route;
 mod namespace;
 mod network_policy;
@@ -28,6 +29,7 @@ pub use authorization::{
     Action, AuthorizationPolicy, AuthorizationPolicySpec, Condition, Operation, Rule, RuleFrom,
     RuleTo, Source, WorkloadSelector,
 };
+pub use grpc_route::GrpcRoute;
 pub use http_route::HttpRoute;
 pub use namespace::Namespace;
 pub use network_policy::{
@@ -78,7 +80,7 @@ pub const NETWORKING_API_VERSION: &str = "networking.k8s.io/v1";
 /// apiVersion of the Kubernetes core kinds (Namespace, Service).
 pub const CORE_API_VERSION: &str = "v1";
 
-/// The Gateway API's group and version (HTTPRoute).
+/// The Gateway API's group and version (HTTPRoute, GRPCRoute).
 pub const GATEWAY_API_VERSION: &str = "gateway.networking.k8s.io/v1";
 
 /// apiVersion of Palisade's own policy kinds (RateLimitPolicy).
@@ -127,6 +129,8 @@ pub enum Kind {
     Namespace,
     #[serde(rename = "HTTPRoute")]
     HttpRoute,
+    #[serde(rename = "GRPCRoute")]
+    GrpcRoute,
     RateLimitPolicy,
 }
 
@@ -138,6 +142,7 @@ impl Kind {
             Kind::NetworkPolicy => "NetworkPolicy",
             Kind::Namespace => "Namespace",
             Kind::HttpRoute => "HTTPRoute",
+            Kind::GrpcRoute => "GRPCRoute",
             Kind::RateLimitPolicy => "RateLimitPolicy",
         }
     }
@@ -179,6 +184,8 @@ pub enum Object {
     Namespace(Namespace),
     #[serde(rename = "HTTPRoute")]
     HttpRoute(HttpRoute),
+    #[serde(rename = "GRPCRoute")]
+    GrpcRoute(GrpcRoute),
     RateLimitPolicy(RateLimitPolicy),
 }
 
@@ -190,6 +197,7 @@ impl Object {
             Object::NetworkPolicy(_) => Kind::NetworkPolicy,
             Object::Namespace(_) => Kind::Namespace,
             Object::HttpRoute(_) => Kind::HttpRoute,
+            Object::GrpcRoute(_) => Kind::GrpcRoute,
             Object::RateLimitPolicy(_) => Kind::RateLimitPolicy,
         }
     }
@@ -201,6 +209,7 @@ impl Object {
             Object::NetworkPolicy(o) => &o.metadata,
             Object::Namespace(o) => &o.metadata,
             Object::HttpRoute(o) => &o.metadata,
+            Object::GrpcRoute(o) => &o.metadata,
             Object::RateLimitPolicy(o) => &o.metadata,
         }
     }

@@ -54,16 +54,28 @@ impl Snapshot {
                 // Service's namespace) to every client, consumer routes to
                 // clients of their own namespace.
                 Object::HttpRoute(r) => {
-                    let own = r.metadata.namespace_or_default();
-                    own == namespace
-                        || r.spec
-                            .parent_refs
-                            .iter()
-                            .any(|p| p.namespace.as_deref().unwrap_or(own) == own)
+                    route_for(r.metadata.namespace_or_default(), &r.spec.parent_refs, namespace)
+                }
+                Object::GrpcRoute(r) => {
+                    route_for(r.metadata.namespace_or_default(), &r.spec.parent_refs, namespace)
                 }
             })
             .cloned()
             .collect();
         Snapshot { objects }
     }
+}
+
+/// Whether a client in `namespace` applies a route of namespace `own`: a
+/// consumer route of its own namespace, or a producer route (one with a
+/// parent Service in the route's own namespace).
+fn route_for(
+    own: &str,
+    parents: &[crate::resource::http_route::ParentRef],
+    namespace: &str,
+) -> bool {
+    own == namespace
+        || parents
+            .iter()
+            .any(|p| p.namespace.as_deref().unwrap_or(own) == own)
 }

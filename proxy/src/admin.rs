@@ -69,9 +69,9 @@ impl Admin {
         )
     }
 
-    /// The HTTPRoutes and RateLimitPolicies of the snapshot in force, as
-    /// sent, and the endpoints this proxy's requests went to:
-    /// `{"version", "routes": [...], "rate_limits": [...], "endpoints":
+    /// The HTTPRoutes, GRPCRoutes and RateLimitPolicies of the snapshot in
+    /// force, as sent, and the endpoints this proxy's requests went to:
+    /// `{"version", "routes": [...], "grpc_routes": [...], "rate_limits": [...], "endpoints":
     /// [{"address", "rtt_ms", "in_flight", "state", "ejected_for_ms"}]}`.
     fn routes(&self) -> Reply {
         let view = self.policy.borrow().clone();
@@ -106,6 +106,7 @@ impl Admin {
             &serde_json::json!({
                 "version": view.as_ref().map(|v| v.version),
                 "routes": of_kind("HTTPRoute"),
+                "grpc_routes": of_kind("GRPCRoute"),
                 "rate_limits": of_kind("RateLimitPolicy"),
                 "endpoints": endpoints,
             }),

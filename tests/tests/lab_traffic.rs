@@ -185,17 +185,25 @@ fn timed_curl(lab: &Lab, args: &[&str], url: &str) -> (String, Duration, String)
     (code.to_string(), took, body.to_string())
 }
 
-/// One gRPC call from the client through the mesh: (grpc-status, time
-/// taken, grpc-message).
+/// One gRPC call from the client through the mesh to a stalling upstream:
+/// (grpc-status, time taken, grpc-message).
 fn timed_grpc(lab: &Lab, url: &str, timeout_ms: Option<u64>) -> (String, Duration, String) {
-    // The lab's own copy: the build folder may be private to root.
-    let bin = lab.state_dir().join("bin/mesh-grpc");
-    let bin = bin.to_string_lossy();
     let t = timeout_ms.map(|t| t.to_string());
-    let mut argv = vec![&*bin, "call", url, "--sleep-ms", "5000"];
+    let mut argv = vec!["--sleep-ms", "5000"];
     if let Some(t) = &t {
         argv.extend(["--timeout-ms", t.as_str()]);
     }
+    grpc_call(lab, url, &argv)
+}
+
+/// `mesh-grpc call URL ARGS…` from the client: (grpc-status, time taken,
+/// grpc-message).
+fn grpc_call(lab: &Lab, url: &str, args: &[&str]) -> (String, Duration, String) {
+    // The lab's own copy: the build folder may be private to root.
+    let bin = lab.state_dir().join("bin/mesh-grpc");
+    let bin = bin.to_string_lossy();
+    let mut argv = vec![&*bin, "call", url];
+    argv.extend_from_slice(args);
     let out = lab.exec_as("client", APP_UID, &argv);
     let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
     let mut parts = text.splitn(3, ' ');
@@ -215,7 +223,8 @@ fn within_ten_percent(what: &str, took: Duration, setting: Duration) {
 /// and gRPC app after 5 s, neither minding deadlines): the route's request timeout,
 /// its per-try timeout and the caller's `grpc-timeout` (with or without a
 /// route) fire within 10% of their setting, for HTTP/1.1, HTTP/2 and gRPC,
-/// each named in the answer: 504, or gRPC DEADLINE_EXCEEDED (4).
+/// each named in the answer: 504, or gRPC DEADLINE_EXCEEDED (4). A
+/// GRPCRoute on the same upstream routes calls by method.
 #[test]
 fn timeouts_fire_on_time_for_http1_h2_and_grpc_and_name_themselves() {
     if !available("timeouts_fire_on_time_for_http1_h2_and_grpc_and_name_themselves") {
@@ -229,6 +238,8 @@ fn timeouts_fire_on_time_for_http1_h2_and_grpc_and_name_themselves() {
         .service("api", "shop", 30, "api", (80, 8080))
         .service("grpc", "shop", 31, "grpc", (9090, 9090))
         .service("grpc-direct", "shop", 32, "grpc", (9090, 9090))
+        .service("grpc-routed", "shop", 33, "grpc", (9090, 9090))
+        .file("grpc-by-method.yaml", GRPC_BY_METHOD)
         .file(
             "route.yaml",
             &route(
@@ -295,8 +306,33 @@ fn timeouts_fire_on_time_for_http1_h2_and_grpc_and_name_themselves() {
         "{message}"
     );
     within_ten_percent("gRPC grpc-timeout without a route", took, ms(300));
+
+    // A GRPCRoute routes by service and method: Unary takes the rule
+    // whose only backend has weight 0 (the caller gets the error naming
+    // it), another method of the service takes the catch-all rule.
+    let by_method = format!("http://{}:9090", lab.vip(33));
+    let (status, _, message) = grpc_call(&lab, &by_method, &["--method", "Unary"]);
+    assert_ne!(status, "0", "{message}");
+    assert!(
+        message.contains("GRPCRoute shop/grpc-by-method rule 0"),
+        "{message}"
+    );
+    let (status, _, message) = grpc_call(&lab, &by_method, &["--method", "Other"]);
+    assert_eq!(status, "0", "{message}");
     lab.down();
 }
+
+const GRPC_BY_METHOD: &str = "apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: grpc-by-method, namespace: shop}
+spec:
+  parentRefs: [{kind: Service, group: \"\", name: grpc-routed, port: 9090}]
+  rules:
+    - matches: [{method: {service: palisade.test.v1.Echo, method: Unary}}]
+      backendRefs: [{name: grpc-direct, port: 9090, weight: 0}]
+    - matches: [{method: {service: palisade.test.v1.Echo}}]
+      backendRefs: [{name: grpc-direct, port: 9090}]
+";
 
 fn rate_limit(spec: &str) -> String {
     format!(

@@ -64,7 +64,7 @@ pub struct Kind {
 
 /// What the control plane reads. Kinds whose CRDs are not installed
 /// (Istio's groups, say) answer 404 and count as empty.
-pub const KINDS: [Kind; 10] = [
+pub const KINDS: [Kind; 11] = [
     Kind {
         api_version: "v1",
         kind: "Namespace",
@@ -110,6 +110,11 @@ pub const KINDS: [Kind; 10] = [
         api_version: "gateway.networking.k8s.io/v1",
         kind: "HTTPRoute",
         path: "/apis/gateway.networking.k8s.io/v1/httproutes",
+    },
+    Kind {
+        api_version: "gateway.networking.k8s.io/v1",
+        kind: "GRPCRoute",
+        path: "/apis/gateway.networking.k8s.io/v1/grpcroutes",
     },
     Kind {
         api_version: "policy.palisade.dev/v1alpha1",

@@ -180,7 +180,24 @@ impl Lint<'_> {
             Object::NetworkPolicy(p) => self.network_policy(object, p),
             Object::PeerAuthentication(p) => self.peer_authentication(object, p),
             Object::Namespace(_) => {}
-            Object::HttpRoute(r) => self.http_route(object, r),
+            Object::HttpRoute(r) => {
+                let rules: Vec<_> = r
+                    .spec
+                    .rules
+                    .iter()
+                    .map(|x| x.backend_refs.as_slice())
+                    .collect();
+                self.route(object, &r.spec.parent_refs, &rules);
+            }
+            Object::GrpcRoute(r) => {
+                let rules: Vec<_> = r
+                    .spec
+                    .rules
+                    .iter()
+                    .map(|x| x.backend_refs.as_slice())
+                    .collect();
+                self.route(object, &r.spec.parent_refs, &rules);
+            }
             Object::RateLimitPolicy(p) => self.rate_limit(object, p),
         }
     }
@@ -221,9 +238,16 @@ impl Lint<'_> {
     /// Routes that cannot work as written: a parent or backend Service that
     /// is not in the folder (its share of requests gets 500), or a rule
     /// whose weights sum to 0 (every request it matches gets 500).
-    fn http_route(&mut self, object: &Object, route: &mesh_policy::resource::HttpRoute) {
+    /// HTTPRoute and GRPCRoute: parents and backends that exist, rules with
+    /// a backend of weight above 0 (`rules`: each rule's backends).
+    fn route(
+        &mut self,
+        object: &Object,
+        parents: &[mesh_policy::resource::http_route::ParentRef],
+        rules: &[&[mesh_policy::resource::http_route::BackendRef]],
+    ) {
         let own = object.metadata().namespace_or_default().to_owned();
-        for p in &route.spec.parent_refs {
+        for p in parents {
             let ns = p.namespace.clone().unwrap_or_else(|| own.clone());
             if !self.services.contains(&(ns.clone(), p.name.clone())) {
                 self.about(
@@ -237,9 +261,8 @@ impl Lint<'_> {
                 );
             }
         }
-        for (i, rule) in route.spec.rules.iter().enumerate() {
-            let total: u64 = rule
-                .backend_refs
+        for (i, backends) in rules.iter().enumerate() {
+            let total: u64 = backends
                 .iter()
                 .map(|b| u64::from(b.weight.unwrap_or(1)))
                 .sum();
@@ -253,7 +276,7 @@ impl Lint<'_> {
                     ),
                 );
             }
-            for b in &rule.backend_refs {
+            for b in backends.iter() {
                 let ns = b.namespace.clone().unwrap_or_else(|| own.clone());
                 if !self.services.contains(&(ns.clone(), b.name.clone())) {
                     self.about(

@@ -22,6 +22,15 @@ fn document() -> serde_json::Value {
                 ]
             }
         }],
+        "grpc_routes": [{
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "GRPCRoute",
+            "metadata": {"name": "orders", "namespace": "shop"},
+            "spec": {
+                "parentRefs": [{"kind": "Service", "group": "", "name": "orders", "port": 9090}],
+                "rules": [{"matches": [{"method": {"service": "shop.v1.Orders", "method": "Get"}}],
+                           "backendRefs": [{"name": "orders-cache", "port": 9090}]}]
+            }
+        }],
         "rate_limits": [{
             "apiVersion": "policy.palisade.dev/v1alpha1", "kind": "RateLimitPolicy",
             "metadata": {"name": "api-limit", "namespace": "shop",
@@ -46,11 +55,12 @@ async fn lists_routes_rate_limits_and_endpoints() {
     assert!(head.starts_with("GET /routes HTTP/1.1\r\n"), "{head}");
     let expected = [
         "policy version: 4",
-        "routes: 1, rate limits: 1, endpoints: 2",
+        "routes: 2, rate limits: 1, endpoints: 2",
         "",
-        "ROUTE                  PARENTS      RULE  MATCHES                 BACKENDS (WEIGHT)                         TIMEOUTS    RETRY",
-        "HTTPRoute shop/canary  shop/api:80  0     *                       shop/api-v1:80 (90), shop/api-v2:80 (10)  request 2s  -",
-        "                                    1     PathPrefix /orders GET  shop/api-v1:80 (1)                        -           3 attempts on [503], backoff 10ms",
+        "ROUTE                  PARENTS           RULE  MATCHES                 BACKENDS (WEIGHT)                         TIMEOUTS    RETRY",
+        "HTTPRoute shop/canary  shop/api:80       0     *                       shop/api-v1:80 (90), shop/api-v2:80 (10)  request 2s  -",
+        "                                         1     PathPrefix /orders GET  shop/api-v1:80 (1)                        -           3 attempts on [503], backoff 10ms",
+        "GRPCRoute shop/orders  shop/orders:9090  0     shop.v1.Orders/Get      shop/orders-cache:9090 (1)                -           -",
         "",
         "RATE LIMIT                      SELECTOR  REQUESTS      TOTAL  PER CLIENT     OVERRIDES  DRY-RUN",
         "RateLimitPolicy shop/api-limit  app=api   ports [8080]  -      10/s burst 10  1          yes",

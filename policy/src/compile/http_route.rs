@@ -230,7 +230,7 @@ fn header_edits(
     out
 }
 
-fn filters(
+pub(crate) fn filters(
     list: &[HttpRouteFilter],
     field: &str,
     site: &Site<'_>,
@@ -259,7 +259,7 @@ fn filters(
     edits
 }
 
-fn name_matches(
+pub(crate) fn name_matches(
     list: &[NameMatch],
     field: &str,
     lowercase: bool,
@@ -381,26 +381,16 @@ fn compile_match(
     })
 }
 
-pub(crate) fn compile(
-    route: &HttpRoute,
-    common: Common,
+/// The parent Services of a mesh route (GAMMA): `kind: Service`, `group:
+/// ""`, no `sectionName`; (namespace, name, port) each.
+pub(crate) fn parents(
+    refs: &[crate::resource::http_route::ParentRef],
+    own_ns: &str,
     site: &Site<'_>,
     errors: &mut Vec<crate::Error>,
-) -> Option<Route> {
-    let start = errors.len();
-    let spec = &route.spec;
-    let own_ns = common.object.namespace.clone();
-    if spec.parent_refs.is_empty() {
-        errors.push(site.field("spec.parentRefs", "a mesh route needs a Service parent"));
-    }
-    if !spec.hostnames.is_empty() {
-        errors.push(site.field(
-            "spec.hostnames",
-            "hostnames have no meaning on a Service parent (GAMMA); remove them",
-        ));
-    }
+) -> Vec<(String, String, Option<u16>)> {
     let mut parents = Vec::new();
-    for (i, p) in spec.parent_refs.iter().enumerate() {
+    for (i, p) in refs.iter().enumerate() {
         let at = format!("spec.parentRefs[{i}]");
         let is_service =
             p.kind.as_deref() == Some("Service") && p.group.as_deref().unwrap_or("").is_empty();
@@ -421,11 +411,78 @@ pub(crate) fn compile(
             errors.push(site.field(format!("{at}.port"), "0 is not a port"));
         }
         parents.push((
-            p.namespace.clone().unwrap_or_else(|| own_ns.clone()),
+            p.namespace.clone().unwrap_or_else(|| own_ns.to_owned()),
             p.name.clone(),
             p.port,
         ));
     }
+    parents
+}
+
+/// A rule's weighted backend Services (`at`: the rule's field path).
+pub(crate) fn backends(
+    refs: &[crate::resource::http_route::BackendRef],
+    at: &str,
+    own_ns: &str,
+    site: &Site<'_>,
+    errors: &mut Vec<crate::Error>,
+) -> Vec<Backend> {
+    let mut backends = Vec::new();
+    for (b, backend) in refs.iter().enumerate() {
+        let bat = format!("{at}.backendRefs[{b}]");
+        if backend.kind.as_deref().unwrap_or("Service") != "Service"
+            || !backend.group.as_deref().unwrap_or("").is_empty()
+        {
+            errors.push(site.field(format!("{bat}.kind"), "a backend is a Service"));
+            continue;
+        }
+        if !backend.filters.is_empty() {
+            errors.push(site.field(
+                format!("{bat}.filters"),
+                "per-backend filters are not supported; put them on the rule",
+            ));
+        }
+        let Some(port) = backend.port.filter(|p| *p != 0) else {
+            errors.push(site.field(format!("{bat}.port"), "required for a Service backend"));
+            continue;
+        };
+        let weight = backend.weight.unwrap_or(1);
+        if weight > 1_000_000 {
+            errors.push(site.field(format!("{bat}.weight"), "at most 1000000"));
+            continue;
+        }
+        backends.push(Backend {
+            namespace: backend
+                .namespace
+                .clone()
+                .unwrap_or_else(|| own_ns.to_owned()),
+            name: backend.name.clone(),
+            port,
+            weight,
+        });
+    }
+    backends
+}
+
+pub(crate) fn compile(
+    route: &HttpRoute,
+    common: Common,
+    site: &Site<'_>,
+    errors: &mut Vec<crate::Error>,
+) -> Option<Route> {
+    let start = errors.len();
+    let spec = &route.spec;
+    let own_ns = common.object.namespace.clone();
+    if spec.parent_refs.is_empty() {
+        errors.push(site.field("spec.parentRefs", "a mesh route needs a Service parent"));
+    }
+    if !spec.hostnames.is_empty() {
+        errors.push(site.field(
+            "spec.hostnames",
+            "hostnames have no meaning on a Service parent (GAMMA); remove them",
+        ));
+    }
+    let parents = parents(&spec.parent_refs, &own_ns, site, errors);
     let mut rules = Vec::new();
     for (r, rule) in spec.rules.iter().enumerate() {
         let at = format!("spec.rules[{r}]");
@@ -444,37 +501,7 @@ pub(crate) fn compile(
             });
         }
         let request_headers = filters(&rule.filters, &format!("{at}.filters"), site, errors);
-        let mut backends = Vec::new();
-        for (b, backend) in rule.backend_refs.iter().enumerate() {
-            let bat = format!("{at}.backendRefs[{b}]");
-            if backend.kind.as_deref().unwrap_or("Service") != "Service"
-                || !backend.group.as_deref().unwrap_or("").is_empty()
-            {
-                errors.push(site.field(format!("{bat}.kind"), "a backend is a Service"));
-                continue;
-            }
-            if !backend.filters.is_empty() {
-                errors.push(site.field(
-                    format!("{bat}.filters"),
-                    "per-backend filters are not supported; put them on the rule",
-                ));
-            }
-            let Some(port) = backend.port.filter(|p| *p != 0) else {
-                errors.push(site.field(format!("{bat}.port"), "required for a Service backend"));
-                continue;
-            };
-            let weight = backend.weight.unwrap_or(1);
-            if weight > 1_000_000 {
-                errors.push(site.field(format!("{bat}.weight"), "at most 1000000"));
-                continue;
-            }
-            backends.push(Backend {
-                namespace: backend.namespace.clone().unwrap_or_else(|| own_ns.clone()),
-                name: backend.name.clone(),
-                port,
-                weight,
-            });
-        }
+        let backends = backends(&rule.backend_refs, &at, &own_ns, site, errors);
         let mut timeouts = Timeouts::default();
         if let Some(t) = &rule.timeouts {
             timeouts.request = timeout(

@@ -6,8 +6,9 @@
 //! `mesh-grpc stall ADDR` answers every call to palisade.test.v1.Echo after
 //! the request's `sleep_ms` (proto/echo.proto), ignoring `grpc-timeout`;
 //! any other HTTP/2 request after its `x-sleep-ms` header.
-//! `mesh-grpc call URL [--sleep-ms N] [--timeout-ms T]` makes one unary
-//! call (with `grpc-timeout: Tm` when given) and prints
+//! `mesh-grpc call URL [--sleep-ms N] [--timeout-ms T] [--method M]` makes
+//! one unary call (to `palisade.test.v1.Echo/M`, `Unary` unless given; with
+//! `grpc-timeout: Tm` when given) and prints
 //! `<grpc-status> <elapsed ms> <grpc-message>`; -1 when no answer came.
 
 use std::convert::Infallible;
@@ -19,10 +20,12 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use mesh_tests::grpc::pb::Msg;
 use prost::Message;
 
-const PATH: &str = "/palisade.test.v1.Echo/Unary";
+const SERVICE: &str = "palisade.test.v1.Echo";
 
 fn usage() -> ! {
-    eprintln!("usage: mesh-grpc stall ADDR | call URL [--sleep-ms N] [--timeout-ms T]");
+    eprintln!(
+        "usage: mesh-grpc stall ADDR | call URL [--sleep-ms N] [--timeout-ms T] [--method M]"
+    );
     std::process::exit(2)
 }
 
@@ -46,19 +49,21 @@ fn main() {
             let Some(url) = args.get(1) else { usage() };
             let mut sleep_ms = 0;
             let mut timeout = None;
+            let mut method = "Unary".to_string();
             let mut rest = args[2..].iter();
             while let Some(flag) = rest.next() {
-                let Some(n) = rest.next().and_then(|v| v.parse::<u64>().ok()) else {
-                    usage()
-                };
+                let Some(value) = rest.next() else { usage() };
+                let n = || value.parse::<u64>().unwrap_or_else(|_| usage());
                 match flag.as_str() {
-                    "--sleep-ms" => sleep_ms = n,
-                    "--timeout-ms" => timeout = Some(n),
+                    "--sleep-ms" => sleep_ms = n(),
+                    "--timeout-ms" => timeout = Some(n()),
+                    "--method" => method = value.clone(),
                     _ => usage(),
                 }
             }
+            let path = format!("/{SERVICE}/{method}");
             let (status, took, message) = rt
-                .block_on(call(url, sleep_ms, timeout))
+                .block_on(call(url, &path, sleep_ms, timeout))
                 .unwrap_or_else(|e| ("-1".into(), Duration::ZERO, e));
             println!("{status} {} {message}", took.as_millis());
         }
@@ -123,10 +128,11 @@ async fn stall(addr: std::net::SocketAddr) -> std::io::Result<()> {
 /// grpc-message.
 async fn call(
     url: &str,
+    path: &str,
     sleep_ms: u64,
     timeout: Option<u64>,
 ) -> Result<(String, Duration, String), String> {
-    let uri: http::Uri = format!("{url}{PATH}").parse().map_err(|e| format!("{e}"))?;
+    let uri: http::Uri = format!("{url}{path}").parse().map_err(|e| format!("{e}"))?;
     let authority = uri.authority().ok_or("no host")?.to_string();
     let conn = tokio::net::TcpStream::connect(&authority)
         .await
