@@ -86,10 +86,12 @@ fn example_lab_is_ready_fast_shows_flows_and_goes_away() {
     eprintln!("example lab up in {took:?}");
     let cp = &st["control_plane"];
     assert_eq!(cp["ready"], true, "{st:#}");
-    assert_eq!(cp["connected_proxies"], 4, "{st:#}");
+    assert_eq!(cp["connected_proxies"], 6, "{st:#}");
     for (p, id) in [
         ("frontend", "spiffe://cluster.local/ns/shop/sa/frontend"),
         ("api", "spiffe://cluster.local/ns/shop/sa/api"),
+        ("api-flaky", "spiffe://cluster.local/ns/shop/sa/api"),
+        ("api-canary", "spiffe://cluster.local/ns/shop/sa/api"),
         ("db", "spiffe://cluster.local/ns/shop/sa/db"),
         ("intruder", "spiffe://cluster.local/ns/guest/sa/intruder"),
     ] {
@@ -111,13 +113,21 @@ fn example_lab_is_ready_fast_shows_flows_and_goes_away() {
             // intruder -> api: no ALLOW rule for guest/intruder.
             && denied_by(api, "default deny") > 0
             // legacy (plaintext) -> db: STRICT.
-            && denied_by(db, "PeerAuthentication mesh-system/default") > 0;
+            && denied_by(db, "PeerAuthentication mesh-system/default") > 0
+            // frontend -> api /products/search beyond 1/s: 429
+            // (traffic.yaml), at whichever api endpoint took it.
+            && ["api", "api-flaky", "api-canary"]
+                .iter()
+                .map(|p| pod(&st, p)["traffic"]["rate_limited"].as_u64().unwrap_or(0))
+                .sum::<u64>()
+                > 0;
         seen.then_some(())
     });
     let table = meshctl(&["lab", "status", "--name", name]);
     let table = text(&table);
     assert!(table.contains("denied connections and requests"), "{table}");
     assert!(table.contains("intruder"), "{table}");
+    assert!(table.contains("RETRY") && table.contains("429"), "{table}");
 
     let out = lab_sh(name, &["down"]);
     assert!(out.status.success(), "scripts/lab.sh down: {}", text(&out));
