@@ -44,6 +44,18 @@ const SWEEP_ENDPOINTS: usize = 1024;
 /// Stats unused this long are dropped at a sweep.
 const IDLE: Duration = Duration::from_secs(600);
 
+/// What a balanced endpoint is known by: its workload address (endpoint
+/// and port).
+pub trait Endpoint {
+    fn address(&self) -> SocketAddr;
+}
+
+impl Endpoint for SocketAddr {
+    fn address(&self) -> SocketAddr {
+        *self
+    }
+}
+
 /// Endpoint state of one proxy, by workload address (endpoint and port).
 pub struct Balancer {
     epoch: Instant,
@@ -216,25 +228,37 @@ impl Balancer {
     /// Picks one of `endpoints` (by workload address) that `excluded` does
     /// not rule out, and starts a call to it; `None` when every one is
     /// excluded. A single candidate is taken as it is.
-    pub fn pick(
+    pub fn pick<E: Endpoint>(
         &self,
-        endpoints: &[SocketAddr],
+        endpoints: &[E],
         excluded: impl Fn(usize) -> bool,
     ) -> Option<(usize, Call)> {
         let now = Instant::now();
-        let candidates: Vec<usize> = (0..endpoints.len()).filter(|i| !excluded(*i)).collect();
+        let n = endpoints.len();
+        // The common case, nothing ejected and nothing excluded: two draws,
+        // no list of candidates built.
+        if n >= 2 && self.ejected.load(Ordering::Relaxed) == 0 {
+            let a = (random() % n as u64) as usize;
+            let b = (a + 1 + (random() % (n as u64 - 1)) as usize) % n;
+            if !excluded(a) && !excluded(b) {
+                return Some(self.lower_of(endpoints, a, b, now));
+            }
+        }
+        let candidates: Vec<usize> = (0..n).filter(|i| !excluded(*i)).collect();
         match candidates.len() {
             0 => return None,
             1 => {
                 let i = candidates[0];
-                return Some((i, self.call(endpoints[i])));
+                return Some((i, self.call(endpoints[i].address())));
             }
             _ => {}
         }
         let mut eligible = candidates;
         if self.ejected.load(Ordering::Relaxed) > 0 {
-            let stats: Vec<Arc<Stats>> =
-                eligible.iter().map(|i| self.stats(endpoints[*i])).collect();
+            let stats: Vec<Arc<Stats>> = eligible
+                .iter()
+                .map(|i| self.stats(endpoints[*i].address()))
+                .collect();
             let states: Vec<Option<bool>> =
                 stats.iter().map(|s| available(&s.lock(), now)).collect();
             // An endpoint whose ejection is over takes the next request,
@@ -263,22 +287,33 @@ impl Balancer {
             }
             if eligible.len() == 1 {
                 let i = eligible[0];
-                return Some((i, self.call(endpoints[i])));
+                return Some((i, self.call(endpoints[i].address())));
             }
         }
         let n = eligible.len() as u64;
         let a = (random() % n) as usize;
         let b = (a + 1 + (random() % (n - 1)) as usize) % eligible.len();
+        Some(self.lower_of(endpoints, eligible[a], eligible[b], now))
+    }
+
+    /// Power of two choices: of endpoints `a` and `b`, the lower load.
+    fn lower_of<E: Endpoint>(
+        &self,
+        endpoints: &[E],
+        a: usize,
+        b: usize,
+        now: Instant,
+    ) -> (usize, Call) {
         let (sa, sb) = (
-            self.stats(endpoints[eligible[a]]),
-            self.stats(endpoints[eligible[b]]),
+            self.stats(endpoints[a].address()),
+            self.stats(endpoints[b].address()),
         );
         let (i, s) = if sb.load(now) < sa.load(now) {
-            (eligible[b], sb)
+            (b, sb)
         } else {
-            (eligible[a], sa)
+            (a, sa)
         };
-        Some((i, self.call_with(s)))
+        (i, self.call_with(s))
     }
 
     fn call(&self, dst: SocketAddr) -> Call {

@@ -258,11 +258,11 @@ impl Outbound {
             };
             return self.pool.send(ep.proxy, &ep.identity, pooled, r).await;
         }
-        let dsts: Vec<SocketAddr> = endpoints.iter().map(|e| e.dst).collect();
         let mut unreachable: Vec<usize> = Vec::new();
-        let avoid = avoid.and_then(|a| dsts.iter().position(|d| *d == a));
-        while let Some((i, mut call)) = self.balancer.pick(&dsts, |i| {
-            unreachable.contains(&i) || (Some(i) == avoid && unreachable.len() + 2 <= dsts.len())
+        let avoid = avoid.and_then(|a| endpoints.iter().position(|e| e.dst == a));
+        while let Some((i, mut call)) = self.balancer.pick(endpoints, |i| {
+            unreachable.contains(&i)
+                || (Some(i) == avoid && unreachable.len() + 2 <= endpoints.len())
         }) {
             let ep = &endpoints[i];
             *used = Some(ep.dst);

@@ -23,6 +23,12 @@ pub struct MeshEndpoint {
     pub dst: SocketAddr,
 }
 
+impl crate::http::balance::Endpoint for MeshEndpoint {
+    fn address(&self) -> SocketAddr {
+        self.dst
+    }
+}
+
 /// The Service a connection was for (routes attach to it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceKey {
