@@ -19,7 +19,7 @@ use mesh_policy::resource::rate_limit::{Limit, RateLimitPolicy};
 use serde::Deserialize;
 
 use crate::cert::AdminError;
-use crate::cert::admin::{Target, get, quote};
+use crate::cert::admin::{Target, get_within, quote};
 
 const ROUTES_PATH: &str = "/routes";
 /// Largest `/routes` answer read (a proxy's share of the snapshot).
@@ -69,12 +69,7 @@ struct Document {
 /// Fetches `/routes` from the proxy admin at `url` within `timeout`.
 pub async fn fetch(url: &str, timeout: Duration) -> Result<RoutesDocument, RouteGetError> {
     let target = Target::endpoint(url, ROUTES_PATH)?;
-    let (status, body) = tokio::time::timeout(timeout, get(&target, MAX_BYTES))
-        .await
-        .map_err(|_| AdminError::Timeout {
-            addr: target.authority.clone(),
-            timeout,
-        })??;
+    let (status, body) = get_within(&target, MAX_BYTES, timeout).await?;
     from_response(&target, status, &body)
 }
 

@@ -118,13 +118,22 @@ pub async fn fetch_chain(
     timeout: Duration,
 ) -> Result<Vec<CertificateDer<'static>>, AdminError> {
     let target = Target::parse(url)?;
-    let (status, body) = tokio::time::timeout(timeout, get(&target, MAX_INPUT_BYTES as usize))
+    let (status, body) = get_within(&target, MAX_INPUT_BYTES as usize, timeout).await?;
+    chain_from_response(&target, status, &body)
+}
+
+/// [`get`], given up after `timeout`.
+pub(crate) async fn get_within(
+    target: &Target,
+    limit: usize,
+    timeout: Duration,
+) -> Result<(StatusCode, Bytes), AdminError> {
+    tokio::time::timeout(timeout, get(target, limit))
         .await
         .map_err(|_| AdminError::Timeout {
             addr: target.authority.clone(),
             timeout,
-        })??;
-    chain_from_response(&target, status, &body)
+        })?
 }
 
 /// One `GET` over a fresh connection, the body bounded by `limit` bytes.

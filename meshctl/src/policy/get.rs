@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::cert::AdminError;
-use crate::cert::admin::{Target, get, quote};
+use crate::cert::admin::{Target, get_within, quote};
 
 /// The admin path that serves the snapshot (DESIGN.md).
 const POLICY_PATH: &str = "/policy";
@@ -81,12 +81,7 @@ struct ErrorDocument {
 /// Fetches `/policy` from the proxy admin at `url` within `timeout`.
 pub async fn fetch(url: &str, timeout: Duration) -> Result<PolicyDocument, PolicyGetError> {
     let target = Target::endpoint(url, POLICY_PATH)?;
-    let (status, body) = tokio::time::timeout(timeout, get(&target, MAX_SNAPSHOT_BYTES))
-        .await
-        .map_err(|_| AdminError::Timeout {
-            addr: target.authority.clone(),
-            timeout,
-        })??;
+    let (status, body) = get_within(&target, MAX_SNAPSHOT_BYTES, timeout).await?;
     from_response(&target, status, &body)
 }
 

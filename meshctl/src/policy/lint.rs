@@ -180,24 +180,16 @@ impl Lint<'_> {
             Object::NetworkPolicy(p) => self.network_policy(object, p),
             Object::PeerAuthentication(p) => self.peer_authentication(object, p),
             Object::Namespace(_) => {}
-            Object::HttpRoute(r) => {
-                let rules: Vec<_> = r
-                    .spec
-                    .rules
-                    .iter()
-                    .map(|x| x.backend_refs.as_slice())
-                    .collect();
-                self.route(object, &r.spec.parent_refs, &rules);
-            }
-            Object::GrpcRoute(r) => {
-                let rules: Vec<_> = r
-                    .spec
-                    .rules
-                    .iter()
-                    .map(|x| x.backend_refs.as_slice())
-                    .collect();
-                self.route(object, &r.spec.parent_refs, &rules);
-            }
+            Object::HttpRoute(r) => self.route(
+                object,
+                &r.spec.parent_refs,
+                r.spec.rules.iter().map(|x| x.backend_refs.as_slice()),
+            ),
+            Object::GrpcRoute(r) => self.route(
+                object,
+                &r.spec.parent_refs,
+                r.spec.rules.iter().map(|x| x.backend_refs.as_slice()),
+            ),
             Object::RateLimitPolicy(p) => self.rate_limit(object, p),
         }
     }
@@ -240,11 +232,11 @@ impl Lint<'_> {
     /// whose weights sum to 0 (every request it matches gets 500).
     /// HTTPRoute and GRPCRoute: parents and backends that exist, rules with
     /// a backend of weight above 0 (`rules`: each rule's backends).
-    fn route(
+    fn route<'o>(
         &mut self,
         object: &Object,
         parents: &[mesh_policy::resource::http_route::ParentRef],
-        rules: &[&[mesh_policy::resource::http_route::BackendRef]],
+        rules: impl Iterator<Item = &'o [mesh_policy::resource::http_route::BackendRef]>,
     ) {
         let own = object.metadata().namespace_or_default().to_owned();
         for p in parents {
@@ -261,7 +253,7 @@ impl Lint<'_> {
                 );
             }
         }
-        for (i, backends) in rules.iter().enumerate() {
+        for (i, backends) in rules.enumerate() {
             let total: u64 = backends
                 .iter()
                 .map(|b| u64::from(b.weight.unwrap_or(1)))

@@ -99,16 +99,7 @@ pub(crate) fn compile(
     let start = errors.len();
     let spec = &route.spec;
     let own_ns = common.object.namespace.clone();
-    if spec.parent_refs.is_empty() {
-        errors.push(site.field("spec.parentRefs", "a mesh route needs a Service parent"));
-    }
-    if !spec.hostnames.is_empty() {
-        errors.push(site.field(
-            "spec.hostnames",
-            "hostnames have no meaning on a Service parent (GAMMA); remove them",
-        ));
-    }
-    let parents = parents(&spec.parent_refs, &own_ns, site, errors);
+    let parents = parents(&spec.parent_refs, &spec.hostnames, &own_ns, site, errors);
     let mut rules = Vec::new();
     for (r, rule) in spec.rules.iter().enumerate() {
         let at = format!("spec.rules[{r}]");
@@ -116,7 +107,7 @@ pub(crate) fn compile(
         for (i, m) in rule.matches.iter().enumerate() {
             let mat = format!("{at}.matches[{i}]");
             let path = match &m.method {
-                None => Some(PathRule::Prefix(String::new())),
+                None => Some(Match::every().path),
                 Some(method) => method_rule(method, &format!("{mat}.method"), site, errors),
             };
             let headers = name_matches(&m.headers, &format!("{mat}.headers"), true, site, errors);
@@ -130,12 +121,7 @@ pub(crate) fn compile(
             }
         }
         if rule.matches.is_empty() {
-            matches.push(Match {
-                path: PathRule::Prefix(String::new()),
-                headers: vec![],
-                query: vec![],
-                method: None,
-            });
+            matches.push(Match::every());
         }
         let request_headers: HeaderEdits =
             filters(&rule.filters, &format!("{at}.filters"), site, errors);

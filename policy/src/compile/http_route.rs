@@ -58,6 +58,16 @@ pub(crate) struct Match {
 }
 
 impl Match {
+    /// What a rule without matches matches: `PathPrefix /`, every request.
+    pub(crate) fn every() -> Match {
+        Match {
+            path: PathRule::Prefix(String::new()),
+            headers: vec![],
+            query: vec![],
+            method: None,
+        }
+    }
+
     /// The Gateway API's precedence between matches of one parent: an exact
     /// path, then the longest prefix, then a method, then the most headers,
     /// then the most query parameters. Smaller sorts first.
@@ -385,10 +395,20 @@ fn compile_match(
 /// ""`, no `sectionName`; (namespace, name, port) each.
 pub(crate) fn parents(
     refs: &[crate::resource::http_route::ParentRef],
+    hostnames: &[String],
     own_ns: &str,
     site: &Site<'_>,
     errors: &mut Vec<crate::Error>,
 ) -> Vec<(String, String, Option<u16>)> {
+    if refs.is_empty() {
+        errors.push(site.field("spec.parentRefs", "a mesh route needs a Service parent"));
+    }
+    if !hostnames.is_empty() {
+        errors.push(site.field(
+            "spec.hostnames",
+            "hostnames have no meaning on a Service parent (GAMMA); remove them",
+        ));
+    }
     let mut parents = Vec::new();
     for (i, p) in refs.iter().enumerate() {
         let at = format!("spec.parentRefs[{i}]");
@@ -473,16 +493,7 @@ pub(crate) fn compile(
     let start = errors.len();
     let spec = &route.spec;
     let own_ns = common.object.namespace.clone();
-    if spec.parent_refs.is_empty() {
-        errors.push(site.field("spec.parentRefs", "a mesh route needs a Service parent"));
-    }
-    if !spec.hostnames.is_empty() {
-        errors.push(site.field(
-            "spec.hostnames",
-            "hostnames have no meaning on a Service parent (GAMMA); remove them",
-        ));
-    }
-    let parents = parents(&spec.parent_refs, &own_ns, site, errors);
+    let parents = parents(&spec.parent_refs, &spec.hostnames, &own_ns, site, errors);
     let mut rules = Vec::new();
     for (r, rule) in spec.rules.iter().enumerate() {
         let at = format!("spec.rules[{r}]");
@@ -493,12 +504,7 @@ pub(crate) fn compile(
             .filter_map(|(i, m)| compile_match(m, &format!("{at}.matches[{i}]"), site, errors))
             .collect();
         if rule.matches.is_empty() {
-            matches.push(Match {
-                path: PathRule::Prefix(String::new()),
-                headers: vec![],
-                query: vec![],
-                method: None,
-            });
+            matches.push(Match::every());
         }
         let request_headers = filters(&rule.filters, &format!("{at}.filters"), site, errors);
         let backends = backends(&rule.backend_refs, &at, &own_ns, site, errors);
