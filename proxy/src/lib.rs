@@ -88,6 +88,27 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let (discovery_tx, discovery_rx) =
         tokio::sync::watch::channel(Arc::new(discovery::DiscoveryView::default()));
     let balancer = Arc::new(http::balance::Balancer::default());
+    {
+        // Endpoint state follows discovery: a pod that goes and comes back
+        // starts afresh.
+        let balancer = balancer.clone();
+        let mut rx = discovery_rx.clone();
+        tokio::spawn(async move {
+            while rx.changed().await.is_ok() {
+                let view = rx.borrow_and_update().clone();
+                let live: std::collections::HashSet<std::net::SocketAddr> = view
+                    .services
+                    .values()
+                    .flat_map(|s| {
+                        s.endpoints
+                            .iter()
+                            .map(|e| std::net::SocketAddr::new(e.proxy.ip(), s.target_port))
+                    })
+                    .collect();
+                balancer.retain(|a| live.contains(a));
+            }
+        });
+    }
     tokio::spawn(mesh_admin::serve(
         admin_listener,
         Arc::new(admin::Admin {

@@ -327,7 +327,21 @@ impl Balancer {
             ejected: self.ejected.clone(),
             started: Instant::now(),
             done: false,
+            sampled: true,
         }
+    }
+
+    /// Forgets the endpoints `keep` does not name (they left discovery): one
+    /// that comes back is new, measured afresh and not still ejected.
+    pub fn retain(&self, keep: impl Fn(&SocketAddr) -> bool) {
+        let mut map = self.endpoints.write().unwrap_or_else(|p| p.into_inner());
+        map.retain(|a, s| keep(a) || s.pending.load(Ordering::Relaxed) > 0);
+        self.ejected.store(
+            map.values()
+                .filter(|s| !matches!(s.lock().health, Health::Healthy { .. }))
+                .count(),
+            Ordering::Relaxed,
+        );
     }
 
     /// Every endpoint requests went to, by address (admin `/routes`).
@@ -384,6 +398,8 @@ pub struct Call {
     ejected: Arc<AtomicUsize>,
     started: Instant,
     done: bool,
+    /// Whether the request's latency counts (not for an unreachable endpoint).
+    sampled: bool,
 }
 
 impl Call {
@@ -399,11 +415,22 @@ impl Call {
         self.record(Some(outcome), Instant::now());
     }
 
+    /// The endpoint could not be reached: a failure, but no latency sample
+    /// (a connect that timed out says nothing of how fast it serves once
+    /// it is back).
+    pub fn unreachable(mut self) {
+        self.done = true;
+        self.sampled = false;
+        self.record(Some(Outcome::Failure), Instant::now());
+    }
+
     fn record(&self, outcome: Option<Outcome>, now: Instant) {
         let stats = &self.stats;
         stats.pending.fetch_sub(1, Ordering::Relaxed);
         let mut st = stats.lock();
-        st.observe(now.saturating_duration_since(self.started), now);
+        if self.sampled {
+            st.observe(now.saturating_duration_since(self.started), now);
+        }
         let Some(outcome) = outcome else {
             // Cancelled (a timeout, or the client left): the latency counts,
             // the outcome is unknown; a probe is released for another request.

@@ -281,7 +281,7 @@ impl Outbound {
                 }
                 Err(Error::Connect(e)) if e.is_unreachable() => {
                     // A dead endpoint: counted, and another is picked.
-                    call.finish(Outcome::Failure);
+                    call.unreachable();
                     metrics::counter!("mesh_tcp_connection_errors_total", "direction" => "outbound", "reason" => "endpoint_failover").increment(1);
                     tracing::info!(endpoint = %ep.proxy, error = %e, "endpoint unreachable; trying another");
                     last = Some(Error::Connect(e));
