@@ -43,8 +43,7 @@ pub struct Outbound {
     /// Target ports relayed opaque without detection (`--opaque-ports`).
     pub opaque_ports: std::collections::HashSet<u16>,
     /// Retry budgets by backend Service (`ns/name:port`), for routed requests.
-    pub budgets:
-        std::sync::Mutex<std::collections::HashMap<String, Arc<crate::http::retry::Budget>>>,
+    pub budgets: crate::http::retry::Budgets,
     /// Latency and health of the endpoints requests go to.
     pub balancer: Arc<crate::http::balance::Balancer>,
 }

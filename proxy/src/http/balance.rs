@@ -24,9 +24,14 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use super::retry::random;
+use http::{Request, Response};
+
+use super::retry::{Tried, effective_status, random, status_of};
+use super::{Body, BoxFuture};
+use crate::errors::{Error, RouteError};
 
 /// The latency estimate's time constant.
 pub const DECAY: Duration = Duration::from_secs(10);
@@ -481,6 +486,110 @@ fn eject(st: &mut State, dst: SocketAddr, now: Instant) {
     st.health = Health::Ejected { until: now + time };
     metrics::counter!("mesh_endpoint_ejections_total").increment(1);
     tracing::info!(endpoint = %dst, ejected_for = ?time, "endpoint ejected after consecutive failures");
+}
+
+/// The endpoints of one destination as the balancer reaches them: the
+/// typed target of [`Balance`]. Connecting is apart from sending, so an
+/// endpoint that cannot be reached costs a connect and the request goes to
+/// another.
+pub trait Endpoints: Clone + Send + Sync + 'static {
+    type Endpoint: Endpoint + Sync;
+    type Conn: Send;
+
+    fn endpoints(&self) -> &[Self::Endpoint];
+
+    /// A connection to endpoint `i`, once it may be used.
+    fn connect(&self, i: usize) -> impl Future<Output = Result<Self::Conn, Error>> + Send;
+
+    fn send(
+        &self,
+        i: usize,
+        conn: Self::Conn,
+        req: Request<Body>,
+    ) -> impl Future<Output = super::Result> + Send;
+}
+
+/// The balancing layer's service: each request goes to the endpoint the
+/// balancer picks (a single endpoint is not balanced); a retry's try
+/// ([`Tried`]) starts at another endpoint than the try before it.
+#[derive(Clone)]
+pub struct Balance<E> {
+    balancer: Arc<Balancer>,
+    endpoints: E,
+}
+
+impl<E: Endpoints> Balance<E> {
+    pub fn new(balancer: Arc<Balancer>, endpoints: E) -> Self {
+        Self {
+            balancer,
+            endpoints,
+        }
+    }
+
+    async fn send(self, req: Request<Body>) -> super::Result {
+        let tried = req.extensions().get::<Tried>().cloned();
+        let endpoints = self.endpoints.endpoints();
+        if let [ep] = endpoints {
+            if let Some(t) = &tried {
+                t.set(ep.address());
+            }
+            let conn = self.endpoints.connect(0).await?;
+            return self.endpoints.send(0, conn, req).await;
+        }
+        let mut req = Some(req);
+        let mut last = None;
+        let mut unreachable: Vec<usize> = Vec::new();
+        let avoid = tried
+            .as_ref()
+            .and_then(Tried::get)
+            .and_then(|a| endpoints.iter().position(|e| e.address() == a));
+        while let Some((i, mut call)) = self.balancer.pick(endpoints, |i| {
+            unreachable.contains(&i)
+                || (Some(i) == avoid && unreachable.len() + 2 <= endpoints.len())
+        }) {
+            let ep = &endpoints[i];
+            if let Some(t) = &tried {
+                t.set(ep.address());
+            }
+            match self.endpoints.connect(i).await {
+                Ok(conn) => {
+                    let Some(r) = req.take() else { break };
+                    call.sent();
+                    let sent = self.endpoints.send(i, conn, r).await;
+                    call.finish(match &sent {
+                        Ok(resp) => Outcome::of_status(effective_status(resp)),
+                        Err(e) => Outcome::of_status(status_of(e)),
+                    });
+                    return sent;
+                }
+                Err(Error::Connect(e)) if e.is_unreachable() => {
+                    // A dead endpoint: counted, and another is picked.
+                    call.unreachable();
+                    metrics::counter!("mesh_tcp_connection_errors_total", "direction" => "outbound", "reason" => "endpoint_failover").increment(1);
+                    tracing::info!(endpoint = %ep.address(), error = %e, "endpoint unreachable; trying another");
+                    last = Some(Error::Connect(e));
+                    unreachable.push(i);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| RouteError::NoEndpoints("-".into()).into()))
+    }
+}
+
+impl<E: Endpoints> tower::Service<Request<Body>> for Balance<E> {
+    type Response = Response<Body>;
+    type Error = Error;
+    type Future = BoxFuture;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        // Readiness is per endpoint, decided when one is picked.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Body>) -> BoxFuture {
+        Box::pin(self.clone().send(req))
+    }
 }
 
 #[cfg(test)]

@@ -14,13 +14,21 @@ use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+
+use futures_util::future::{Either, Ready, ready};
+use http::{Request, Response};
 
 use governor::clock::{Clock, DefaultClock};
 use governor::state::keyed::HashMapStateStore;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{NotUntil, RateLimiter};
-use mesh_policy::{ObjectRef, Quota, RateLimitMatch};
+use mesh_policy::{ObjectRef, Quota, RateLimitMatch, RateLimitRequest};
+
+use super::Body;
+use crate::errors::{AuthzError, Error};
+use crate::policy::PolicyView;
 
 type Direct = RateLimiter<NotKeyed, InMemoryState, DefaultClock>;
 type Keyed = RateLimiter<Arc<str>, HashMapStateStore<Arc<str>>, DefaultClock>;
@@ -194,6 +202,76 @@ impl Limiters {
     /// How many limiters are held (tests, admin).
     pub fn held(&self) -> usize {
         self.total.lock().map_or(0, |m| m.len()) + self.clients.lock().map_or(0, |m| m.len())
+    }
+}
+
+/// The typed target of the rate-limit layer: the request's facts as
+/// RateLimitPolicies match them, the policy in force, and the client the
+/// per-client limits count it for.
+pub struct RateLimitTarget<'a> {
+    pub limiters: &'a Limiters,
+    pub policy: Arc<PolicyView>,
+    pub request: RateLimitRequest<'a>,
+    /// The client's SPIFFE ID, or its address for a plaintext caller.
+    pub client: Arc<str>,
+}
+
+pub struct RateLimitLayer<'a>(Option<RateLimitTarget<'a>>);
+
+impl<'a> RateLimitLayer<'a> {
+    /// `None`: no RateLimitPolicy could take the request.
+    pub fn new(target: Option<RateLimitTarget<'a>>) -> Self {
+        Self(target)
+    }
+}
+
+impl<'a, S> tower::Layer<S> for RateLimitLayer<'a> {
+    type Service = RateLimit<'a, S>;
+
+    fn layer(&self, inner: S) -> RateLimit<'a, S> {
+        RateLimit {
+            inner,
+            target: self.0.as_ref().map(|t| RateLimitTarget {
+                limiters: t.limiters,
+                policy: t.policy.clone(),
+                request: t.request,
+                client: t.client.clone(),
+            }),
+        }
+    }
+}
+
+/// Counts each request against the limits that take it; a spent enforced
+/// limit answers 429 (gRPC RESOURCE_EXHAUSTED) before the app sees it.
+pub struct RateLimit<'a, S> {
+    inner: S,
+    target: Option<RateLimitTarget<'a>>,
+}
+
+impl<S> tower::Service<Request<Body>> for RateLimit<'_, S>
+where
+    S: tower::Service<Request<Body>, Response = Response<Body>, Error = Error>,
+{
+    type Response = Response<Body>;
+    type Error = Error;
+    type Future = Either<Ready<super::Result>, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        if let Some(t) = &self.target {
+            let matches = t.policy.evaluator.rate_limits(&t.request);
+            if let Err(l) = t.limiters.check(matches, &t.client) {
+                return Either::Left(ready(Err(AuthzError::RateLimited {
+                    policy: l.policy,
+                    retry_after: l.retry_after,
+                }
+                .into())));
+            }
+        }
+        Either::Right(self.inner.call(req))
     }
 }
 

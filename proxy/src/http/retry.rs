@@ -5,16 +5,23 @@
 //! to [`MAX_REPLAY_BYTES`]; larger ones stream once and are not retried.
 
 use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_util::future::Either;
+use http::{Request, Response};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
+use mesh_policy::{Backend, Retry};
 
-use super::Body;
+use super::telemetry::Notes;
+use super::timeout::Expires;
+use super::{Body, BoxFuture};
+use crate::errors::{Error, HttpError, RouteError};
 
 /// Largest request body kept so the request can be sent again.
 pub const MAX_REPLAY_BYTES: usize = 64 * 1024;
@@ -300,6 +307,197 @@ impl HttpBody for Prefixed {
             }
         }
     }
+}
+
+/// Retry budgets by backend Service (namespace, name, port), kept across
+/// requests and routes. A proxy sends to few routed backends: a list
+/// scanned without allocating.
+#[derive(Default)]
+pub struct Budgets(Mutex<Vec<(Backend, Arc<Budget>)>>);
+
+impl Budgets {
+    /// The budget of requests to `backend` (every route to it shares one).
+    pub fn of(&self, backend: &Backend) -> Arc<Budget> {
+        let mut budgets = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let same = |b: &Backend| {
+            b.port == backend.port && b.name == backend.name && b.namespace == backend.namespace
+        };
+        if let Some((_, budget)) = budgets.iter().find(|(b, _)| same(b)) {
+            return budget.clone();
+        }
+        let budget = Arc::new(Budget::new(
+            DEFAULT_BUDGET_RATIO,
+            DEFAULT_BUDGET_MIN_PER_SECOND,
+        ));
+        budgets.push((backend.clone(), budget.clone()));
+        budget
+    }
+}
+
+/// The typed target of the retry layer: what a route rule says about
+/// retries, and the budget of the backend it sends to.
+#[derive(Clone)]
+pub struct RetryTarget {
+    /// `None`: the request counts towards the budget and is sent once.
+    pub policy: Option<Retry>,
+    /// The rule's match named the method, so a POST may be retried too.
+    pub method_named: bool,
+    pub budget: Arc<Budget>,
+    /// Where the access log finds how many retries were sent.
+    pub notes: Arc<Notes>,
+}
+
+/// The endpoint a try went to, so the next try starts elsewhere (a request
+/// extension: the retry layer sets it, the balancer reads and fills it).
+#[derive(Clone, Default)]
+pub struct Tried(Arc<Mutex<Option<SocketAddr>>>);
+
+impl Tried {
+    pub fn get(&self) -> Option<SocketAddr> {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn set(&self, endpoint: SocketAddr) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(endpoint);
+    }
+}
+
+pub struct RetryLayer(Option<RetryTarget>);
+
+impl RetryLayer {
+    /// `None`: requests pass through (no route, so no retries).
+    pub fn new(target: Option<RetryTarget>) -> Self {
+        Self(target)
+    }
+}
+
+impl<S> tower::Layer<S> for RetryLayer {
+    type Service = Retrying<S>;
+
+    fn layer(&self, inner: S) -> Retrying<S> {
+        Retrying {
+            inner,
+            target: self.0.clone(),
+        }
+    }
+}
+
+pub struct Retrying<S> {
+    inner: S,
+    target: Option<RetryTarget>,
+}
+
+impl<S> tower::Service<Request<Body>> for Retrying<S>
+where
+    S: tower::Service<Request<Body>, Response = Response<Body>, Error = Error>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = Error;
+    type Future = Either<BoxFuture, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let Some(target) = self.target.clone() else {
+            return Either::Right(self.inner.call(req));
+        };
+        Either::Left(Box::pin(tries(self.inner.clone(), target, req)))
+    }
+}
+
+/// The tries of one request: the first, then retries while the status is
+/// one the rule retries, attempts are left and the budget allows.
+async fn tries<S>(inner: S, target: RetryTarget, req: Request<Body>) -> super::Result
+where
+    S: tower::Service<Request<Body>, Response = Response<Body>, Error = Error> + Clone,
+{
+    target.budget.deposit();
+    let policy = target
+        .policy
+        .as_ref()
+        .filter(|_| idempotent(req.method()) || target.method_named);
+    let (parts, body) = req.into_parts();
+    let mut replay = match policy {
+        Some(_) => Replay::prepare(body).await,
+        None => Replay::Once(body),
+    };
+    let attempts = match policy {
+        Some(p) if replay.replayable() => p.attempts,
+        _ => 0,
+    };
+    let tried = Tried::default();
+    let mut attempt = 0;
+    loop {
+        let mut req = Request::from_parts(copy_parts(&parts), replay.take().unwrap_or_else(empty));
+        req.extensions_mut().insert(tried.clone());
+        super::timeout::pass_on(&mut req);
+        let sent = super::oneshot(inner.clone(), req).await;
+        let Some(p) = policy else { return sent };
+        let status = match &sent {
+            Ok(resp) => effective_status(resp),
+            Err(e) => status_of(e),
+        };
+        if !p.codes.contains(&status) {
+            if attempt > 0 {
+                metrics::counter!("mesh_retries_total", "result" => "succeeded").increment(1);
+            }
+            return sent;
+        }
+        if attempt >= attempts {
+            if attempt > 0 {
+                metrics::counter!("mesh_retries_total", "result" => "exhausted").increment(1);
+            }
+            return sent;
+        }
+        if !target.budget.withdraw() {
+            metrics::counter!("mesh_retries_total", "result" => "budget_exhausted").increment(1);
+            return sent;
+        }
+        drop(sent);
+        metrics::counter!("mesh_retries_total", "result" => "retried").increment(1);
+        tokio::time::sleep(backoff(p.backoff, attempt)).await;
+        attempt += 1;
+        target.notes.retried(attempt);
+    }
+}
+
+/// What a failed try counts as for a route's retry codes (and for the
+/// balancer's view of the endpoint).
+pub fn status_of(e: &Error) -> u16 {
+    match e {
+        Error::Connect(_) | Error::Http(HttpError::Unavailable(_)) => 503,
+        Error::Route(RouteError::NoEndpoints(_)) => 503,
+        Error::Http(HttpError::RouteTimeout { .. }) | Error::Http(HttpError::Timeout(_)) => 504,
+        Error::Http(HttpError::Upstream(_)) => 502,
+        // Refusals (authorization, bad requests) are not retried.
+        _ => 0,
+    }
+}
+
+/// A try's head: the request's, with the deadline it is under.
+fn copy_parts(p: &http::request::Parts) -> http::request::Parts {
+    let (mut parts, ()) = Request::new(()).into_parts();
+    parts.method = p.method.clone();
+    parts.uri = p.uri.clone();
+    parts.version = p.version;
+    parts.headers = p.headers.clone();
+    if let Some(e) = p.extensions.get::<Expires>() {
+        parts.extensions.insert(*e);
+    }
+    if let Some(proto) = p.extensions.get::<hyper::ext::Protocol>() {
+        parts.extensions.insert(proto.clone());
+    }
+    parts
+}
+
+fn empty() -> Body {
+    http_body_util::Empty::new().map_err(|e| match e {}).boxed()
 }
 
 #[cfg(test)]

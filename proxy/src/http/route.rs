@@ -2,14 +2,21 @@
 //! picks (mesh-policy decides, as it does authorization), the backend
 //! Service drawn by weight, the header edits, timeouts and retry policy.
 //! A Service without routes keeps Palisade's defaults: its own endpoints,
-//! no retries, no request timeout.
+//! no retries, no request timeout. [`Router`] is the layer: the rest of the
+//! stack is built for the [`RouteTarget`] it picks.
 
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::SystemTime;
 
+use futures_util::future::{Either, Ready, ready};
 use http::header::{HeaderName, HeaderValue};
+use http::{Request, Response};
 use mesh_policy::{Backend, HeaderEdits, Retry, RouteRequest, Timeouts};
 
 use super::retry::random;
+use super::telemetry::Notes;
+use super::{Body, BoxFuture};
 use crate::errors::{Error, HttpError};
 use crate::outbound::resolve::ServiceKey;
 use crate::policy::PolicyView;
@@ -18,7 +25,7 @@ use crate::policy::PolicyView;
 #[derive(Debug, Clone)]
 pub struct RouteTarget {
     /// `HTTPRoute ns/name rule N`: named in errors, logs and metrics.
-    pub name: String,
+    pub name: Arc<str>,
     /// The backend drawn for this request; `None` when the rule has none
     /// with weight (the Gateway API answers 500).
     pub backend: Option<Backend>,
@@ -54,13 +61,84 @@ pub fn select<B>(
         return Ok(None);
     };
     Ok(Some(RouteTarget {
-        name: format!("{} rule {}", d.route, d.rule),
+        name: Arc::from(format!("{} rule {}", d.route, d.rule)),
         backend: pick(d.backends, random()).cloned(),
         request_headers: d.request_headers.clone(),
         timeouts: d.timeouts,
         retry: d.retry.cloned(),
         method_named: d.method_named,
     }))
+}
+
+/// The typed target of the route layer: the Service a request was for,
+/// the client's namespace and the policy the Service's routes come from.
+pub struct Logical<'a> {
+    pub policy: &'a PolicyView,
+    pub client_namespace: &'a str,
+    pub service: &'a ServiceKey,
+}
+
+/// Builds the stack below the route layer for the route a request takes.
+pub trait NewRoute {
+    type Service: tower::Service<Request<Body>, Response = Response<Body>, Error = Error>
+        + Send
+        + 'static;
+
+    /// `None`: no route took the request (the destination's own
+    /// endpoints, Palisade's defaults).
+    fn new_route(&self, route: Option<&RouteTarget>) -> Result<Self::Service, Error>;
+}
+
+/// The route layer's service: picks the rule (and, by weight, the backend)
+/// for a request to a Service that has routes, applies the rule's header
+/// edits, notes the rule for the log line and hands the request to the
+/// stack built for it.
+pub struct Router<'a, N> {
+    logical: Option<Logical<'a>>,
+    notes: &'a Notes,
+    new: N,
+}
+
+impl<'a, N: NewRoute> Router<'a, N> {
+    /// `logical`: `None` when the destination is not a Service with routes.
+    pub fn new(logical: Option<Logical<'a>>, notes: &'a Notes, new: N) -> Self {
+        Self {
+            logical,
+            notes,
+            new,
+        }
+    }
+}
+
+impl<N: NewRoute> tower::Service<Request<Body>> for Router<'_, N>
+where
+    <N::Service as tower::Service<Request<Body>>>::Future: Send,
+{
+    type Response = Response<Body>;
+    type Error = Error;
+    type Future = Either<Ready<super::Result>, BoxFuture>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
+        let route = match &self.logical {
+            None => None,
+            Some(l) => match select(l.policy, l.client_namespace, l.service, &req) {
+                Ok(r) => r,
+                Err(e) => return Either::Left(ready(Err(e))),
+            },
+        };
+        if let Some(r) = &route {
+            self.notes.routed(&r.name);
+            apply(&r.request_headers, req.headers_mut());
+        }
+        match self.new.new_route(route.as_ref()) {
+            Ok(svc) => Either::Right(Box::pin(super::oneshot(svc, req))),
+            Err(e) => Either::Left(ready(Err(e))),
+        }
+    }
 }
 
 /// Draws a backend in proportion to the weights with `draw` (uniform);

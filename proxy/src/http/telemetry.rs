@@ -4,8 +4,8 @@
 //! status from its trailers).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Instant, SystemTime};
 
 use http_body_util::BodyExt;
@@ -32,11 +32,7 @@ pub struct Exchange {
     pub decision: &'static str,
     decided_by: Option<DecidedBy>,
     dry_run: Option<DecidedBy>,
-    /// The route rule that took the request, if any.
-    route: Option<String>,
-    /// Retries sent for it.
-    pub retries: u32,
-    body: Arc<RequestBody>,
+    body: Arc<Notes>,
     log: Arc<AccessLog>,
 }
 
@@ -46,11 +42,27 @@ struct Requested {
     uri: http::Uri,
 }
 
-/// How the request body went: bytes, and whether the client broke it.
+/// What the layers that serve a request note for its log line: how the
+/// request body went (bytes, and whether the client broke it), the route
+/// rule that took it and the retries sent.
 #[derive(Default)]
-struct RequestBody {
+pub struct Notes {
     bytes: AtomicU64,
     broken: AtomicBool,
+    retries: AtomicU32,
+    route: OnceLock<Arc<str>>,
+}
+
+impl Notes {
+    /// The route rule that took the request.
+    pub fn routed(&self, name: &Arc<str>) {
+        let _ = self.route.set(name.clone());
+    }
+
+    /// `n` retries have been sent.
+    pub fn retried(&self, n: u32) {
+        self.retries.store(n, Ordering::Relaxed);
+    }
 }
 
 impl Exchange {
@@ -76,8 +88,6 @@ impl Exchange {
             decision: "-",
             decided_by: None,
             dry_run: None,
-            route: None,
-            retries: 0,
             body: Arc::default(),
             log: log.clone(),
         }
@@ -114,11 +124,9 @@ impl Exchange {
         self.dry_run = d.dry_run.as_ref().map(|r| r.decided_by.clone());
     }
 
-    /// Records the route rule that took the request.
-    pub fn routed(&mut self, name: &str) {
-        if self.request.is_some() {
-            self.route = Some(name.to_owned());
-        }
+    /// Where the layers serving the request note what the log line says.
+    pub fn notes(&self) -> Arc<Notes> {
+        self.body.clone()
     }
 
     /// Wraps the response so the request is counted and logged when it ends.
@@ -163,8 +171,8 @@ impl Exchange {
                         decision: self.decision,
                         policy: &policy,
                         dry_run: &dry_run,
-                        route: self.route.as_deref().unwrap_or(""),
-                        retries: self.retries,
+                        route: self.body.route.get().map_or("", |r| r),
+                        retries: self.body.retries.load(Ordering::Relaxed),
                         error: error.as_deref().unwrap_or(""),
                     });
                 }

@@ -12,7 +12,7 @@ use super::identify::Client;
 use crate::access;
 use crate::discovery::DiscoveryRx;
 use crate::errors::AuthzError;
-use crate::http::ratelimit::Limiters;
+use crate::http::ratelimit::{Limiters, RateLimitTarget};
 use crate::policy::{self, LocalWorkload, PolicyRx};
 
 /// What inbound decisions read.
@@ -86,22 +86,20 @@ impl Authorizer {
         }
     }
 
-    /// Counts an allowed request against the RateLimitPolicies that take
-    /// it; refused when an enforced limit is spent. The client is its
-    /// SPIFFE ID, or its address for a plaintext caller.
-    pub fn rate_limit(
-        &self,
-        limiters: &Limiters,
-        client: &Client,
+    /// What the rate-limit layer counts an allowed request by; `None`
+    /// when no RateLimitPolicy is in force. The client is its SPIFFE ID, or
+    /// its address for a plaintext caller.
+    pub fn rate_limit<'a>(
+        &'a self,
+        limiters: &'a Limiters,
+        client: &'a Client,
         port: u16,
-        method: &str,
-        path: &str,
-    ) -> Result<(), AuthzError> {
-        let Some(view) = self.policy.borrow().clone() else {
-            return Ok(());
-        };
-        if !view.evaluator.has_rate_limits() {
-            return Ok(());
+        method: &'a str,
+        path: &'a str,
+    ) -> Option<RateLimitTarget<'a>> {
+        let policy = self.policy.borrow().clone()?;
+        if !policy.evaluator.has_rate_limits() {
+            return None;
         }
         let request = RateLimitRequest {
             destination: self.local.as_workload(),
@@ -111,16 +109,16 @@ impl Authorizer {
             principal: client.identity.as_ref().map(|i| i.as_str()),
             now: SystemTime::now(),
         };
-        let key = client
+        let client = client
             .label
             .clone()
             .unwrap_or_else(|| Arc::from(client.addr.ip().to_string()));
-        limiters
-            .check(view.evaluator.rate_limits(&request), &key)
-            .map_err(|l| AuthzError::RateLimited {
-                policy: l.policy,
-                retry_after: l.retry_after,
-            })
+        Some(RateLimitTarget {
+            limiters,
+            policy,
+            request,
+            client,
+        })
     }
 
     /// PeerAuthentication for a plaintext caller: counted and logged when refused.

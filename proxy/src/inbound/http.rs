@@ -28,7 +28,7 @@ use crate::http::client::AppClient;
 use crate::http::headers::{
     self as hdr, ORIG_PROTO_HEADER, PEER_IDENTITY_HEADER, TARGET_PORT_HEADER,
 };
-use crate::http::ratelimit::Limiters;
+use crate::http::ratelimit::{Limiters, RateLimitLayer};
 use crate::http::server::{self, Version};
 use crate::http::telemetry::Exchange;
 use crate::http::{Body, guard};
@@ -194,8 +194,6 @@ impl Handler {
         if !decision.is_allowed() {
             return Err(AuthzError::Denied(decision.decided_by.to_string()).into());
         }
-        self.authz
-            .rate_limit(&self.limits, client, dst.port, method.as_str(), &path)?;
         if let Some(v) = &client.header {
             req.headers_mut()
                 .insert(HeaderName::from_static(PEER_IDENTITY_HEADER), v.clone());
@@ -204,7 +202,7 @@ impl Handler {
         let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
         let authority = authority.unwrap_or_else(|| format!("{}:{}", dst.ip, dst.port));
-        parts.method = method;
+        parts.method = method.clone();
         parts.extensions = http::Extensions::new();
         match app_version {
             Version::Http1 => {
@@ -223,24 +221,31 @@ impl Handler {
             }
         }
         let body = ex.observe_request(body);
-        if let (Some(proto), Some(client_upgrade)) = (upgrade, client_upgrade) {
-            parts
-                .headers
-                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-            parts.headers.insert(header::UPGRADE, proto);
-            let app_req = Request::from_parts(parts, body);
-            let status = match hop {
-                Hop::Mesh { .. } => StatusCode::OK,
-                Hop::Direct { .. } => StatusCode::SWITCHING_PROTOCOLS,
-            };
-            return self
-                .upgrade(dst.port, app_req, client_upgrade, status)
-                .await;
-        }
-        let app_req = Request::from_parts(parts, body);
-        let mut resp = self.app.send(dst.port, app_version, app_req).await?;
-        hdr::strip_hop_by_hop(resp.headers_mut());
-        Ok(resp)
+        let upgrade = match (upgrade, client_upgrade) {
+            (Some(proto), Some(client)) => {
+                parts
+                    .headers
+                    .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+                parts.headers.insert(header::UPGRADE, proto);
+                let status = match hop {
+                    Hop::Mesh { .. } => StatusCode::OK,
+                    Hop::Direct { .. } => StatusCode::SWITCHING_PROTOCOLS,
+                };
+                Some((client, status))
+            }
+            _ => None,
+        };
+        let app = ToApp {
+            handler: self,
+            port: dst.port,
+            version: app_version,
+            upgrade,
+        };
+        let limit = self
+            .authz
+            .rate_limit(&self.limits, client, dst.port, method.as_str(), &path);
+        let stack = tower::Layer::layer(&RateLimitLayer::new(limit), app);
+        crate::http::oneshot(stack, Request::from_parts(parts, body)).await
     }
 
     /// Sends an upgrade to the app on a connection of its own; after the
@@ -280,6 +285,41 @@ impl Handler {
             parts,
             http_body_util::Empty::new().map_err(|e| match e {}).boxed(),
         ))
+    }
+}
+
+/// The innermost inbound service: the request goes to the app on the
+/// port it asked for, in the calling app's protocol, or as an upgrade on
+/// a connection of its own.
+struct ToApp<'a> {
+    handler: &'a Handler,
+    port: u16,
+    version: Version,
+    upgrade: Option<(hyper::upgrade::OnUpgrade, StatusCode)>,
+}
+
+type AppFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = crate::http::Result> + Send + 'a>>;
+
+impl<'a> tower::Service<Request<Body>> for ToApp<'a> {
+    type Response = Response<Body>;
+    type Error = Error;
+    type Future = AppFuture<'a>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Body>) -> AppFuture<'a> {
+        let (handler, port, version) = (self.handler, self.port, self.version);
+        match self.upgrade.take() {
+            Some((client, status)) => Box::pin(handler.upgrade(port, req, client, status)),
+            None => Box::pin(async move {
+                let mut resp = handler.app.send(port, version, req).await?;
+                hdr::strip_hop_by_hop(resp.headers_mut());
+                Ok(resp)
+            }),
+        }
     }
 }
 
