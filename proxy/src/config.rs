@@ -13,9 +13,16 @@ use mesh_identity::SpiffeId;
 /// local app, and originates mTLS to peers for outbound routes.
 #[derive(Debug, Clone, Parser)]
 pub struct RunArgs {
-    /// Control plane gRPC address.
-    #[arg(long, env = "MESH_CONTROL_PLANE", default_value = "127.0.0.1:8443")]
-    pub control_plane: String,
+    /// Control plane gRPC address, HOST:PORT. Several replicas of one mesh:
+    /// repeat the flag or separate them with commas; the proxy connects to
+    /// the first that answers and fails over to the others.
+    #[arg(
+        long,
+        env = "MESH_CONTROL_PLANE",
+        default_value = "127.0.0.1:8443",
+        value_name = "HOST:PORT[,HOST:PORT...]"
+    )]
+    pub control_plane: Vec<String>,
 
     /// PEM roots that the control plane's certificate must chain to
     /// (the control plane writes DATA/trust-bundle.pem).
@@ -157,6 +164,14 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
+    /// Every `--control-plane` address, comma-separated, as the control
+    /// plane channel takes them.
+    pub fn control_plane_addresses(&self) -> anyhow::Result<String> {
+        let list = mesh_control_client::addresses(&self.control_plane)
+            .map_err(|e| anyhow::anyhow!("--control-plane: {e}"))?;
+        Ok(list.join(","))
+    }
+
     /// The HTTP limits for application clients.
     pub fn http_limits(&self) -> crate::http::server::Limits {
         crate::http::server::Limits {
@@ -265,6 +280,37 @@ impl FromStr for StaticRoute {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_plane_takes_one_address_or_several() {
+        let parse = |args: &[&str]| {
+            let mut argv = vec!["run", "--trust-bundle", "b.pem", "--token-file", "t"];
+            argv.extend_from_slice(args);
+            RunArgs::try_parse_from(argv).map(|a| a.control_plane_addresses())
+        };
+        assert_eq!(parse(&[]).unwrap().unwrap(), "127.0.0.1:8443");
+        assert_eq!(
+            parse(&["--control-plane", "cp:8443"]).unwrap().unwrap(),
+            "cp:8443"
+        );
+        // Repeated, comma-separated, or both: one list, in order, once each.
+        assert_eq!(
+            parse(&[
+                "--control-plane",
+                "10.0.0.1:8443,10.0.0.2:8443",
+                "--control-plane",
+                "[::1]:8443",
+                "--control-plane",
+                "10.0.0.1:8443"
+            ])
+            .unwrap()
+            .unwrap(),
+            "10.0.0.1:8443,10.0.0.2:8443,[::1]:8443"
+        );
+        for bad in ["cp", "cp:0", ":8443", "cp:http", "a b:1", ","] {
+            assert!(parse(&["--control-plane", bad]).unwrap().is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn static_route_parses() {

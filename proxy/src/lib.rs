@@ -122,14 +122,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     ));
     tokio::spawn(control::export_expiry(store.clone()));
 
-    let channel = control::channel(&store, &args.control_plane)?;
+    let control_plane = args.control_plane_addresses()?;
+    let channel = control::channel(&store, &control_plane)?;
     let certifier =
         control::ControlPlaneCertifier::new(channel, args.token_file.clone(), args.cert_ttl);
     {
         let store = store.clone();
         tokio::spawn(async move { store.run_renewal(certifier).await });
     }
-    tracing::info!(identity = %identity, control_plane = %args.control_plane, "waiting for a certificate");
+    tracing::info!(identity = %identity, control_plane = %control_plane, "waiting for a certificate");
 
     // Nothing is served before we hold a certificate.
     let mut creds = store.subscribe();
@@ -143,7 +144,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     // Policy.Watch authenticates us by our certificate, so its connection is
     // made only now that we hold one.
-    let policy_channel = control::channel(&store, &args.control_plane)?;
+    let policy_channel = control::channel(&store, &control_plane)?;
     tokio::spawn(policy::run_watch(
         policy_channel.clone(),
         (*local).clone(),
