@@ -47,6 +47,10 @@ pub enum Kind {
     /// RateLimitPolicy that is never hit: what traffic management costs a
     /// request. Not in the default set.
     PalisadeL7Routed,
+    /// `palisade-l7-routed` without the route and the rate limit: the same
+    /// Service hop (`--service-route`, discovery, balancing), nothing in
+    /// force. The routed pair's baseline. Not in the default set.
+    PalisadeL7Service,
     /// Palisade with the upstream's HTTP port in `--opaque-ports`: HTTP is
     /// relayed as opaque TCP (`palisade/tcp1`), as before the HTTP path.
     /// Not in the default set.
@@ -71,6 +75,7 @@ impl Kind {
             Kind::PalisadeL7 => "palisade-l7",
             Kind::PalisadeL7Base => "palisade-l7-base",
             Kind::PalisadeL7Routed => "palisade-l7-routed",
+            Kind::PalisadeL7Service => "palisade-l7-service",
             Kind::PalisadeOpaque => "palisade-opaque",
             Kind::Haproxy => "haproxy",
             Kind::Nginx => "nginx",
@@ -88,6 +93,7 @@ impl Kind {
             Kind::PalisadeL7 => "Palisade, L7 rule on B",
             Kind::PalisadeL7Base => "Palisade, L7 rule on B, baseline build",
             Kind::PalisadeL7Routed => "Palisade, L7 rule on B, route + retry + rate limit",
+            Kind::PalisadeL7Service => "Palisade, L7 rule on B, Service hop, no route",
             Kind::PalisadeOpaque => "Palisade, --opaque-ports (tcp1)",
             Kind::Haproxy => "HAProxy tcp",
             Kind::Nginx => "nginx stream",
@@ -109,6 +115,7 @@ impl Kind {
             | Kind::PalisadeL7
             | Kind::PalisadeL7Base
             | Kind::PalisadeL7Routed
+            | Kind::PalisadeL7Service
             | Kind::PalisadeOpaque => None,
         }
     }
@@ -188,6 +195,19 @@ const L7_LABELS: &str = "app=bench-l7";
 const ROUTED_LABEL: &str = "variant=routed";
 /// The Service the routed pair's HTTP goes to.
 const ROUTED_SERVICE: &str = "bench-routed";
+/// The label that only the `palisade-l7-service` server adds.
+const SERVICE_LABEL: &str = "variant=service";
+/// The Service the `palisade-l7-service` pair's HTTP goes to.
+const PLAIN_SERVICE: &str = "bench-service";
+
+/// The `palisade-l7-service` pair's Service, and nothing else: no route,
+/// no rate limit.
+fn service_config(upstream_port: u16) -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {PLAIN_SERVICE}, namespace: {NAMESPACE}}}\n\
+         spec:\n  clusterIP: 10.96.0.98\n  selector: {{variant: service}}\n  ports: [{{port: 80, targetPort: {upstream_port}}}]\n"
+    )
+}
 
 /// The routed pair's Service (its one endpoint: the routed server), an
 /// HTTPRoute with a request timeout and a retry policy, and a
@@ -299,6 +319,7 @@ pub fn start(kind: Kind, setup: &Setup) -> anyhow::Result<Pair> {
         | Kind::PalisadeL7
         | Kind::PalisadeL7Base
         | Kind::PalisadeL7Routed
+        | Kind::PalisadeL7Service
         | Kind::PalisadeOpaque => start_palisade(kind, setup)?,
         Kind::Haproxy | Kind::Nginx | Kind::Stunnel | Kind::HaproxyHttp | Kind::NginxHttp => {
             start_peer(kind, setup)?
@@ -374,11 +395,11 @@ pub fn start_proxy(
         "1s".into(),
     ];
     for r in &spec.routes {
-        // `service:LISTEN`: that listener is the routed pair's Service.
-        match r.strip_prefix("service:") {
-            Some(listen) => {
+        // `service:LISTEN=NAME`: that listener is the Service NAME.
+        match r.strip_prefix("service:").and_then(|r| r.split_once('=')) {
+            Some((listen, name)) => {
                 args.push("--service-route".into());
-                args.push(format!("{listen}={NAMESPACE}/{ROUTED_SERVICE}:80"));
+                args.push(format!("{listen}={NAMESPACE}/{name}:80"));
             }
             None => {
                 args.push("--static-route".into());
@@ -413,15 +434,33 @@ fn start_palisade(kind: Kind, setup: &Setup) -> anyhow::Result<Pair> {
     let name = kind.name();
     let l7 = matches!(
         kind,
-        Kind::PalisadeL7 | Kind::PalisadeQuiet | Kind::PalisadeL7Base | Kind::PalisadeL7Routed
+        Kind::PalisadeL7
+            | Kind::PalisadeQuiet
+            | Kind::PalisadeL7Base
+            | Kind::PalisadeL7Routed
+            | Kind::PalisadeL7Service
     );
-    let routed = kind == Kind::PalisadeL7Routed;
-    if routed {
+    // The pairs whose HTTP goes to a Service: its name, its config and the
+    // label its server adds.
+    let service = match kind {
+        Kind::PalisadeL7Routed => Some((
+            ROUTED_SERVICE,
+            routed_config(setup.upstream_http.port()),
+            ROUTED_LABEL,
+        )),
+        Kind::PalisadeL7Service => Some((
+            PLAIN_SERVICE,
+            service_config(setup.upstream_http.port()),
+            SERVICE_LABEL,
+        )),
+        _ => None,
+    };
+    if let Some((name, config, _)) = &service {
         // The control plane picks the file up within a second; the pair is
         // used only once a request has crossed it (below).
         std::fs::write(
-            setup.work.join("cp-policy").join("bench-routed.yaml"),
-            routed_config(setup.upstream_http.port()),
+            setup.work.join("cp-policy").join(format!("{name}.yaml")),
+            config,
         )?;
     }
     let proxy_bin = match (kind, &setup.baseline_bin_dir) {
@@ -445,10 +484,9 @@ fn start_palisade(kind: Kind, setup: &Setup) -> anyhow::Result<Pair> {
             let mut extra = Vec::new();
             if l7 && role == "server" {
                 extra.push("--labels".into());
-                extra.push(if routed {
-                    format!("{L7_LABELS},{ROUTED_LABEL}")
-                } else {
-                    L7_LABELS.into()
+                extra.push(match &service {
+                    Some((_, _, label)) => format!("{L7_LABELS},{label}"),
+                    None => L7_LABELS.into(),
                 });
             }
             if kind == Kind::PalisadeOpaque && role == "client" {
@@ -480,16 +518,15 @@ fn start_palisade(kind: Kind, setup: &Setup) -> anyhow::Result<Pair> {
     } else {
         spiffe("palisade-server")
     };
-    // The routed pair's HTTP goes to the Service (`--service-route`, in
-    // the client's extra flags); the others' to the server directly.
-    let http_route = if routed {
-        format!("service:127.0.0.1:{}", p.a_http)
-    } else {
-        format!(
+    // A Service pair's HTTP goes to the Service (`--service-route`); the
+    // others' to the server directly.
+    let http_route = match &service {
+        Some((name, _, _)) => format!("service:127.0.0.1:{}={name}", p.a_http),
+        None => format!(
             "127.0.0.1:{}=127.0.0.1:{server_inbound}/{}@{id}",
             p.a_http,
             setup.upstream_http.port()
-        )
+        ),
     };
     let (mut client, client_admin, _) = start_one(
         "client",
@@ -510,17 +547,13 @@ fn start_palisade(kind: Kind, setup: &Setup) -> anyhow::Result<Pair> {
     )?;
     wait_ready(&mut server, server_admin)?;
     wait_ready(&mut client, client_admin)?;
-    if routed {
+    if service.is_some() {
         // Discovery names the Service's endpoint a moment after both are ready.
         let a = loopback(p.a_http);
-        procs::wait_for(
-            "a request through the routed Service",
-            READY_DEADLINE,
-            || {
-                client.check_alive()?;
-                Ok((procs::http_status(a, "/") == Some(200)).then_some(()))
-            },
-        )?;
+        procs::wait_for("a request through the Service", READY_DEADLINE, || {
+            client.check_alive()?;
+            Ok((procs::http_status(a, "/") == Some(200)).then_some(()))
+        })?;
     }
     Ok(Pair {
         kind,
@@ -894,6 +927,47 @@ mod tests {
         };
         assert_eq!(limits(&labels(&[L7_LABELS, ROUTED_LABEL])), [1_000_000]);
         assert!(limits(&labels(&[L7_LABELS])).is_empty());
+    }
+
+    // The routed pair's baseline differs from it only in what is in force:
+    // its config is a Service and nothing else.
+    #[test]
+    fn the_service_config_has_a_service_and_nothing_in_force() {
+        use mesh_policy::{Evaluator, RouteRequest};
+        let loaded = match mesh_policy::parse_yaml("bench-service.yaml", &service_config(8080)) {
+            Ok(l) => l,
+            Err(e) => panic!("service config does not load: {e}"),
+        };
+        let m = match Evaluator::compile(&loaded.snapshot, mesh_identity::DEFAULT_TRUST_DOMAIN) {
+            Ok(m) => m,
+            Err(e) => panic!("service config does not compile: {e}"),
+        };
+        assert_eq!(loaded.services.len(), 1);
+        assert!(!m.has_rate_limits());
+        assert!(!m.has_routes(NAMESPACE, PLAIN_SERVICE));
+        let headers = http::HeaderMap::new();
+        let d = m.route(&RouteRequest {
+            client_namespace: Some(NAMESPACE),
+            service_namespace: NAMESPACE,
+            service_name: PLAIN_SERVICE,
+            port: 80,
+            method: "GET",
+            path: "/1k",
+            query: None,
+            headers: &headers,
+            now: std::time::SystemTime::now(),
+        });
+        assert!(d.is_none());
+        // The routed pair's config, by contrast, has both.
+        let routed = mesh_policy::parse_yaml("bench-routed.yaml", &routed_config(8080))
+            .map_err(|e| e.to_string())
+            .and_then(|l| {
+                Evaluator::compile(&l.snapshot, mesh_identity::DEFAULT_TRUST_DOMAIN)
+                    .map_err(|e| e.to_string())
+            });
+        assert!(
+            routed.is_ok_and(|m| m.has_rate_limits() && m.has_routes(NAMESPACE, ROUTED_SERVICE))
+        );
     }
 
     #[test]
