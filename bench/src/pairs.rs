@@ -51,6 +51,10 @@ pub enum Kind {
     /// Service hop (`--service-route`, discovery, balancing), nothing in
     /// force. The routed pair's baseline. Not in the default set.
     PalisadeL7Service,
+    /// `palisade-l7-routed` run with the mesh-proxy of `--baseline-bin-dir`:
+    /// a change to the traffic layers measured before and after in one run.
+    /// Not in the default set.
+    PalisadeL7RoutedBase,
     /// Palisade with the upstream's HTTP port in `--opaque-ports`: HTTP is
     /// relayed as opaque TCP (`palisade/tcp1`), as before the HTTP path.
     /// Not in the default set.
@@ -76,6 +80,7 @@ impl Kind {
             Kind::PalisadeL7Base => "palisade-l7-base",
             Kind::PalisadeL7Routed => "palisade-l7-routed",
             Kind::PalisadeL7Service => "palisade-l7-service",
+            Kind::PalisadeL7RoutedBase => "palisade-l7-routed-base",
             Kind::PalisadeOpaque => "palisade-opaque",
             Kind::Haproxy => "haproxy",
             Kind::Nginx => "nginx",
@@ -94,6 +99,9 @@ impl Kind {
             Kind::PalisadeL7Base => "Palisade, L7 rule on B, baseline build",
             Kind::PalisadeL7Routed => "Palisade, L7 rule on B, route + retry + rate limit",
             Kind::PalisadeL7Service => "Palisade, L7 rule on B, Service hop, no route",
+            Kind::PalisadeL7RoutedBase => {
+                "Palisade, L7 rule on B, route + retry + rate limit, baseline build"
+            }
             Kind::PalisadeOpaque => "Palisade, --opaque-ports (tcp1)",
             Kind::Haproxy => "HAProxy tcp",
             Kind::Nginx => "nginx stream",
@@ -116,6 +124,7 @@ impl Kind {
             | Kind::PalisadeL7Base
             | Kind::PalisadeL7Routed
             | Kind::PalisadeL7Service
+            | Kind::PalisadeL7RoutedBase
             | Kind::PalisadeOpaque => None,
         }
     }
@@ -209,22 +218,32 @@ fn service_config(upstream_port: u16) -> String {
     )
 }
 
-/// The routed pair's Service (its one endpoint: the routed server), an
+/// The routed pairs run side by side, each with a Service of its own
+/// (name, clusterIP, the `variant` label only its server has).
+fn routed_service(kind: Kind) -> (&'static str, &'static str, &'static str) {
+    match kind {
+        Kind::PalisadeL7RoutedBase => ("bench-routed-base", "10.96.0.97", "routed-base"),
+        _ => (ROUTED_SERVICE, "10.96.0.99", "routed"),
+    }
+}
+
+/// A routed pair's Service (its one endpoint: that pair's server), an
 /// HTTPRoute with a request timeout and a retry policy, and a
 /// RateLimitPolicy on the server far above any load the runs offer.
-fn routed_config(upstream_port: u16) -> String {
+fn routed_config(upstream_port: u16, kind: Kind) -> String {
+    let (name, ip, variant) = routed_service(kind);
     format!(
-        "apiVersion: v1\nkind: Service\nmetadata: {{name: {ROUTED_SERVICE}, namespace: {NAMESPACE}}}\n\
-         spec:\n  clusterIP: 10.96.0.99\n  selector: {{variant: routed}}\n  ports: [{{port: 80, targetPort: {upstream_port}}}]\n\
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {NAMESPACE}}}\n\
+         spec:\n  clusterIP: {ip}\n  selector: {{variant: {variant}}}\n  ports: [{{port: 80, targetPort: {upstream_port}}}]\n\
          ---\n\
-         apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {ROUTED_SERVICE}, namespace: {NAMESPACE}}}\n\
-         spec:\n  parentRefs: [{{kind: Service, group: \"\", name: {ROUTED_SERVICE}, port: 80}}]\n  rules:\n\
-         \x20   - backendRefs: [{{name: {ROUTED_SERVICE}, port: 80}}]\n\
+         apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {name}, namespace: {NAMESPACE}}}\n\
+         spec:\n  parentRefs: [{{kind: Service, group: \"\", name: {name}, port: 80}}]\n  rules:\n\
+         \x20   - backendRefs: [{{name: {name}, port: 80}}]\n\
          \x20     timeouts: {{request: 30s}}\n\
          \x20     retry: {{attempts: 2, codes: [502, 503], backoff: 25ms}}\n\
          ---\n\
-         apiVersion: policy.palisade.dev/v1alpha1\nkind: RateLimitPolicy\nmetadata: {{name: {ROUTED_SERVICE}, namespace: {NAMESPACE}}}\n\
-         spec:\n  selector: {{matchLabels: {{variant: routed}}}}\n\
+         apiVersion: policy.palisade.dev/v1alpha1\nkind: RateLimitPolicy\nmetadata: {{name: {name}, namespace: {NAMESPACE}}}\n\
+         spec:\n  selector: {{matchLabels: {{variant: {variant}}}}}\n\
          \x20 total: {{requestsPerSecond: 1000000}}\n  perClient: {{requestsPerSecond: 1000000}}\n"
     )
 }
@@ -320,6 +339,7 @@ pub fn start(kind: Kind, setup: &Setup) -> anyhow::Result<Pair> {
         | Kind::PalisadeL7Base
         | Kind::PalisadeL7Routed
         | Kind::PalisadeL7Service
+        | Kind::PalisadeL7RoutedBase
         | Kind::PalisadeOpaque => start_palisade(kind, setup)?,
         Kind::Haproxy | Kind::Nginx | Kind::Stunnel | Kind::HaproxyHttp | Kind::NginxHttp => {
             start_peer(kind, setup)?
@@ -439,14 +459,18 @@ fn start_palisade(kind: Kind, setup: &Setup) -> anyhow::Result<Pair> {
             | Kind::PalisadeL7Base
             | Kind::PalisadeL7Routed
             | Kind::PalisadeL7Service
+            | Kind::PalisadeL7RoutedBase
     );
     // The pairs whose HTTP goes to a Service: its name, its config and the
     // label its server adds.
     let service = match kind {
-        Kind::PalisadeL7Routed => Some((
-            ROUTED_SERVICE,
-            routed_config(setup.upstream_http.port()),
-            ROUTED_LABEL,
+        Kind::PalisadeL7Routed | Kind::PalisadeL7RoutedBase => Some((
+            routed_service(kind).0,
+            routed_config(setup.upstream_http.port(), kind),
+            match kind {
+                Kind::PalisadeL7RoutedBase => "variant=routed-base",
+                _ => ROUTED_LABEL,
+            },
         )),
         Kind::PalisadeL7Service => Some((
             PLAIN_SERVICE,
@@ -464,9 +488,9 @@ fn start_palisade(kind: Kind, setup: &Setup) -> anyhow::Result<Pair> {
         )?;
     }
     let proxy_bin = match (kind, &setup.baseline_bin_dir) {
-        (Kind::PalisadeL7Base, Some(d)) => d.join("mesh-proxy"),
-        (Kind::PalisadeL7Base, None) => {
-            anyhow::bail!("palisade-l7-base needs --baseline-bin-dir")
+        (Kind::PalisadeL7Base | Kind::PalisadeL7RoutedBase, Some(d)) => d.join("mesh-proxy"),
+        (Kind::PalisadeL7Base | Kind::PalisadeL7RoutedBase, None) => {
+            anyhow::bail!("{} needs --baseline-bin-dir", kind.name())
         }
         _ => setup.bin_dir.join("mesh-proxy"),
     };
@@ -881,7 +905,10 @@ mod tests {
     #[test]
     fn the_routed_config_routes_and_limits_only_the_routed_pair() {
         use mesh_policy::{Evaluator, Labels, RateLimitRequest, RouteRequest, Workload};
-        let loaded = match mesh_policy::parse_yaml("bench-routed.yaml", &routed_config(8080)) {
+        let loaded = match mesh_policy::parse_yaml(
+            "bench-routed.yaml",
+            &routed_config(8080, Kind::PalisadeL7Routed),
+        ) {
             Ok(l) => l,
             Err(e) => panic!("routed config does not load: {e}"),
         };
@@ -959,12 +986,15 @@ mod tests {
         });
         assert!(d.is_none());
         // The routed pair's config, by contrast, has both.
-        let routed = mesh_policy::parse_yaml("bench-routed.yaml", &routed_config(8080))
-            .map_err(|e| e.to_string())
-            .and_then(|l| {
-                Evaluator::compile(&l.snapshot, mesh_identity::DEFAULT_TRUST_DOMAIN)
-                    .map_err(|e| e.to_string())
-            });
+        let routed = mesh_policy::parse_yaml(
+            "bench-routed.yaml",
+            &routed_config(8080, Kind::PalisadeL7Routed),
+        )
+        .map_err(|e| e.to_string())
+        .and_then(|l| {
+            Evaluator::compile(&l.snapshot, mesh_identity::DEFAULT_TRUST_DOMAIN)
+                .map_err(|e| e.to_string())
+        });
         assert!(
             routed.is_ok_and(|m| m.has_rate_limits() && m.has_routes(NAMESPACE, ROUTED_SERVICE))
         );
