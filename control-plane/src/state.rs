@@ -14,7 +14,9 @@ use crate::source::{Config, Update};
 /// The configuration in force.
 #[derive(Debug, Clone, Default)]
 pub struct PolicyState {
-    /// Increases with every successful load, also across restarts.
+    /// Derived from what the configuration holds: every replica reading
+    /// the same source publishes the same version, and a change of content
+    /// changes it (0: nothing loaded yet).
     pub version: u64,
     pub snapshot: Arc<Snapshot>,
     /// Services from the same source (discovery).
@@ -96,14 +98,7 @@ impl State {
     }
 
     fn publish(&self, config: &Config) {
-        let prev = self.current();
-        // Milliseconds since the epoch (or one more than the last):
-        // versions keep increasing across control plane restarts.
-        let now_ms = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
-        let version = (prev.version + 1).max(now_ms);
+        let version = version_of(config);
         for w in &config.warnings {
             tracing::warn!(warning = %w, "policy object ignored");
         }
@@ -125,6 +120,25 @@ impl State {
             loaded_at: Some(SystemTime::now()),
         }));
     }
+}
+
+/// The version of a configuration: an FNV-1a hash of its policy objects,
+/// Services and workloads as they are pushed, cut to 53 bits so that the
+/// `mesh_policy_version` gauge shows it exactly; never 0.
+pub fn version_of(config: &Config) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let parts = [
+        config.snapshot.to_json(),
+        serde_json::to_string(&config.services).unwrap_or_default(),
+        serde_json::to_string(&config.workloads).unwrap_or_default(),
+    ];
+    for part in &parts {
+        for b in part.bytes().chain([0]) {
+            hash ^= u64::from(b);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    (hash & ((1 << 53) - 1)).max(1)
 }
 
 #[cfg(test)]

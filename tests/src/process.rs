@@ -116,6 +116,8 @@ pub struct ControlPlane {
     pub admin: SocketAddr,
     pub opts: CpOptions,
     pub proc: Option<Proc>,
+    /// The folder of the replica this one shares its source with.
+    shared_config: Option<PathBuf>,
 }
 
 impl ControlPlane {
@@ -127,6 +129,25 @@ impl ControlPlane {
             dir,
             opts,
             proc: None,
+            shared_config: None,
+        };
+        cp.restart();
+        cp
+    }
+
+    /// A second replica of this control plane, as a Deployment runs them:
+    /// the same CA and token key (its data dir starts as a copy of this
+    /// one's), the same policy folder, its own ports.
+    pub fn replica(&self) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        copy_dir(&self.data_dir(), &dir.path().join("data"));
+        let mut cp = Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            admin: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            dir,
+            opts: self.opts.clone(),
+            proc: None,
+            shared_config: Some(self.config_dir()),
         };
         cp.restart();
         cp
@@ -134,7 +155,9 @@ impl ControlPlane {
 
     /// The watched policy folder (`--config-dir`).
     pub fn config_dir(&self) -> PathBuf {
-        self.dir.path().join("config")
+        self.shared_config
+            .clone()
+            .unwrap_or_else(|| self.dir.path().join("config"))
     }
 
     /// Writes a policy file atomically (write, then rename), as editors and
@@ -447,6 +470,18 @@ impl EchoApp {
 
     pub fn port(&self) -> u16 {
         self.addr.port()
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create dir");
+    for e in std::fs::read_dir(from).expect("read dir").flatten() {
+        let target = to.join(e.file_name());
+        if e.path().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).expect("copy file");
+        }
     }
 }
 

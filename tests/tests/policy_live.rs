@@ -215,7 +215,7 @@ spec:
     wait_for(
         "new policy version at the proxy",
         Duration::from_secs(1),
-        || (m.api.policy_version()? > v0).then_some(()),
+        || (m.api.policy_version()? != v0).then_some(()),
     );
     let took = written.elapsed();
     assert!(
