@@ -60,9 +60,18 @@ impl Reply {
     }
 }
 
+/// A reply that has to wait for something (the proxy's app probes).
+pub type PendingReply = std::pin::Pin<Box<dyn std::future::Future<Output = Reply> + Send>>;
+
 /// The routes of an admin endpoint. `GET` only; the path excludes the query.
 pub trait Routes: Send + Sync + 'static {
     fn get(&self, path: &str) -> Reply;
+
+    /// A path answered asynchronously, if this is one; others go to
+    /// [`Routes::get`].
+    fn get_async(&self, _path: &str) -> Option<PendingReply> {
+        None
+    }
 }
 
 /// Installs the process-wide Prometheus recorder.
@@ -136,7 +145,7 @@ pub async fn serve(
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let routes = routes.clone();
-                async move { Ok::<_, Infallible>(respond(&*routes, &req)) }
+                async move { Ok::<_, Infallible>(respond(&*routes, &req).await) }
             });
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
@@ -147,9 +156,12 @@ pub async fn serve(
     }
 }
 
-fn respond(routes: &dyn Routes, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+async fn respond(routes: &dyn Routes, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     let reply = if req.method() == Method::GET || req.method() == Method::HEAD {
-        routes.get(req.uri().path())
+        match routes.get_async(req.uri().path()) {
+            Some(pending) => pending.await,
+            None => routes.get(req.uri().path()),
+        }
     } else {
         Reply::text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
     };

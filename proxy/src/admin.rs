@@ -1,6 +1,7 @@
 //! The proxy's admin endpoint: `/live`, `/ready`, `/metrics`, `/certs`,
-//! `/policy`, and `/routes` (routes, rate limits and the endpoints requests
-//! went to, with their latency and health).
+//! `/policy`, `/routes` (routes, rate limits and the endpoints requests
+//! went to, with their latency and health), and the app's probes at
+//! `/app-health/...` (`app_health.rs`).
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -17,6 +18,8 @@ pub struct Admin {
     pub discovery: crate::discovery::DiscoveryRx,
     pub metrics: PrometheusHandle,
     pub balancer: Arc<crate::http::balance::Balancer>,
+    /// The app's probes, answered at `/app-health/...`.
+    pub app_probes: Arc<crate::app_health::AppProbes>,
 }
 
 impl Routes for Admin {
@@ -44,6 +47,12 @@ impl Routes for Admin {
             "/routes" => self.routes(),
             _ => Reply::not_found(),
         }
+    }
+
+    fn get_async(&self, path: &str) -> Option<mesh_admin::PendingReply> {
+        let probes = &self.app_probes;
+        (path.starts_with(crate::app_health::PATH_PREFIX) && probes.handles(path))
+            .then(|| Box::pin(probes.clone().check(path.to_owned())) as mesh_admin::PendingReply)
     }
 }
 

@@ -45,6 +45,17 @@ pub struct RunArgs {
     #[arg(long, env = "MESH_LABELS", default_value = "")]
     pub labels: String,
 
+    /// Workload labels from a file in the downward API's format (one
+    /// `key="value"` per line), read at start; `--labels` adds to them and
+    /// wins on the same key.
+    #[arg(long, env = "MESH_LABELS_FILE")]
+    pub labels_file: Option<PathBuf>,
+
+    /// The app's HTTP probes the injector rewrote to the admin port's
+    /// `/app-health/` paths (JSON, as `mesh-injector` writes it).
+    #[arg(long, env = "MESH_APP_PROBES")]
+    pub app_probes: Option<String>,
+
     /// The credential file (a join token); re-read at every certificate request.
     #[arg(long, env = "MESH_TOKEN_FILE")]
     pub token_file: PathBuf,

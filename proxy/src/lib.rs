@@ -10,6 +10,7 @@
 
 pub mod access;
 pub mod admin;
+pub mod app_health;
 pub mod config;
 pub mod control;
 pub mod discovery;
@@ -41,8 +42,22 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot read --trust-bundle {}", args.trust_bundle.display()))?;
     let bundle = TrustBundle::from_pem(&bundle_pem)
         .with_context(|| format!("--trust-bundle {}", args.trust_bundle.display()))?;
-    let labels =
-        policy::parse_labels(&args.labels).map_err(|e| anyhow::anyhow!("--labels: {e}"))?;
+    let mut labels = match &args.labels_file {
+        None => Default::default(),
+        Some(f) => {
+            let text = std::fs::read_to_string(f)
+                .with_context(|| format!("cannot read --labels-file {}", f.display()))?;
+            policy::parse_labels_file(&text)
+                .map_err(|e| anyhow::anyhow!("--labels-file {}: {e}", f.display()))?
+        }
+    };
+    labels
+        .extend(policy::parse_labels(&args.labels).map_err(|e| anyhow::anyhow!("--labels: {e}"))?);
+    let app_probes = Arc::new(match &args.app_probes {
+        None => app_health::AppProbes::default(),
+        Some(json) => app_health::AppProbes::parse(json)
+            .map_err(|e| anyhow::anyhow!("MESH_APP_PROBES: {e}"))?,
+    });
     let local = Arc::new(policy::LocalWorkload {
         name: args.workload.clone(),
         namespace: args.namespace.clone(),
@@ -117,6 +132,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             discovery: discovery_rx.clone(),
             metrics,
             balancer: balancer.clone(),
+            app_probes,
         }),
         drain.receiver(),
     ));

@@ -61,6 +61,49 @@ pub fn parse_labels(s: &str) -> Result<Labels, String> {
     Ok(out)
 }
 
+/// Parses a downward-API labels file (`--labels-file`): one `key="value"`
+/// per line, the value quoted with backslash escapes.
+pub fn parse_labels_file(text: &str) -> Result<Labels, String> {
+    let mut out = BTreeMap::new();
+    for (n, line) in text.lines().enumerate().map(|(i, l)| (i + 1, l.trim())) {
+        if line.is_empty() {
+            continue;
+        }
+        let (k, v) = line
+            .split_once('=')
+            .ok_or_else(|| format!("line {n}: not key=\"value\""))?;
+        if k.is_empty() {
+            return Err(format!("line {n}: empty key"));
+        }
+        let v = unquote(v)
+            .ok_or_else(|| format!("line {n}: the value of {k:?} is not a quoted string"))?;
+        out.insert(k.to_string(), v);
+    }
+    Ok(out)
+}
+
+/// `"..."` with `\"`, `\\`, `\n`, `\t` and `\r` escapes.
+fn unquote(v: &str) -> Option<String> {
+    let inner = v.strip_prefix('"')?.strip_suffix('"')?;
+    let mut out = String::with_capacity(inner.len());
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => out.push(match chars.next()? {
+                '"' => '"',
+                '\\' => '\\',
+                'n' => '\n',
+                't' => '\t',
+                'r' => '\r',
+                _ => return None,
+            }),
+            '"' => return None,
+            c => out.push(c),
+        }
+    }
+    Some(out)
+}
+
 pub type PolicyRx = watch::Receiver<Option<Arc<PolicyView>>>;
 
 /// Compiles a received snapshot.
@@ -207,4 +250,35 @@ pub fn record(direction: &'static str, d: &Decision) {
         })
     })
     .increment(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_downward_api_labels_file_parses() {
+        let text = "app=\"web\"\npod-template-hash=\"5d8f9\"\n\nteam.example.com/owner=\"a \\\"b\\\" \\\\c\"\n";
+        let labels = parse_labels_file(text).unwrap();
+        assert_eq!(labels["app"], "web");
+        assert_eq!(labels["pod-template-hash"], "5d8f9");
+        assert_eq!(labels["team.example.com/owner"], "a \"b\" \\c");
+        assert_eq!(labels.len(), 3);
+        assert!(parse_labels_file("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_broken_labels_file_is_refused_naming_the_line() {
+        for (text, line) in [
+            ("app=\"web\"\nbroken\n", "line 2"),
+            ("app=web\n", "line 1"),
+            ("=\"x\"\n", "line 1"),
+            ("app=\"we\"b\"\n", "line 1"),
+            ("app=\"web\\q\"\n", "line 1"),
+            ("app=\"web\n", "line 1"),
+        ] {
+            let e = parse_labels_file(text).unwrap_err();
+            assert!(e.contains(line), "{text:?}: {e}");
+        }
+    }
 }
