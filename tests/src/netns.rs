@@ -631,7 +631,10 @@ pub fn leftovers(name: &str) -> Vec<String> {
     if state.exists() {
         left.push(format!("{}", state.display()));
     }
+    // The lab's state dir as a path of its own: `plt3` must not match the
+    // processes of lab `plt31`.
     let marker = state.display().to_string();
+    let (inside, whole) = (format!("{marker}/"), format!("{marker} "));
     if let Ok(rd) = std::fs::read_dir("/proc") {
         for e in rd.flatten() {
             let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
@@ -639,7 +642,7 @@ pub fn leftovers(name: &str) -> Vec<String> {
             };
             let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-            if cmd.contains(&marker) && alive(pid) {
+            if (cmd.contains(&inside) || cmd.contains(&whole)) && alive(pid) {
                 left.push(format!("process {pid}: {cmd}"));
             }
         }
