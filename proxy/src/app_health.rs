@@ -169,7 +169,7 @@ impl AppProbes {
 impl Probe {
     async fn send(&self) -> Result<StatusCode, String> {
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], self.port));
-        let tcp = tokio::net::TcpStream::connect(addr)
+        let tcp = crate::http::client::connect_tcp(addr, PROBE_TIMEOUT)
             .await
             .map_err(|e| e.to_string())?;
         if self.https {

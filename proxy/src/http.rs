@@ -51,3 +51,9 @@ where
     std::future::poll_fn(|cx| svc.poll_ready(cx)).await?;
     svc.call(req).await
 }
+
+/// A body with nothing in it.
+pub fn empty() -> Body {
+    use http_body_util::BodyExt;
+    http_body_util::Empty::new().map_err(|e| match e {}).boxed()
+}

@@ -148,7 +148,7 @@ pub fn text(status: StatusCode, body: String) -> Response<Body> {
 
 /// A gRPC trailers-only response (HTTP 200, the status in the headers).
 pub fn grpc_status(code: GrpcCode, message: &str) -> Response<Body> {
-    let mut r = Response::new(http_body_util::Empty::new().map_err(|e| match e {}).boxed());
+    let mut r = Response::new(crate::http::empty());
     let h = r.headers_mut();
     h.insert(
         header::CONTENT_TYPE,

@@ -240,7 +240,7 @@ mod tests {
         http::Request::builder()
             .uri("/")
             .header(http::header::HOST, "app")
-            .body(http_body_util::Empty::new().map_err(|e| match e {}).boxed())
+            .body(crate::http::empty())
             .unwrap()
     }
 

@@ -252,10 +252,7 @@ impl Replay {
             }
             // Spent by the first take: later ones send an empty body,
             // and the caller never retries a body that was not kept.
-            Replay::Once(b) => Some(std::mem::replace(
-                b,
-                http_body_util::Empty::new().map_err(|e| match e {}).boxed(),
-            )),
+            Replay::Once(b) => Some(std::mem::replace(b, crate::http::empty())),
         }
     }
 }
@@ -427,18 +424,25 @@ where
         Some(_) => Replay::prepare(body).await,
         None => Replay::Once(body),
     };
-    let attempts = match policy {
-        Some(p) if replay.replayable() => p.attempts,
-        _ => 0,
+    let (Some(p), true) = (policy, replay.replayable()) else {
+        // Sent once: the request as it came (its deadline already passed on).
+        let body = replay.take().unwrap_or_else(super::empty);
+        return super::oneshot(inner, Request::from_parts(parts, body)).await;
     };
+    let attempts = p.attempts;
     let tried = Tried::default();
     let mut attempt = 0;
     loop {
-        let mut req = Request::from_parts(copy_parts(&parts), replay.take().unwrap_or_else(empty));
+        let mut req = Request::from_parts(
+            copy_parts(&parts),
+            replay.take().unwrap_or_else(super::empty),
+        );
         req.extensions_mut().insert(tried.clone());
-        super::timeout::pass_on(&mut req);
+        if attempt > 0 {
+            // What is left of the deadline, for a retry.
+            super::timeout::pass_on(&mut req);
+        }
         let sent = super::oneshot(inner.clone(), req).await;
-        let Some(p) = policy else { return sent };
         let status = match &sent {
             Ok(resp) => effective_status(resp),
             Err(e) => status_of(e),
@@ -494,10 +498,6 @@ fn copy_parts(p: &http::request::Parts) -> http::request::Parts {
         parts.extensions.insert(proto.clone());
     }
     parts
-}
-
-fn empty() -> Body {
-    http_body_util::Empty::new().map_err(|e| match e {}).boxed()
 }
 
 #[cfg(test)]

@@ -203,7 +203,6 @@ pub fn grpc_timeout(headers: &http::HeaderMap) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http_body_util::BodyExt;
 
     #[test]
     fn grpc_timeouts() {
@@ -272,7 +271,7 @@ mod tests {
             &TimeoutLayer::per_try(Some(&name), Some(Duration::from_millis(300))),
             Stall(Arc::clone(&seen)),
         );
-        let mut req = Request::new(http_body_util::Empty::new().map_err(|e| match e {}).boxed());
+        let mut req = Request::new(crate::http::empty());
         req.headers_mut()
             .insert(GRPC_TIMEOUT, HeaderValue::from_static("10S"));
         let started = tokio::time::Instant::now();

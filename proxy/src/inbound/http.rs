@@ -281,10 +281,7 @@ impl Handler {
                 parts.headers.insert(header::UPGRADE, p);
             }
         }
-        Ok(Response::from_parts(
-            parts,
-            http_body_util::Empty::new().map_err(|e| match e {}).boxed(),
-        ))
+        Ok(Response::from_parts(parts, crate::http::empty()))
     }
 }
 

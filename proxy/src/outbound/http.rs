@@ -14,7 +14,6 @@ use futures_util::future::{Either, Ready, ready};
 use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Version as HttpVersion};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tower::ServiceBuilder;
@@ -155,10 +154,7 @@ impl Outbound {
             .headers
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         parts.headers.insert(header::UPGRADE, proto);
-        Ok(Response::from_parts(
-            parts,
-            http_body_util::Empty::new().map_err(|e| match e {}).boxed(),
-        ))
+        Ok(Response::from_parts(parts, crate::http::empty()))
     }
 }
 
