@@ -897,38 +897,48 @@ pub fn blocking_get(addr: SocketAddr) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
-    /// The L7 pair measures what it says only if the control plane accepts
-    /// its policy and the policy reads HTTP for that server alone.
-    // The routed pair's objects load; the route takes GETs to its Service
-    // with a retry policy, and the rate limit selects only the routed
-    // server, far above any load (the L7 server has none).
-    #[test]
-    fn the_routed_config_routes_and_limits_only_the_routed_pair() {
-        use mesh_policy::{Evaluator, Labels, RateLimitRequest, RouteRequest, Workload};
-        let loaded = match mesh_policy::parse_yaml(
-            "bench-routed.yaml",
-            &routed_config(8080, Kind::PalisadeL7Routed),
-        ) {
+    /// A run's config file as the control plane loads and compiles it.
+    fn compiled(file: &str, yaml: &str) -> (mesh_policy::Loaded, mesh_policy::Evaluator) {
+        let loaded = match mesh_policy::parse_yaml(file, yaml) {
             Ok(l) => l,
-            Err(e) => panic!("routed config does not load: {e}"),
+            Err(e) => panic!("{file} does not load: {e}"),
         };
-        let m = match Evaluator::compile(&loaded.snapshot, mesh_identity::DEFAULT_TRUST_DOMAIN) {
-            Ok(m) => m,
-            Err(e) => panic!("routed config does not compile: {e}"),
-        };
+        match mesh_policy::Evaluator::compile(&loaded.snapshot, mesh_identity::DEFAULT_TRUST_DOMAIN)
+        {
+            Ok(m) => (loaded, m),
+            Err(e) => panic!("{file} does not compile: {e}"),
+        }
+    }
+
+    /// Whether a route takes the benchmark's GET to `service`, and with a
+    /// retry policy and a request timeout.
+    fn routes_get(m: &mesh_policy::Evaluator, service: &str) -> Option<(bool, bool)> {
         let headers = http::HeaderMap::new();
-        let d = m.route(&RouteRequest {
+        m.route(&mesh_policy::RouteRequest {
             client_namespace: Some(NAMESPACE),
             service_namespace: NAMESPACE,
-            service_name: ROUTED_SERVICE,
+            service_name: service,
             port: 80,
             method: "GET",
             path: "/1k",
             query: None,
             headers: &headers,
             now: std::time::SystemTime::now(),
-        });
-        assert!(d.is_some_and(|d| d.retry.is_some() && d.timeouts.request.is_some()));
+        })
+        .map(|d| (d.retry.is_some(), d.timeouts.request.is_some()))
+    }
+
+    // The routed pair's objects load; the route takes GETs to its Service
+    // with a retry policy, and the rate limit selects only the routed
+    // server, far above any load (the L7 server has none).
+    #[test]
+    fn the_routed_config_routes_and_limits_only_the_routed_pair() {
+        use mesh_policy::{Labels, RateLimitRequest, Workload};
+        let (_, m) = compiled(
+            "bench-routed.yaml",
+            &routed_config(8080, Kind::PalisadeL7Routed),
+        );
+        assert_eq!(routes_get(&m, ROUTED_SERVICE), Some((true, true)));
         let labels = |pairs: &[&str]| -> Labels {
             pairs
                 .iter()
@@ -954,63 +964,30 @@ mod tests {
         };
         assert_eq!(limits(&labels(&[L7_LABELS, ROUTED_LABEL])), [1_000_000]);
         assert!(limits(&labels(&[L7_LABELS])).is_empty());
+        // The baseline build's routed pair has a Service of its own.
+        let (_, base) = compiled(
+            "bench-routed-base.yaml",
+            &routed_config(8080, Kind::PalisadeL7RoutedBase),
+        );
+        assert_eq!(routes_get(&base, "bench-routed-base"), Some((true, true)));
+        assert_eq!(routes_get(&base, ROUTED_SERVICE), None);
     }
 
     // The routed pair's baseline differs from it only in what is in force:
     // its config is a Service and nothing else.
     #[test]
     fn the_service_config_has_a_service_and_nothing_in_force() {
-        use mesh_policy::{Evaluator, RouteRequest};
-        let loaded = match mesh_policy::parse_yaml("bench-service.yaml", &service_config(8080)) {
-            Ok(l) => l,
-            Err(e) => panic!("service config does not load: {e}"),
-        };
-        let m = match Evaluator::compile(&loaded.snapshot, mesh_identity::DEFAULT_TRUST_DOMAIN) {
-            Ok(m) => m,
-            Err(e) => panic!("service config does not compile: {e}"),
-        };
+        let (loaded, m) = compiled("bench-service.yaml", &service_config(8080));
         assert_eq!(loaded.services.len(), 1);
         assert!(!m.has_rate_limits());
         assert!(!m.has_routes(NAMESPACE, PLAIN_SERVICE));
-        let headers = http::HeaderMap::new();
-        let d = m.route(&RouteRequest {
-            client_namespace: Some(NAMESPACE),
-            service_namespace: NAMESPACE,
-            service_name: PLAIN_SERVICE,
-            port: 80,
-            method: "GET",
-            path: "/1k",
-            query: None,
-            headers: &headers,
-            now: std::time::SystemTime::now(),
-        });
-        assert!(d.is_none());
-        // The routed pair's config, by contrast, has both.
-        let routed = mesh_policy::parse_yaml(
-            "bench-routed.yaml",
-            &routed_config(8080, Kind::PalisadeL7Routed),
-        )
-        .map_err(|e| e.to_string())
-        .and_then(|l| {
-            Evaluator::compile(&l.snapshot, mesh_identity::DEFAULT_TRUST_DOMAIN)
-                .map_err(|e| e.to_string())
-        });
-        assert!(
-            routed.is_ok_and(|m| m.has_rate_limits() && m.has_routes(NAMESPACE, ROUTED_SERVICE))
-        );
+        assert_eq!(routes_get(&m, PLAIN_SERVICE), None);
     }
 
     #[test]
     fn the_l7_policy_selects_only_the_l7_server_and_reads_http() {
-        use mesh_policy::{Evaluator, Headers, Http, Labels, Peer, Request, Workload};
-        let loaded = match mesh_policy::parse_yaml("bench-l7.yaml", &l7_policy()) {
-            Ok(l) => l,
-            Err(e) => panic!("bench policy does not load: {e}"),
-        };
-        let m = match Evaluator::compile(&loaded.snapshot, mesh_identity::DEFAULT_TRUST_DOMAIN) {
-            Ok(m) => m,
-            Err(e) => panic!("bench policy does not compile: {e}"),
-        };
+        use mesh_policy::{Headers, Http, Labels, Peer, Request, Workload};
+        let (_, m) = compiled("bench-l7.yaml", &l7_policy());
         let (key, value) = L7_LABELS.split_once('=').unwrap();
         let l7_server: Labels = [(key.to_owned(), value.to_owned())].into();
         let other: Labels = Labels::new();
