@@ -3,10 +3,9 @@
 //! `/app-health/<container>/<livez|readyz|startupz>` and lists the original
 //! probes in `MESH_APP_PROBES` (JSON, injector/src/probes.rs). The admin
 //! endpoint answers such a path by making the original probe request to the
-//! app over loopback (never redirected) and passing on its status, as the
-//! kubelet would have seen it. Only the listed paths are probed; the app is
-//! reached on 127.0.0.1, so an app that listens only on its pod IP cannot
-//! be probed this way.
+//! app where inbound traffic goes (`--app-addr`, loopback by default, never
+//! redirected) and passing on its status, as the kubelet would have seen
+//! it. Only the listed paths are probed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,15 +62,17 @@ struct Probe {
 }
 
 /// The probes of this pod, from `MESH_APP_PROBES`.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct AppProbes {
+    /// Where the app is reached (`--app-addr`).
+    app: std::net::IpAddr,
     probes: Vec<Probe>,
 }
 
 impl AppProbes {
     /// Parses and checks `MESH_APP_PROBES`; an error names the probe and
     /// the field.
-    pub fn parse(json: &str) -> Result<Self, String> {
+    pub fn parse(app: std::net::IpAddr, json: &str) -> Result<Self, String> {
         let listed: Vec<Listed> =
             serde_json::from_str(json).map_err(|e| format!("not a list of probes: {e}"))?;
         if listed.len() > MAX_PROBES {
@@ -121,7 +122,15 @@ impl AppProbes {
                 headers,
             });
         }
-        Ok(Self { probes })
+        Ok(Self { app, probes })
+    }
+
+    /// No probes (the pod has no rewritten ones).
+    pub fn none(app: std::net::IpAddr) -> Self {
+        Self {
+            app,
+            probes: Vec::new(),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -143,7 +152,7 @@ impl AppProbes {
         let Some(probe) = self.probes.iter().find(|p| p.path == path) else {
             return Reply::not_found();
         };
-        match tokio::time::timeout(PROBE_TIMEOUT, probe.send()).await {
+        match tokio::time::timeout(PROBE_TIMEOUT, probe.send(self.app)).await {
             Ok(Ok(status)) => {
                 metrics::counter!("mesh_app_probes_total", "result" => if status.is_success() || status.is_redirection() { "success" } else { "failure" }).increment(1);
                 Reply::text(status, format!("app answered {}\n", status.as_u16()))
@@ -167,26 +176,23 @@ impl AppProbes {
 }
 
 impl Probe {
-    async fn send(&self) -> Result<StatusCode, String> {
-        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], self.port));
+    async fn send(&self, app: std::net::IpAddr) -> Result<StatusCode, String> {
+        let addr = std::net::SocketAddr::new(app, self.port);
         let tcp = crate::http::client::connect_tcp(addr, PROBE_TIMEOUT)
             .await
             .map_err(|e| e.to_string())?;
         if self.https {
             let tls = tokio_rustls::TlsConnector::from(probe_tls()?)
-                .connect(
-                    rustls_pki_types::ServerName::from(std::net::IpAddr::from([127, 0, 0, 1])),
-                    tcp,
-                )
+                .connect(rustls_pki_types::ServerName::from(app), tcp)
                 .await
                 .map_err(|e| format!("TLS: {e}"))?;
-            self.request(tls).await
+            self.request(addr, tls).await
         } else {
-            self.request(tcp).await
+            self.request(addr, tcp).await
         }
     }
 
-    async fn request<S>(&self, stream: S) -> Result<StatusCode, String>
+    async fn request<S>(&self, addr: std::net::SocketAddr, stream: S) -> Result<StatusCode, String>
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
@@ -199,8 +205,7 @@ impl Probe {
         let mut req = http::Request::get(self.target.as_str())
             .body(Empty::<Bytes>::new())
             .map_err(|e| e.to_string())?;
-        let host = HeaderValue::from_str(&format!("127.0.0.1:{}", self.port))
-            .map_err(|e| e.to_string())?;
+        let host = HeaderValue::from_str(&addr.to_string()).map_err(|e| e.to_string())?;
         req.headers_mut().insert(http::header::HOST, host);
         req.headers_mut().insert(
             http::header::USER_AGENT,
@@ -282,6 +287,8 @@ impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
 mod tests {
     use super::*;
 
+    const LOOPBACK: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
     // The value as injector/src/probes.rs writes it (k8s-openapi's
     // HTTPGetAction: camelCase, the port as written).
     const LISTED: &str = r#"[
@@ -294,7 +301,7 @@ mod tests {
 
     #[test]
     fn the_injectors_list_parses() {
-        let p = AppProbes::parse(LISTED).unwrap();
+        let p = AppProbes::parse(LOOPBACK, LISTED).unwrap();
         assert_eq!(p.len(), 2);
         assert!(p.handles("/app-health/web/livez"));
         assert!(!p.handles("/app-health/web/startupz"));
@@ -310,8 +317,12 @@ mod tests {
 
     #[test]
     fn a_bad_list_is_refused_naming_the_probe() {
-        let one = |probe: &str| AppProbes::parse(&format!("[{probe}]")).unwrap_err();
-        assert!(AppProbes::parse("{").unwrap_err().contains("not a list"));
+        let one = |probe: &str| AppProbes::parse(LOOPBACK, &format!("[{probe}]")).unwrap_err();
+        assert!(
+            AppProbes::parse(LOOPBACK, "{")
+                .unwrap_err()
+                .contains("not a list")
+        );
         let e = one(r#"{"path":"/ready","port":80}"#);
         assert!(
             e.contains("\"/ready\"") && e.contains("/app-health/"),
@@ -328,6 +339,10 @@ mod tests {
         );
         assert!(e.contains("header name"), "{e}");
         let twice = r#"[{"path":"/app-health/a/livez","port":80},{"path":"/app-health/a/livez","port":81}]"#;
-        assert!(AppProbes::parse(twice).unwrap_err().contains("twice"));
+        assert!(
+            AppProbes::parse(LOOPBACK, twice)
+                .unwrap_err()
+                .contains("twice")
+        );
     }
 }

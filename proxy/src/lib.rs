@@ -54,8 +54,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     labels
         .extend(policy::parse_labels(&args.labels).map_err(|e| anyhow::anyhow!("--labels: {e}"))?);
     let app_probes = Arc::new(match &args.app_probes {
-        None => app_health::AppProbes::default(),
-        Some(json) => app_health::AppProbes::parse(json)
+        None => app_health::AppProbes::none(args.app_addr),
+        Some(json) => app_health::AppProbes::parse(args.app_addr, json)
             .map_err(|e| anyhow::anyhow!("MESH_APP_PROBES: {e}"))?,
     });
     let local = Arc::new(policy::LocalWorkload {
