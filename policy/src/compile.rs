@@ -7,6 +7,7 @@
 
 pub(crate) mod authorization;
 pub(crate) mod cidr;
+pub(crate) mod edge;
 pub(crate) mod grpc_route;
 pub(crate) mod http_route;
 pub(crate) mod matcher;
@@ -118,6 +119,8 @@ enum Compiled {
     Namespace(String, Labels),
     Route(http_route::Route),
     RateLimit(rate_limit::RateLimit),
+    Gateway(edge::EdgeGateway),
+    Ingress(edge::CompiledIngress),
 }
 
 fn compile_object(
@@ -147,6 +150,12 @@ fn compile_object(
         Object::RateLimitPolicy(p) => {
             rate_limit::compile(p, common, &site, trust_domain, errors).map(Compiled::RateLimit)
         }
+        Object::Gateway(g) => {
+            edge::compile_gateway(g, common, &site, errors).map(Compiled::Gateway)
+        }
+        Object::Ingress(i) => {
+            edge::compile_ingress(i, common, &site, errors).map(Compiled::Ingress)
+        }
         Object::Namespace(n) => Some(Compiled::Namespace(
             n.metadata.name.clone(),
             n.metadata.labels.clone(),
@@ -173,6 +182,7 @@ pub(crate) struct Tables {
     pub(crate) namespaces: BTreeMap<String, Labels>,
     pub(crate) routes: http_route::RouteTable,
     pub(crate) rate_limits: Vec<rate_limit::RateLimit>,
+    pub(crate) edge: edge::EdgeTable,
 }
 
 pub(crate) fn compile_snapshot(
@@ -192,6 +202,16 @@ pub(crate) fn compile_snapshot(
             }
             Some(Compiled::Route(r)) => tables.routes.routes.push(r),
             Some(Compiled::RateLimit(l)) => tables.rate_limits.push(l),
+            Some(Compiled::Gateway(g)) => tables.edge.gateways.push(g),
+            Some(Compiled::Ingress(i)) => {
+                for (hosts, secret) in i.tls {
+                    tables
+                        .edge
+                        .ingress_tls
+                        .push((i.route.common.object.clone(), hosts, secret));
+                }
+                tables.routes.routes.push(i.route);
+            }
             None => {}
         }
     }
@@ -205,6 +225,8 @@ pub(crate) fn compile_snapshot(
     tables.netpol.sort_by_key(|n| key(&n.common));
     tables.rate_limits.sort_by_key(|l| key(&l.common));
     tables.routes.index();
+    tables.edge.gateways.sort_by_key(|g| key(&g.common));
+    tables.edge.index(&tables.routes.routes, &tables.namespaces);
     Ok(tables)
 }
 

@@ -12,6 +12,7 @@
 
 mod authorization;
 mod decision;
+mod edge;
 mod network_policy;
 mod peer_authentication;
 mod rate_limit;
@@ -27,6 +28,7 @@ use crate::load::SNAPSHOT_ORIGIN;
 use crate::resource::{Action, Labels, MtlsMode, Snapshot};
 
 pub use decision::{DecidedBy, Decision, DryRunDeny, Stage, Verdict};
+pub use edge::{EdgeCertificate, EdgeListenerInfo, EdgeRequest};
 pub use rate_limit::{RateLimitMatch, RateLimitRequest};
 pub use request::{Headers, Http, Peer, Request, Workload};
 pub use route::{RouteDecision, RouteRequest, idempotent};

@@ -24,6 +24,7 @@ pub mod resource;
 mod select;
 mod validate;
 
+pub use compile::edge::{EdgeProtocol, Host};
 pub use compile::http_route::{
     Backend, DEFAULT_RETRY_BACKOFF, DEFAULT_RETRY_CODES, HeaderEdits, MAX_RETRY_ATTEMPTS, Retry,
     Timeouts,
@@ -31,9 +32,9 @@ pub use compile::http_route::{
 pub use compile::rate_limit::{MAX_REQUESTS_PER_SECOND, Quota};
 pub use error::Error;
 pub use evaluate::{
-    DEFAULT_MTLS_MODE, DEFAULT_TRUST_DOMAIN, DecidedBy, Decision, DryRunDeny, Evaluator, Headers,
-    Http, Peer, RateLimitMatch, RateLimitRequest, Request, RouteDecision, RouteRequest, Stage,
-    Verdict, Workload, idempotent,
+    DEFAULT_MTLS_MODE, DEFAULT_TRUST_DOMAIN, DecidedBy, Decision, DryRunDeny, EdgeCertificate,
+    EdgeListenerInfo, EdgeRequest, Evaluator, Headers, Http, Peer, RateLimitMatch,
+    RateLimitRequest, Request, RouteDecision, RouteRequest, Stage, Verdict, Workload, idempotent,
 };
 pub use load::{Loaded, MAX_FILE_BYTES, SNAPSHOT_ORIGIN, load_dir, parse_yaml};
 pub use path::normalize_path;

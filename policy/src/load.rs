@@ -12,12 +12,13 @@ use serde_json::Value;
 
 use crate::Error;
 use crate::compile::check_object;
-use crate::resource::Service;
+use crate::resource::secret::{self, ParsedSecret};
 use crate::resource::{
-    AuthorizationPolicy, CORE_API_VERSION, GATEWAY_API_VERSION, GrpcRoute, HttpRoute,
-    NETWORKING_API_VERSION, Namespace, NetworkPolicy, Object, POLICY_API_VERSION,
+    AuthorizationPolicy, CORE_API_VERSION, GATEWAY_API_VERSION, Gateway, GrpcRoute, HttpRoute,
+    Ingress, NETWORKING_API_VERSION, Namespace, NetworkPolicy, Object, POLICY_API_VERSION,
     PeerAuthentication, RateLimitPolicy, SECURITY_API_VERSIONS, Snapshot,
 };
+use crate::resource::{Service, TlsSecret};
 use crate::validate::{check_duplicates, check_name, duplicates};
 use serde::Deserialize;
 
@@ -35,6 +36,9 @@ pub struct Loaded {
     pub snapshot: Snapshot,
     /// Services (discovery, not policy), in file order.
     pub services: Vec<Service>,
+    /// `kubernetes.io/tls` Secrets (for the ingress only, never in the
+    /// snapshot), in file order.
+    pub secrets: Vec<TlsSecret>,
     /// Documents that were read but are not policy (unknown kinds...), one
     /// line each, naming the file and the object.
     pub warnings: Vec<String>,
@@ -132,6 +136,17 @@ fn parse_into(file: &str, text: &str, loaded: &mut Loaded, errors: &mut Vec<Erro
             }
             continue;
         }
+        if document.get("kind").and_then(Value::as_str) == Some("Secret") {
+            match parse_secret(file, &document) {
+                Ok(ParsedSecret::Tls(s)) => loaded.secrets.push(s),
+                Ok(ParsedSecret::Other(t)) => loaded.warnings.push(format!(
+                    "{file}: {}: a Secret of type {t} is not a kubernetes.io/tls Secret; ignored",
+                    secret_object(&document)
+                )),
+                Err(e) => errors.push(e),
+            }
+            continue;
+        }
         match parse_value(file, index + 1, document, &mut loaded.warnings) {
             Ok(objects) => loaded.snapshot.objects.extend(objects),
             Err(e) => errors.extend(e),
@@ -189,6 +204,58 @@ fn parse_service(file: &str, mut value: Value) -> Result<Service, Error> {
     let service: Service = deserialize(value).map_err(|(f, m)| field_error(f, m))?;
     service.check().map_err(|(f, m)| field_error(f, m))?;
     Ok(service)
+}
+
+/// `Secret ns/name` as errors name it.
+fn secret_object(value: &Value) -> String {
+    let name = value
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let namespace = value
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+        .unwrap_or(crate::resource::DEFAULT_NAMESPACE);
+    format!("Secret {namespace}/{name}")
+}
+
+/// A Secret document: a checked TLS Secret, or another type to skip.
+/// Errors name the field, never the data.
+fn parse_secret(file: &str, value: &Value) -> Result<ParsedSecret, Error> {
+    let object = secret_object(value);
+    let api_version = value
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if api_version != CORE_API_VERSION {
+        return Err(Error::Object {
+            file: file.to_owned(),
+            object,
+            message: format!(
+                "apiVersion {api_version:?} is not supported for Secret; use {CORE_API_VERSION}"
+            ),
+        });
+    }
+    let name = value
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let namespace = value
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+        .unwrap_or(crate::resource::DEFAULT_NAMESPACE);
+    let field_error = |field: String, message: String| Error::Field {
+        file: file.to_owned(),
+        object: object.clone(),
+        field,
+        message,
+    };
+    if let Err(message) = check_name(name, 253, true) {
+        return Err(field_error("metadata.name".into(), message));
+    }
+    secret::parse(namespace, name, value).map_err(|(f, m)| field_error(f, m))
 }
 
 /// One line with the position, without the source snippet the crate can draw.
@@ -287,7 +354,8 @@ pub(crate) fn parse_value(
         "AuthorizationPolicy" | "PeerAuthentication" => &SECURITY_API_VERSIONS,
         "NetworkPolicy" => &[NETWORKING_API_VERSION],
         "Namespace" => &[CORE_API_VERSION],
-        "HTTPRoute" | "GRPCRoute" => &[GATEWAY_API_VERSION],
+        "HTTPRoute" | "GRPCRoute" | "Gateway" => &[GATEWAY_API_VERSION],
+        "Ingress" => &[NETWORKING_API_VERSION],
         "RateLimitPolicy" => &[POLICY_API_VERSION],
         other => {
             warnings.push(format!(
@@ -341,8 +409,26 @@ pub(crate) fn parse_value(
         "RateLimitPolicy" => {
             typed(deserialize::<RateLimitPolicy>(value).map(Object::RateLimitPolicy))?
         }
+        "Gateway" => typed(deserialize::<Gateway>(value).map(Object::Gateway))?,
+        "Ingress" => typed(deserialize::<Ingress>(value).map(Object::Ingress))?,
         _ => typed(deserialize::<Namespace>(value).map(Object::Namespace))?,
     };
+    // Gateways and Ingresses of another class belong to another
+    // implementation.
+    let class = match &parsed {
+        Object::Gateway(g) => Some(g.spec.gateway_class_name.as_str()),
+        Object::Ingress(i) => Some(i.class().unwrap_or("")),
+        _ => None,
+    };
+    if let Some(class) = class
+        && class != crate::resource::gateway::GATEWAY_CLASS
+    {
+        warnings.push(format!(
+            "{file}: {object}: class {class:?} is not {:?}; left to its own implementation",
+            crate::resource::gateway::GATEWAY_CLASS
+        ));
+        return Ok(Vec::new());
+    }
     let errors = check_object(file, &parsed);
     if errors.is_empty() {
         Ok(vec![parsed])
@@ -372,8 +458,8 @@ impl<'de> Deserialize<'de> for Object {
                 .ok_or_else(|| serde::de::Error::custom("empty object")),
             Ok(_) => Err(serde::de::Error::custom(
                 "a snapshot entry must be exactly one policy object (AuthorizationPolicy, \
-                 PeerAuthentication, NetworkPolicy, Namespace, HTTPRoute, GRPCRoute or \
-                 RateLimitPolicy)",
+                 PeerAuthentication, NetworkPolicy, Namespace, HTTPRoute, GRPCRoute, \
+                 RateLimitPolicy, Gateway or Ingress of class palisade)",
             )),
             Err(errors) => Err(serde::de::Error::custom(
                 Error::from_list(errors).map_or_else(String::new, |e| e.to_string()),

@@ -11,13 +11,16 @@
 //! snapshot that arrives over the wire cannot hold anything a file could not.
 
 mod authorization;
+pub mod gateway;
 pub mod grpc_route;
 pub mod http_route;
+pub mod ingress;
 mod namespace;
 mod network_policy;
 mod peer_authentication;
 pub mod rate_limit;
 mod scalar;
+pub mod secret;
 mod service;
 
 use std::collections::BTreeMap;
@@ -29,8 +32,10 @@ pub use authorization::{
     Action, AuthorizationPolicy, AuthorizationPolicySpec, Condition, Operation, Rule, RuleFrom,
     RuleTo, Source, WorkloadSelector,
 };
+pub use gateway::Gateway;
 pub use grpc_route::GrpcRoute;
 pub use http_route::HttpRoute;
+pub use ingress::Ingress;
 pub use namespace::Namespace;
 pub use network_policy::{
     EgressRule, IngressRule, IntOrString, IpBlock, LabelSelector, LabelSelectorRequirement,
@@ -39,6 +44,7 @@ pub use network_policy::{
 pub use peer_authentication::{Mtls, MtlsMode, PeerAuthentication, PeerAuthenticationSpec};
 pub use rate_limit::RateLimitPolicy;
 pub use scalar::Scalar;
+pub use secret::TlsSecret;
 pub use service::{Service, ServicePort, ServiceSpec};
 
 /// Labels of a workload or a namespace (`metadata.labels`).
@@ -132,6 +138,8 @@ pub enum Kind {
     #[serde(rename = "GRPCRoute")]
     GrpcRoute,
     RateLimitPolicy,
+    Gateway,
+    Ingress,
 }
 
 impl Kind {
@@ -144,6 +152,8 @@ impl Kind {
             Kind::HttpRoute => "HTTPRoute",
             Kind::GrpcRoute => "GRPCRoute",
             Kind::RateLimitPolicy => "RateLimitPolicy",
+            Kind::Gateway => "Gateway",
+            Kind::Ingress => "Ingress",
         }
     }
 }
@@ -187,6 +197,8 @@ pub enum Object {
     #[serde(rename = "GRPCRoute")]
     GrpcRoute(GrpcRoute),
     RateLimitPolicy(RateLimitPolicy),
+    Gateway(Gateway),
+    Ingress(Ingress),
 }
 
 impl Object {
@@ -199,6 +211,8 @@ impl Object {
             Object::HttpRoute(_) => Kind::HttpRoute,
             Object::GrpcRoute(_) => Kind::GrpcRoute,
             Object::RateLimitPolicy(_) => Kind::RateLimitPolicy,
+            Object::Gateway(_) => Kind::Gateway,
+            Object::Ingress(_) => Kind::Ingress,
         }
     }
 
@@ -211,6 +225,8 @@ impl Object {
             Object::HttpRoute(o) => &o.metadata,
             Object::GrpcRoute(o) => &o.metadata,
             Object::RateLimitPolicy(o) => &o.metadata,
+            Object::Gateway(o) => &o.metadata,
+            Object::Ingress(o) => &o.metadata,
         }
     }
 

@@ -59,11 +59,40 @@ impl Snapshot {
                 Object::GrpcRoute(r) => {
                     route_for(r.metadata.namespace_or_default(), &r.spec.parent_refs, namespace)
                 }
+                // The edge's objects go to the ingress only (`for_gateway`).
+                Object::Gateway(_) | Object::Ingress(_) => false,
             })
             .cloned()
             .collect();
         Snapshot { objects }
     }
+
+    /// What the ingress (a workload in `namespace` with `labels`) applies:
+    /// its own share as a workload, and every Gateway, Ingress and route
+    /// attached to a Gateway.
+    pub fn for_gateway(&self, namespace: &str, labels: &Labels) -> Snapshot {
+        let mut share = self.for_workload(namespace, labels);
+        let edge = self.objects.iter().filter(|object| match object {
+            Object::Gateway(_) | Object::Ingress(_) => true,
+            Object::HttpRoute(r) => at_edge(&r.spec.parent_refs),
+            Object::GrpcRoute(r) => at_edge(&r.spec.parent_refs),
+            _ => false,
+        });
+        for object in edge {
+            if !share.objects.contains(object) {
+                share.objects.push(object.clone());
+            }
+        }
+        share
+    }
+}
+
+/// Whether a route has a Gateway parent (kind Gateway, or no kind: the
+/// Gateway API's default).
+fn at_edge(parents: &[crate::resource::http_route::ParentRef]) -> bool {
+    parents
+        .iter()
+        .any(|p| p.kind.as_deref().is_none_or(|k| k == "Gateway"))
 }
 
 /// Whether a client in `namespace` applies a route of namespace `own`: a
@@ -74,8 +103,11 @@ fn route_for(
     parents: &[crate::resource::http_route::ParentRef],
     namespace: &str,
 ) -> bool {
-    own == namespace
-        || parents
-            .iter()
-            .any(|p| p.namespace.as_deref().unwrap_or(own) == own)
+    let mesh = |p: &&crate::resource::http_route::ParentRef| p.kind.as_deref() == Some("Service");
+    parents.iter().any(|p| mesh(&p))
+        && (own == namespace
+            || parents
+                .iter()
+                .filter(mesh)
+                .any(|p| p.namespace.as_deref().unwrap_or(own) == own))
 }

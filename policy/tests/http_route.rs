@@ -246,9 +246,11 @@ fn bad_routes_are_refused_naming_the_field(spec: &str, field: &str, message: &st
     assert!(err.contains(message), "{err}");
 }
 
+/// A parent that is neither a Service (mesh) nor a Gateway (the ingress,
+/// tests/edge.rs) is refused.
 #[test]
-fn a_gateway_parent_is_refused() {
-    let yaml = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r, namespace: shop}\nspec:\n  parentRefs: [{name: my-gateway}]\n";
+fn a_parent_of_another_kind_is_refused() {
+    let yaml = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r, namespace: shop}\nspec:\n  parentRefs: [{kind: ServiceImport, group: multicluster.x-k8s.io, name: api}]\n";
     let err = parse_yaml("r.yaml", yaml).expect_err("refused").to_string();
     assert!(err.contains("spec.parentRefs[0].kind"), "{err}");
 }

@@ -75,6 +75,22 @@ pub fn lint(
                 )
             })
             .collect(),
+        gateways: snapshot
+            .objects
+            .iter()
+            .filter(|o| matches!(o, Object::Gateway(_)))
+            .map(|o| {
+                (
+                    o.metadata().namespace_or_default().to_owned(),
+                    o.metadata().name.clone(),
+                )
+            })
+            .collect(),
+        secrets: loaded
+            .secrets
+            .iter()
+            .map(|s| (s.namespace.clone(), s.name.clone()))
+            .collect(),
         findings: Vec::new(),
     };
     for object in &snapshot.objects {
@@ -98,6 +114,10 @@ struct Lint<'a> {
     now: SystemTime,
     /// (namespace, name) of every Service in the folder.
     services: std::collections::BTreeSet<(String, String)>,
+    /// (namespace, name) of every Gateway of class palisade.
+    gateways: std::collections::BTreeSet<(String, String)>,
+    /// (namespace, name) of every kubernetes.io/tls Secret.
+    secrets: std::collections::BTreeSet<(String, String)>,
     findings: Vec<Finding>,
 }
 
@@ -191,6 +211,73 @@ impl Lint<'_> {
                 r.spec.rules.iter().map(|x| x.backend_refs.as_slice()),
             ),
             Object::RateLimitPolicy(p) => self.rate_limit(object, p),
+            Object::Gateway(g) => {
+                let own = object.metadata().namespace_or_default().to_owned();
+                let refs: Vec<(usize, String)> = g
+                    .spec
+                    .listeners
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(i, l)| {
+                        l.tls
+                            .iter()
+                            .flat_map(|t| t.certificate_refs.iter())
+                            .map(move |r| (i, r.name.clone()))
+                    })
+                    .collect();
+                for (i, name) in refs {
+                    self.secret(object, &own, &name, &format!("listener {i}"));
+                }
+            }
+            Object::Ingress(ing) => {
+                let own = object.metadata().namespace_or_default().to_owned();
+                let backends: Vec<String> = ing
+                    .spec
+                    .rules
+                    .iter()
+                    .flat_map(|r| r.http.iter().flat_map(|h| h.paths.iter()))
+                    .map(|p| &p.backend)
+                    .chain(ing.spec.default_backend.iter())
+                    .filter_map(|b| b.service.as_ref().map(|s| s.name.clone()))
+                    .collect();
+                for name in backends {
+                    if !self.services.contains(&(own.clone(), name.clone())) {
+                        self.about(
+                            object,
+                            Severity::Error,
+                            "unknown-backend",
+                            format!(
+                                "backend Service {own}/{name} does not exist: its requests get 503"
+                            ),
+                        );
+                    }
+                }
+                let secrets: Vec<String> = ing
+                    .spec
+                    .tls
+                    .iter()
+                    .filter_map(|t| t.secret_name.clone())
+                    .collect();
+                for name in secrets {
+                    self.secret(object, &own, &name, "tls");
+                }
+            }
+        }
+    }
+
+    /// A certificate Secret that is not in the folder: the ingress has no
+    /// certificate for those hosts and refuses their handshakes.
+    fn secret(&mut self, object: &Object, ns: &str, name: &str, at: &str) {
+        if !self.secrets.contains(&(ns.to_owned(), name.to_owned())) {
+            self.about(
+                object,
+                Severity::Error,
+                "unknown-secret",
+                format!(
+                    "{at}: kubernetes.io/tls Secret {ns}/{name} is not in the folder: the \
+                     ingress has no certificate for it"
+                ),
+            );
         }
     }
 
@@ -241,13 +328,18 @@ impl Lint<'_> {
         let own = object.metadata().namespace_or_default().to_owned();
         for p in parents {
             let ns = p.namespace.clone().unwrap_or_else(|| own.clone());
-            if !self.services.contains(&(ns.clone(), p.name.clone())) {
+            let (kind, known) = if p.kind.as_deref() == Some("Service") {
+                ("Service", &self.services)
+            } else {
+                ("Gateway", &self.gateways)
+            };
+            if !known.contains(&(ns.clone(), p.name.clone())) {
                 self.about(
                     object,
                     Severity::Warning,
                     "unknown-parent",
                     format!(
-                        "parent Service {ns}/{} is not in the folder: the route applies to nothing",
+                        "parent {kind} {ns}/{} is not in the folder: the route applies to nothing",
                         p.name
                     ),
                 );

@@ -25,13 +25,36 @@ pub const DEFAULT_RETRY_CODES: [u16; 3] = [502, 503, 504];
 #[derive(Debug)]
 pub(crate) struct Route {
     pub(crate) common: Common,
-    /// (namespace, name, port) of each parent Service.
-    pub(crate) parents: Vec<(String, String, Option<u16>)>,
+    pub(crate) parents: Vec<Parent>,
     pub(crate) rules: Vec<RouteRule>,
+}
+
+/// What a route attaches to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Parent {
+    /// A Service (GAMMA, mesh routing): requests to it, at `port` or any.
+    Service {
+        namespace: String,
+        name: String,
+        port: Option<u16>,
+    },
+    /// A Gateway's listeners (the ingress): the one named `section`, those
+    /// on `port`, or all.
+    Gateway {
+        namespace: String,
+        name: String,
+        section: Option<String>,
+        port: Option<u16>,
+    },
+    /// The ingress's `--https-port` (an Ingress of class palisade).
+    Ingress,
 }
 
 #[derive(Debug)]
 pub(crate) struct RouteRule {
+    /// The request hosts the rule is for (empty: every host); only at the
+    /// edge (`spec.hostnames`, an Ingress rule's `host`).
+    pub(crate) hostnames: Vec<super::edge::Host>,
     /// ORed; never empty (a rule without matches matches `PathPrefix /`).
     pub(crate) matches: Vec<Match>,
     pub(crate) backends: Vec<Backend>,
@@ -391,52 +414,77 @@ fn compile_match(
     })
 }
 
-/// The parent Services of a mesh route (GAMMA): `kind: Service`, `group:
-/// ""`, no `sectionName`; (namespace, name, port) each.
+/// The parents of a route: Services (GAMMA: `kind: Service`, `group:
+/// ""`, no `sectionName`) and Gateways (the Gateway API's default kind, at
+/// the edge). `hostnames` only make sense with a Gateway parent.
 pub(crate) fn parents(
     refs: &[crate::resource::http_route::ParentRef],
     hostnames: &[String],
     own_ns: &str,
     site: &Site<'_>,
     errors: &mut Vec<crate::Error>,
-) -> Vec<(String, String, Option<u16>)> {
+) -> (Vec<Parent>, Vec<super::edge::Host>) {
     if refs.is_empty() {
-        errors.push(site.field("spec.parentRefs", "a mesh route needs a Service parent"));
-    }
-    if !hostnames.is_empty() {
         errors.push(site.field(
-            "spec.hostnames",
-            "hostnames have no meaning on a Service parent (GAMMA); remove them",
+            "spec.parentRefs",
+            "a route needs a parent: a Service (mesh) or a Gateway (ingress)",
         ));
     }
     let mut parents = Vec::new();
     for (i, p) in refs.iter().enumerate() {
         let at = format!("spec.parentRefs[{i}]");
-        let is_service =
-            p.kind.as_deref() == Some("Service") && p.group.as_deref().unwrap_or("").is_empty();
-        if !is_service {
-            errors.push(site.field(
-                format!("{at}.kind"),
-                "Palisade routes attach to Services: kind: Service, group: \"\"",
-            ));
-            continue;
-        }
-        if p.section_name.is_some() {
-            errors.push(site.field(
-                format!("{at}.sectionName"),
-                "not supported on a Service parent; use port",
-            ));
-        }
         if p.port == Some(0) {
             errors.push(site.field(format!("{at}.port"), "0 is not a port"));
         }
-        parents.push((
-            p.namespace.clone().unwrap_or_else(|| own_ns.to_owned()),
-            p.name.clone(),
-            p.port,
-        ));
+        let namespace = p.namespace.clone().unwrap_or_else(|| own_ns.to_owned());
+        let group = p.group.as_deref();
+        match p.kind.as_deref() {
+            Some("Service") if group.unwrap_or("").is_empty() => {
+                if p.section_name.is_some() {
+                    errors.push(site.field(
+                        format!("{at}.sectionName"),
+                        "not supported on a Service parent; use port",
+                    ));
+                }
+                parents.push(Parent::Service {
+                    namespace,
+                    name: p.name.clone(),
+                    port: p.port,
+                });
+            }
+            None | Some("Gateway")
+                if group.is_none_or(|g| g == crate::resource::gateway::GATEWAY_GROUP) =>
+            {
+                parents.push(Parent::Gateway {
+                    namespace,
+                    name: p.name.clone(),
+                    section: p.section_name.clone(),
+                    port: p.port,
+                });
+            }
+            _ => errors.push(site.field(
+                format!("{at}.kind"),
+                "Palisade routes attach to Services (kind: Service, group: \"\") or \
+                 Gateways (kind: Gateway, group: gateway.networking.k8s.io)",
+            )),
+        }
     }
-    parents
+    let at_edge = parents.iter().any(|p| matches!(p, Parent::Gateway { .. }));
+    let mut hosts = Vec::new();
+    if !hostnames.is_empty() && !at_edge {
+        errors.push(site.field(
+            "spec.hostnames",
+            "hostnames have no meaning on a Service parent (GAMMA); remove them",
+        ));
+    } else {
+        for (i, h) in hostnames.iter().enumerate() {
+            match super::edge::Host::parse(h, false) {
+                Ok(host) => hosts.push(host),
+                Err(m) => errors.push(site.field(format!("spec.hostnames[{i}]"), m)),
+            }
+        }
+    }
+    (parents, hosts)
 }
 
 /// A rule's weighted backend Services (`at`: the rule's field path).
@@ -484,6 +532,27 @@ pub(crate) fn backends(
     backends
 }
 
+/// An edge route reaches Services of its own namespace only: a
+/// cross-namespace backend needs a ReferenceGrant, which Palisade does not
+/// read, so it is refused rather than followed.
+pub(crate) fn same_namespace_backends(
+    backends: &[Backend],
+    at: &str,
+    own_ns: &str,
+    site: &Site<'_>,
+    errors: &mut Vec<crate::Error>,
+) {
+    for (b, backend) in backends.iter().enumerate() {
+        if backend.namespace != own_ns {
+            errors.push(site.field(
+                format!("{at}.backendRefs[{b}].namespace"),
+                "a route attached to a Gateway may only reach Services of its own namespace \
+                 (a cross-namespace backend needs a ReferenceGrant)",
+            ));
+        }
+    }
+}
+
 pub(crate) fn compile(
     route: &HttpRoute,
     common: Common,
@@ -493,7 +562,8 @@ pub(crate) fn compile(
     let start = errors.len();
     let spec = &route.spec;
     let own_ns = common.object.namespace.clone();
-    let parents = parents(&spec.parent_refs, &spec.hostnames, &own_ns, site, errors);
+    let (parents, hostnames) = parents(&spec.parent_refs, &spec.hostnames, &own_ns, site, errors);
+    let at_edge = parents.iter().any(|p| matches!(p, Parent::Gateway { .. }));
     let mut rules = Vec::new();
     for (r, rule) in spec.rules.iter().enumerate() {
         let at = format!("spec.rules[{r}]");
@@ -508,6 +578,9 @@ pub(crate) fn compile(
         }
         let request_headers = filters(&rule.filters, &format!("{at}.filters"), site, errors);
         let backends = backends(&rule.backend_refs, &at, &own_ns, site, errors);
+        if at_edge {
+            same_namespace_backends(&backends, &at, &own_ns, site, errors);
+        }
         let mut timeouts = Timeouts::default();
         if let Some(t) = &rule.timeouts {
             timeouts.request = timeout(
@@ -565,6 +638,7 @@ pub(crate) fn compile(
             }
         });
         rules.push(RouteRule {
+            hostnames: hostnames.clone(),
             matches,
             backends,
             request_headers,
@@ -610,7 +684,15 @@ impl RouteTable {
         });
         let mut by_parent: BTreeMap<String, BTreeMap<String, Vec<Entry>>> = BTreeMap::new();
         for (ri, route) in self.routes.iter().enumerate() {
-            for (ns, name, port) in &route.parents {
+            for parent in &route.parents {
+                let Parent::Service {
+                    namespace: ns,
+                    name,
+                    port,
+                } = parent
+                else {
+                    continue;
+                };
                 let list = by_parent
                     .entry(ns.clone())
                     .or_default()

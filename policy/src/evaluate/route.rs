@@ -96,7 +96,7 @@ impl Evaluator {
             })
             .find(|e| {
                 let m = &table.routes[e.route].rules[e.rule].matches[e.matched];
-                matches(m, request)
+                matches(m, &Facts::of(request))
             })?;
         let route = &table.routes[entry.route];
         let rule = &route.rules[entry.rule];
@@ -112,7 +112,26 @@ impl Evaluator {
     }
 }
 
-fn matches(m: &Match, r: &RouteRequest<'_>) -> bool {
+/// What a route match reads of a request.
+pub(crate) struct Facts<'a> {
+    pub(crate) method: &'a str,
+    pub(crate) path: &'a str,
+    pub(crate) query: Option<&'a str>,
+    pub(crate) headers: &'a http::HeaderMap,
+}
+
+impl<'a> Facts<'a> {
+    fn of(r: &RouteRequest<'a>) -> Self {
+        Facts {
+            method: r.method,
+            path: r.path,
+            query: r.query,
+            headers: r.headers,
+        }
+    }
+}
+
+pub(crate) fn matches(m: &Match, r: &Facts<'_>) -> bool {
     let path_ok = match &m.path {
         PathRule::Exact(p) => r.path == p,
         PathRule::Prefix(p) => {
