@@ -63,11 +63,36 @@ pub struct Args {
     #[arg(long, env = "MESH_KUBERNETES_API", value_name = "URL", value_parser = parse_plain_url)]
     pub kubernetes_api: Option<String>,
 
+    /// The ingress's SPIFFE ID (repeatable): only a proxy with this identity
+    /// receives Gateways, Ingresses and the TLS Secrets they name. Default:
+    /// spiffe://<trust-domain>/ns/mesh-system/sa/ingress.
+    #[arg(
+        long = "ingress-identity",
+        env = "MESH_INGRESS_IDENTITY",
+        value_delimiter = ','
+    )]
+    pub ingress_identities: Vec<String>,
+
     /// With --source kubernetes: the Secret (cert-manager layout: tls.crt,
     /// tls.key, ca.crt) every replica signs with, as NAMESPACE/NAME.
     #[arg(long, env = "MESH_CA_SECRET", value_name = "NAMESPACE/NAME",
           default_value = crate::source::kubernetes::ca_secret::DEFAULT_CA_SECRET)]
     pub ca_secret: String,
+}
+
+impl Args {
+    /// `--ingress-identity`, or the default for the trust domain.
+    pub fn ingress_identities(&self) -> Vec<String> {
+        if self.ingress_identities.is_empty() {
+            vec![format!(
+                "spiffe://{}/ns/{}/sa/ingress",
+                self.trust_domain,
+                mesh_policy::resource::ROOT_NAMESPACE
+            )]
+        } else {
+            self.ingress_identities.clone()
+        }
+    }
 }
 
 fn parse_plain_url(s: &str) -> Result<String, String> {

@@ -35,6 +35,10 @@ use source::Source;
 pub async fn run(args: Args) -> anyhow::Result<()> {
     mesh_identity::spiffe::validate_trust_domain_name(&args.trust_domain)
         .with_context(|| format!("--trust-domain {:?}", args.trust_domain))?;
+    for id in args.ingress_identities() {
+        mesh_identity::SpiffeId::parse(&id)
+            .with_context(|| format!("--ingress-identity {id:?}"))?;
+    }
     if args.cert_ttl > args.max_cert_ttl {
         bail!(
             "--cert-ttl ({:?}) is longer than --max-cert-ttl ({:?})",
@@ -162,7 +166,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let grpc = tonic::transport::Server::builder()
         .add_service(IdentityServer::new(identity_svc))
         .add_service(PolicyServer::new(
-            grpc::policy::PolicyService::new(state, registry).with_workloads(workloads),
+            grpc::policy::PolicyService::new(state, registry)
+                .with_workloads(workloads)
+                .with_ingress(args.ingress_identities()),
         ))
         .add_service(DiscoveryServer::new(
             grpc::discovery::DiscoveryService::new(discovery_rx),

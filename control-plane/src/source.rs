@@ -8,7 +8,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use mesh_policy::Snapshot;
-use mesh_policy::resource::Service;
+use mesh_policy::resource::{Service, TlsSecret};
 use tokio::sync::watch;
 
 use crate::registry::Workload;
@@ -24,6 +24,8 @@ pub struct Config {
     pub snapshot: Snapshot,
     /// Services (discovery, not policy).
     pub services: Vec<Service>,
+    /// `kubernetes.io/tls` Secrets, for the ingress only.
+    pub secrets: Vec<TlsSecret>,
     /// Workloads the source itself knows about (Kubernetes Pods). Local-mode
     /// workloads are not here: they register themselves over `Policy.Watch`.
     pub workloads: Vec<Workload>,

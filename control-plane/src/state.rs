@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use mesh_policy::resource::Service;
+use mesh_policy::resource::{Service, TlsSecret};
 use mesh_policy::{Evaluator, Snapshot};
 use tokio::sync::watch;
 
@@ -23,6 +23,8 @@ pub struct PolicyState {
     pub services: Arc<Vec<Service>>,
     /// Workloads the source knows (not the ones that registered).
     pub workloads: Arc<Vec<Workload>>,
+    /// TLS Secrets, for the ingress only.
+    pub secrets: Arc<Vec<TlsSecret>>,
     /// Why the latest load failed (the last good snapshot stays in force).
     pub error: Option<String>,
     pub warnings: Vec<String>,
@@ -115,6 +117,7 @@ impl State {
             snapshot: Arc::new(config.snapshot.clone()),
             services: Arc::new(config.services.clone()),
             workloads: Arc::new(config.workloads.clone()),
+            secrets: Arc::new(config.secrets.clone()),
             error: None,
             warnings: config.warnings.clone(),
             loaded_at: Some(SystemTime::now()),
@@ -123,7 +126,7 @@ impl State {
 }
 
 /// The version of a configuration: an FNV-1a hash of its policy objects,
-/// Services and workloads as they are pushed, cut to 53 bits so that the
+/// Services, workloads and TLS Secrets as they are pushed, cut to 53 bits so that the
 /// `mesh_policy_version` gauge shows it exactly; never 0.
 pub fn version_of(config: &Config) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
@@ -131,6 +134,12 @@ pub fn version_of(config: &Config) -> u64 {
         config.snapshot.to_json(),
         serde_json::to_string(&config.services).unwrap_or_default(),
         serde_json::to_string(&config.workloads).unwrap_or_default(),
+        config
+            .secrets
+            .iter()
+            .map(|s| format!("{}/{}\n{}\n{}", s.namespace, s.name, s.cert_pem, s.key_pem))
+            .collect::<Vec<_>>()
+            .join("\n"),
     ];
     for part in &parts {
         for b in part.bytes().chain([0]) {

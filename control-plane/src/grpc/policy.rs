@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use mesh_policy::Labels;
 use mesh_proto::policy::policy_server::Policy;
-use mesh_proto::policy::{PolicySnapshot, WatchRequest};
+use mesh_proto::policy::{PolicySnapshot, TlsSecret, WatchRequest};
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
 
@@ -37,6 +37,8 @@ pub struct PolicyService {
     state: Arc<State>,
     registry: Arc<Registry>,
     workloads: Workloads,
+    /// The identities that receive the edge's objects and TLS Secrets.
+    ingress: Arc<Vec<String>>,
 }
 
 impl PolicyService {
@@ -45,7 +47,15 @@ impl PolicyService {
             state,
             registry,
             workloads: Workloads::Claimed,
+            ingress: Arc::new(Vec::new()),
         }
+    }
+
+    /// The identities of the ingress (`--ingress-identity`): only they get
+    /// Gateways, Ingresses and the Secrets those name.
+    pub fn with_ingress(mut self, identities: Vec<String>) -> Self {
+        self.ingress = Arc::new(identities);
+        self
     }
 
     pub fn with_workloads(mut self, workloads: Workloads) -> Self {
@@ -143,23 +153,38 @@ impl Policy for PolicyService {
         let (tx, rx) = mpsc::channel(STREAM_QUEUE);
         let mut state = self.state.subscribe();
         let trust_domain = self.state.trust_domain().to_owned();
+        let ingress = self.ingress.iter().any(|i| i == identity.as_str());
+        if ingress {
+            tracing::info!(identity = %identity, "the ingress connected: it receives the edge's objects and certificates");
+        }
         tokio::spawn(async move {
             let _guard = guard;
-            let mut last_json = None;
+            let mut last = None;
             loop {
                 let current = state.borrow_and_update().clone();
-                let json = current.snapshot.for_workload(&namespace, &labels).to_json();
-                if last_json.as_ref() != Some(&json) {
+                let (json, secrets) = if ingress {
+                    let share = current.snapshot.for_gateway(&namespace, &labels);
+                    let secrets = named_secrets(&share, &current.secrets);
+                    (share.to_json(), secrets)
+                } else {
+                    (
+                        current.snapshot.for_workload(&namespace, &labels).to_json(),
+                        Vec::new(),
+                    )
+                };
+                let fresh = (json, secrets);
+                if last.as_ref() != Some(&fresh) {
                     let msg = PolicySnapshot {
                         version: current.version,
-                        snapshot_json: json.clone(),
+                        snapshot_json: fresh.0.clone(),
                         trust_domain: trust_domain.clone(),
+                        secrets: fresh.1.clone(),
                     };
                     if tx.send(Ok(msg)).await.is_err() {
                         break;
                     }
                     metrics::counter!("mesh_policy_pushes_total").increment(1);
-                    last_json = Some(json);
+                    last = Some(fresh);
                 }
                 tokio::select! {
                     r = state.changed() => if r.is_err() { break },
@@ -172,6 +197,56 @@ impl Policy for PolicyService {
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
     }
+}
+
+/// The Secrets the share's Gateways (listener certificateRefs) and
+/// Ingresses (`tls[].secretName`) name, and no other.
+fn named_secrets(
+    share: &mesh_policy::Snapshot,
+    secrets: &[mesh_policy::resource::TlsSecret],
+) -> Vec<TlsSecret> {
+    use mesh_policy::Object;
+    let mut named: Vec<(String, String)> = Vec::new();
+    for object in &share.objects {
+        let ns = object.metadata().namespace_or_default().to_owned();
+        match object {
+            Object::Gateway(g) => named.extend(
+                g.spec
+                    .listeners
+                    .iter()
+                    .filter_map(|l| l.tls.as_ref())
+                    .flat_map(|t| t.certificate_refs.iter())
+                    .map(|r| {
+                        (
+                            r.namespace.clone().unwrap_or_else(|| ns.clone()),
+                            r.name.clone(),
+                        )
+                    }),
+            ),
+            Object::Ingress(i) => named.extend(
+                i.spec
+                    .tls
+                    .iter()
+                    .filter_map(|t| t.secret_name.clone())
+                    .map(|n| (ns.clone(), n)),
+            ),
+            _ => {}
+        }
+    }
+    secrets
+        .iter()
+        .filter(|s| {
+            named
+                .iter()
+                .any(|(ns, n)| *ns == s.namespace && *n == s.name)
+        })
+        .map(|s| TlsSecret {
+            namespace: s.namespace.clone(),
+            name: s.name.clone(),
+            cert_pem: s.cert_pem.clone(),
+            key_pem: s.key_pem.clone(),
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -35,6 +35,7 @@ impl Fake {
             Ok(l) => Config {
                 snapshot: l.snapshot,
                 services: l.services,
+                secrets: l.secrets,
                 workloads: Vec::new(),
                 warnings: l.warnings,
             },

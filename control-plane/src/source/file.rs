@@ -32,6 +32,7 @@ pub fn read(dir: &Path) -> Update {
         Ok(l) => Update::Loaded(Arc::new(Config {
             snapshot: l.snapshot,
             services: l.services,
+            secrets: l.secrets,
             workloads: Vec::new(),
             warnings: l.warnings,
         })),

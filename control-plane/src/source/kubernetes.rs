@@ -217,6 +217,7 @@ pub fn translate(objects: &[BTreeMap<String, Value>], trust_domain: &str) -> Upd
         Ok(l) => Update::Loaded(Arc::new(Config {
             snapshot: l.snapshot,
             services: l.services,
+            secrets: l.secrets,
             workloads,
             warnings: l.warnings,
         })),

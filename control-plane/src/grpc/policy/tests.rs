@@ -248,3 +248,65 @@ async fn in_kubernetes_mode_labels_and_ips_come_from_the_pod_not_the_proxy() {
         status.message()
     );
 }
+
+const EDGE: &str = "
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: edge, namespace: mesh-system}
+spec:
+  gatewayClassName: palisade
+  listeners:
+    - {name: https, port: 443, protocol: HTTPS, tls: {certificateRefs: [{name: shop-tls}]}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: shop-tls, namespace: mesh-system}
+type: kubernetes.io/tls
+stringData:
+  tls.crt: \"-----BEGIN CERTIFICATE-----\\nMIIBAA==\\n-----END CERTIFICATE-----\\n\"
+  tls.key: \"-----BEGIN PRIVATE KEY-----\\nMIIBAA==\\n-----END PRIVATE KEY-----\\n\"
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: unrelated-tls, namespace: mesh-system}
+type: kubernetes.io/tls
+stringData:
+  tls.crt: \"-----BEGIN CERTIFICATE-----\\nMIIBAA==\\n-----END CERTIFICATE-----\\n\"
+  tls.key: \"-----BEGIN PRIVATE KEY-----\\nMIIBAA==\\n-----END PRIVATE KEY-----\\n\"
+";
+
+/// Gateways and the certificates (with their keys) they name go to the
+/// ingress identity alone; a sidecar, even one in mesh-system, gets
+/// neither, and the ingress gets no Secret that nothing names.
+#[tokio::test]
+async fn only_the_ingress_receives_the_edge_and_its_certificates() {
+    let (_source, _state, _registry, svc) = service(EDGE).await;
+    let svc = svc.with_ingress(vec![
+        "spiffe://cluster.local/ns/mesh-system/sa/ingress".into(),
+    ]);
+    let mut ingress = svc
+        .watch(watch_request(
+            Some("spiffe://cluster.local/ns/mesh-system/sa/ingress"),
+            &[("app", "ingress")],
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let got = next(&mut ingress).await;
+    assert_eq!(objects(&got), ["Gateway mesh-system/edge"]);
+    let names: Vec<&str> = got.secrets.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["shop-tls"]);
+    assert!(got.secrets[0].key_pem.contains("PRIVATE KEY"));
+
+    let mut sidecar = svc
+        .watch(watch_request(
+            Some("spiffe://cluster.local/ns/mesh-system/sa/monitoring"),
+            &[("app", "ingress")],
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let got = next(&mut sidecar).await;
+    assert!(objects(&got).is_empty(), "{:?}", objects(&got));
+    assert!(got.secrets.is_empty());
+}

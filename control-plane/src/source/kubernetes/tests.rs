@@ -51,6 +51,7 @@ fn file_view(name: &str) -> Config {
     Config {
         snapshot: l.snapshot,
         services: l.services,
+        secrets: l.secrets,
         workloads: Vec::new(),
         warnings: l.warnings,
     }
