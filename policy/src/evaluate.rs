@@ -127,6 +127,20 @@ impl Evaluator {
     /// TCP, per request for HTTP). A request without a destination workload
     /// is denied: the proxy always knows whom it fronts.
     pub fn inbound(&self, request: &Request<'_>) -> Decision {
+        self.inbound_with(request, true)
+    }
+
+    /// A request at the edge, as the ingress (`request.destination`)
+    /// decides it: its clients come from outside the mesh, so
+    /// PeerAuthentication has no say; NetworkPolicy ingress (`ipBlock`s on
+    /// the connection's address) and AuthorizationPolicy (`ipBlocks`,
+    /// `remoteIpBlocks` on the client address from trusted hops, hosts,
+    /// paths...) decide as they do inbound.
+    pub fn edge(&self, request: &Request<'_>) -> Decision {
+        self.inbound_with(request, false)
+    }
+
+    fn inbound_with(&self, request: &Request<'_>, peer_auth: bool) -> Decision {
         let Some(destination) = request.destination.as_ref() else {
             return Decision::new(
                 Verdict::Deny,
@@ -135,9 +149,9 @@ impl Evaluator {
             );
         };
         let facts = self.facts(request);
-        let mut decision = self.inbound_pass(destination, request, &facts, false);
+        let mut decision = self.inbound_pass(destination, request, &facts, false, peer_auth);
         if decision.is_allowed() && self.any_dry_run {
-            let would = self.inbound_pass(destination, request, &facts, true);
+            let would = self.inbound_pass(destination, request, &facts, true, peer_auth);
             if !would.is_allowed() {
                 decision.dry_run = Some(DryRunDeny {
                     stage: would.stage,
@@ -249,10 +263,11 @@ impl Evaluator {
         request: &Request<'_>,
         facts: &Facts<'_>,
         include_dry_run: bool,
+        peer_auth: bool,
     ) -> Decision {
         let now = request.now;
         // 1. PeerAuthentication: may a plaintext caller reach this port?
-        if facts.principal.is_none() {
+        if peer_auth && facts.principal.is_none() {
             let (mode, by) =
                 self.peer_authentication(destination, facts.port, now, include_dry_run);
             if mode == MtlsMode::Strict {

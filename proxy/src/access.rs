@@ -137,6 +137,23 @@ pub struct HttpLine<'a> {
     pub retries: u32,
     #[serde(skip_serializing_if = "str::is_empty")]
     pub error: &'a str,
+    /// At the edge: the TLS connection and the client behind it.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub edge: Option<EdgeFields<'a>>,
+}
+
+/// What the ingress's log line adds: the client address (from trusted
+/// hops), the TLS server name, version and cipher suite, and the identity
+/// of the backend endpoint the request went to.
+#[derive(Serialize)]
+pub struct EdgeFields<'a> {
+    pub client_ip: String,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    pub sni: &'a str,
+    pub tls_version: &'a str,
+    pub cipher: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    pub backend_identity: &'a str,
 }
 
 fn is_zero(n: &u32) -> bool {

@@ -62,6 +62,9 @@ pub enum RouteError {
     /// backend Service that does not exist (the Gateway API's 500).
     #[error("no backend: {0}")]
     NoBackend(String),
+    /// At the edge: no Gateway route or Ingress rule takes the request.
+    #[error("no route for {0}")]
+    NoRoute(String),
 }
 
 /// Authorization.
@@ -92,6 +95,12 @@ pub enum HttpError {
     HeadersTooLarge(usize),
     #[error("CONNECT tunnels from applications are not allowed")]
     ConnectRefused,
+    /// RFC 9110 §15.5.20: the request's host is served with another
+    /// certificate than the connection's SNI named.
+    #[error("{0} is not served on this connection (its TLS server name was another's)")]
+    Misdirected(String),
+    #[error("request body larger than {0} bytes")]
+    BodyTooLarge(u64),
     #[error("upstream unavailable: {0}")]
     Unavailable(String),
     #[error("upstream request failed: {0}")]

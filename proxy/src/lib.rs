@@ -34,8 +34,15 @@ use tokio::net::TcpListener;
 
 pub use config::RunArgs;
 
-/// Runs the proxy until SIGTERM/SIGINT, then drains.
-pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+/// What `run` and the ingress read from their flags before anything else.
+struct Prepared {
+    identity: SpiffeId,
+    bundle: TrustBundle,
+    local: Arc<policy::LocalWorkload>,
+    app_probes: Arc<app_health::AppProbes>,
+}
+
+fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
     let identity = SpiffeId::workload(&args.trust_domain, &args.namespace, &args.service_account)
         .context("--namespace/--service-account do not form a valid SPIFFE ID")?;
     let bundle_pem = std::fs::read(&args.trust_bundle)
@@ -62,42 +69,50 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         name: args.workload.clone(),
         namespace: args.namespace.clone(),
         labels,
-        ips: workload_ips(&args),
+        ips: workload_ips(args),
         ports: Vec::new(),
     });
+    Ok(Prepared {
+        identity,
+        bundle,
+        local,
+        app_probes,
+    })
+}
+
+/// A proxy that holds a certificate, a policy and discovery: what the
+/// sidecar and the ingress serve from.
+struct Started {
+    store: Arc<Store>,
+    local: Arc<policy::LocalWorkload>,
+    policy: policy::PolicyRx,
+    discovery: discovery::DiscoveryRx,
+    balancer: Arc<http::balance::Balancer>,
+    trigger: drain::Trigger,
+    drain: drain::Drain,
+}
+
+/// Serves the admin endpoint, gets a certificate, then follows policy and
+/// discovery; returns once all three are in hand (`None`: a shutdown
+/// signal came first). `inbound_port` is what peers are told to connect to.
+async fn start(
+    args: &RunArgs,
+    prepared: Prepared,
+    admin_listener: TcpListener,
+    inbound_port: u16,
+) -> anyhow::Result<Option<Started>> {
+    let Prepared {
+        identity,
+        bundle,
+        local,
+        app_probes,
+    } = prepared;
     let metrics = mesh_admin::install_metrics().map_err(anyhow::Error::msg)?;
     let store = Arc::new(Store::new(
         identity.clone(),
         bundle,
         mesh_identity::tls::provider(),
     ));
-
-    // Bind everything first: a port conflict is a startup error, not a
-    // surprise after certification.
-    let admin_listener = mesh_admin::bind(args.admin)
-        .await
-        .map_err(anyhow::Error::msg)?;
-    let inbound_listener = TcpListener::bind(args.inbound)
-        .await
-        .with_context(|| format!("cannot listen on --inbound {}", args.inbound))?;
-    let outbound_listener = TcpListener::bind(args.outbound)
-        .await
-        .with_context(|| format!("cannot listen on --outbound {}", args.outbound))?;
-    let mut route_listeners = Vec::new();
-    for r in &args.static_routes {
-        let l = TcpListener::bind(r.listen)
-            .await
-            .with_context(|| format!("cannot listen on static route {}", r.listen))?;
-        route_listeners.push((r.clone(), l));
-    }
-    let mut service_listeners = Vec::new();
-    for r in &args.service_routes {
-        let l = TcpListener::bind(r.listen)
-            .await
-            .with_context(|| format!("cannot listen on service route {}", r.listen))?;
-        service_listeners.push((r.clone(), l));
-    }
-
     let (trigger, drain) = drain::new();
     let (policy_tx, policy_rx) = tokio::sync::watch::channel(None);
     let (discovery_tx, discovery_rx) =
@@ -152,7 +167,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut creds = store.subscribe();
     tokio::select! {
         r = creds.wait_for(|c| c.is_some()) => { r.context("credential store closed")?; }
-        _ = mesh_admin::shutdown_signal() => return Ok(()),
+        _ = mesh_admin::shutdown_signal() => return Ok(None),
     }
     if let Some(c) = store.current() {
         tracing::info!(identity = %c.identity, serial = %c.serial, "certificate received; waiting for policy");
@@ -164,7 +179,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     tokio::spawn(policy::run_watch(
         policy_channel.clone(),
         (*local).clone(),
-        args.inbound.port(),
+        inbound_port,
         args.trust_domain.clone(),
         policy_tx,
     ));
@@ -172,14 +187,99 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut pol = policy_rx.clone();
     tokio::select! {
         r = pol.wait_for(|p| p.is_some()) => { r.context("policy channel closed")?; }
-        _ = mesh_admin::shutdown_signal() => return Ok(()),
+        _ = mesh_admin::shutdown_signal() => return Ok(None),
     }
     let mut disc = discovery_rx.clone();
     tokio::select! {
         r = disc.wait_for(|d| d.version > 0) => { r.context("discovery channel closed")?; }
-        _ = mesh_admin::shutdown_signal() => return Ok(()),
+        _ = mesh_admin::shutdown_signal() => return Ok(None),
     }
     tracing::info!("policy and discovery received; serving");
+    Ok(Some(Started {
+        store,
+        local,
+        policy: policy_rx,
+        discovery: discovery_rx,
+        balancer,
+        trigger,
+        drain,
+    }))
+}
+
+impl Started {
+    /// The outbound side: the pool of mTLS connections to peer proxies and
+    /// the HTTP stack over it.
+    fn outbound(&self, args: &RunArgs, access: Arc<access::AccessLog>) -> Arc<outbound::Outbound> {
+        let connector = Arc::new(outbound::connect::MeshConnector::new(
+            self.store.clone(),
+            args.handshake_timeout,
+        ));
+        Arc::new(outbound::Outbound {
+            pool: http::pool::MeshPool::new(connector.clone(), args.pool_idle_timeout),
+            connector,
+            egress: outbound::authorize::Egress {
+                policy: self.policy.clone(),
+                local: self.local.clone(),
+            },
+            discovery: self.discovery.clone(),
+            idle_timeout: args.idle_timeout,
+            detect_timeout: args.detect_timeout,
+            http: args.http_limits(),
+            access,
+            opaque_ports: args.opaque_ports.iter().copied().collect(),
+            budgets: Default::default(),
+            balancer: self.balancer.clone(),
+        })
+    }
+
+    /// Waits for SIGTERM/SIGINT, then drains.
+    async fn until_drained(self, deadline: std::time::Duration) {
+        mesh_admin::shutdown_signal().await;
+        tracing::info!(deadline = ?deadline, "draining");
+        let left = self.trigger.drain(deadline).await;
+        if left > 0 {
+            tracing::warn!(
+                open = left,
+                "drain deadline reached; closing remaining connections"
+            );
+        } else {
+            tracing::info!("drained");
+        }
+    }
+}
+
+/// Runs the proxy until SIGTERM/SIGINT, then drains.
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let prepared = prepare(&args)?;
+    // Bind everything first: a port conflict is a startup error, not a
+    // surprise after certification.
+    let admin_listener = mesh_admin::bind(args.admin)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let inbound_listener = TcpListener::bind(args.inbound)
+        .await
+        .with_context(|| format!("cannot listen on --inbound {}", args.inbound))?;
+    let outbound_listener = TcpListener::bind(args.outbound)
+        .await
+        .with_context(|| format!("cannot listen on --outbound {}", args.outbound))?;
+    let mut route_listeners = Vec::new();
+    for r in &args.static_routes {
+        let l = TcpListener::bind(r.listen)
+            .await
+            .with_context(|| format!("cannot listen on static route {}", r.listen))?;
+        route_listeners.push((r.clone(), l));
+    }
+    let mut service_listeners = Vec::new();
+    for r in &args.service_routes {
+        let l = TcpListener::bind(r.listen)
+            .await
+            .with_context(|| format!("cannot listen on service route {}", r.listen))?;
+        service_listeners.push((r.clone(), l));
+    }
+    let Some(started) = start(&args, prepared, admin_listener, args.inbound.port()).await? else {
+        return Ok(());
+    };
+    let drain = started.drain.clone();
 
     let mut own_ports: HashSet<u16> =
         [args.inbound.port(), args.outbound.port(), args.admin.port()].into();
@@ -190,13 +290,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot open --access-log {:?}", args.access_log))?,
     );
     let authz = inbound::authorize::Authorizer {
-        policy: policy_rx.clone(),
-        discovery: discovery_rx.clone(),
-        local: local.clone(),
+        policy: started.policy.clone(),
+        discovery: started.discovery.clone(),
+        local: started.local.clone(),
     };
     let inbound = Arc::new(inbound::Inbound {
         tls: mesh_identity::tls::server_config(
-            &store,
+            &started.store,
             true,
             &[
                 mesh_identity::tls::ALPN_MESH_H2,
@@ -221,26 +321,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         authz,
     });
     tokio::spawn(inbound.serve(inbound_listener, drain.clone()));
-    let connector = Arc::new(outbound::connect::MeshConnector::new(
-        store.clone(),
-        args.handshake_timeout,
-    ));
-    let outbound = Arc::new(outbound::Outbound {
-        pool: http::pool::MeshPool::new(connector.clone(), args.pool_idle_timeout),
-        connector,
-        egress: outbound::authorize::Egress {
-            policy: policy_rx.clone(),
-            local: local.clone(),
-        },
-        discovery: discovery_rx.clone(),
-        idle_timeout: args.idle_timeout,
-        detect_timeout: args.detect_timeout,
-        http: args.http_limits(),
-        access,
-        opaque_ports: args.opaque_ports.iter().copied().collect(),
-        budgets: Default::default(),
-        balancer,
-    });
+    let outbound = started.outbound(&args, access);
     tokio::spawn(
         outbound
             .clone()
@@ -252,18 +333,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     for (r, l) in service_listeners {
         tokio::spawn(outbound.clone().serve_service_route(r, l, drain.clone()));
     }
-
-    mesh_admin::shutdown_signal().await;
-    tracing::info!(deadline = ?args.drain_timeout, "draining");
-    let left = trigger.drain(args.drain_timeout).await;
-    if left > 0 {
-        tracing::warn!(
-            open = left,
-            "drain deadline reached; closing remaining connections"
-        );
-    } else {
-        tracing::info!("drained");
-    }
+    started.until_drained(args.drain_timeout).await;
     Ok(())
 }
 

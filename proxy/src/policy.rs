@@ -25,6 +25,8 @@ pub struct PolicyView {
     /// The earliest `expires-at` still in the future when received: open
     /// connections are re-checked then.
     pub next_expiry: Option<SystemTime>,
+    /// At the ingress only: the TLS Secrets its Gateways and Ingresses name.
+    pub secrets: Vec<mesh_policy::resource::TlsSecret>,
 }
 
 /// What this proxy fronts.
@@ -117,7 +119,27 @@ pub fn compile(version: u64, json: &str, trust_domain: &str) -> Result<PolicyVie
         evaluator,
         snapshot,
         received_at: now,
+        secrets: Vec::new(),
     })
+}
+
+/// The TLS Secrets of a snapshot (the ingress's), each checked; one that
+/// does not parse is left out, named in the log (never its contents) and
+/// counted in `mesh_ingress_certificate_errors_total`.
+fn secrets(list: Vec<mesh_proto::policy::TlsSecret>) -> Vec<mesh_policy::resource::TlsSecret> {
+    list.into_iter()
+        .filter_map(|s| {
+            let (ns, name) = (s.namespace.clone(), s.name.clone());
+            match mesh_policy::resource::TlsSecret::new(&ns, &name, s.cert_pem, s.key_pem) {
+                Ok(secret) => Some(secret),
+                Err((field, message)) => {
+                    metrics::counter!("mesh_ingress_certificate_errors_total").increment(1);
+                    tracing::error!(secret = %format!("{ns}/{name}"), field, message, "TLS Secret refused");
+                    None
+                }
+            }
+        })
+        .collect()
 }
 
 /// The earliest `palisade.dev/expires-at` after `now`.
@@ -158,7 +180,8 @@ pub async fn run_watch(
     };
     crate::control::watch::run("policy", open, |msg: mesh_proto::policy::PolicySnapshot| {
         match compile(msg.version, &msg.snapshot_json, &trust_domain) {
-            Ok(view) => {
+            Ok(mut view) => {
+                view.secrets = secrets(msg.secrets);
                 tracing::info!(
                     version = msg.version,
                     objects = view.snapshot.objects.len(),

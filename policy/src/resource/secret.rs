@@ -74,33 +74,43 @@ pub fn parse(namespace: &str, name: &str, doc: &Value) -> Result<ParsedSecret, (
     };
     let cert_pem = field("tls.crt")?;
     let key_pem = field("tls.key")?;
-    let certs = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|_| {
-            (
-                "tls.crt".to_owned(),
-                "is not a PEM certificate chain".to_owned(),
-            )
-        })?;
-    if certs.is_empty() {
-        return Err(("tls.crt".to_owned(), "holds no PEM certificate".to_owned()));
-    }
-    // The parser's error could quote the key; say only that it is wrong.
-    if PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).is_err() {
-        return Err((
-            "tls.key".to_owned(),
-            "is not a PEM private key (PKCS#8, PKCS#1 or SEC1)".to_owned(),
-        ));
-    }
-    Ok(ParsedSecret::Tls(TlsSecret {
-        namespace: namespace.to_owned(),
-        name: name.to_owned(),
-        cert_pem,
-        key_pem,
-    }))
+    TlsSecret::new(namespace, name, cert_pem, key_pem).map(ParsedSecret::Tls)
 }
 
 impl TlsSecret {
+    /// Checks that the chain and key parse as PEM. Errors are (field,
+    /// message) and never quote the data.
+    pub fn new(
+        namespace: &str,
+        name: &str,
+        cert_pem: String,
+        key_pem: String,
+    ) -> Result<TlsSecret, (String, String)> {
+        let certs = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| {
+                (
+                    "tls.crt".to_owned(),
+                    "is not a PEM certificate chain".to_owned(),
+                )
+            })?;
+        if certs.is_empty() {
+            return Err(("tls.crt".to_owned(), "holds no PEM certificate".to_owned()));
+        }
+        // The parser's error could quote the key; say only that it is wrong.
+        if PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).is_err() {
+            return Err((
+                "tls.key".to_owned(),
+                "is not a PEM private key (PKCS#8, PKCS#1 or SEC1)".to_owned(),
+            ));
+        }
+        Ok(TlsSecret {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            cert_pem,
+            key_pem,
+        })
+    }
     /// The certificate chain, DER, leaf first.
     pub fn chain(&self) -> Vec<CertificateDer<'static>> {
         CertificateDer::pem_slice_iter(self.cert_pem.as_bytes())

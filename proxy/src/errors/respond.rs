@@ -14,6 +14,7 @@ use crate::http::Body;
 pub enum GrpcCode {
     InvalidArgument = 3,
     DeadlineExceeded = 4,
+    NotFound = 5,
     PermissionDenied = 7,
     ResourceExhausted = 8,
     Internal = 13,
@@ -33,6 +34,9 @@ impl Error {
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
             }
             Error::Http(HttpError::ConnectRefused) => StatusCode::FORBIDDEN,
+            Error::Http(HttpError::Misdirected(_)) => StatusCode::MISDIRECTED_REQUEST,
+            Error::Http(HttpError::BodyTooLarge(_)) => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::Route(RouteError::NoRoute(_)) => StatusCode::NOT_FOUND,
             Error::Http(HttpError::Timeout(_)) => StatusCode::GATEWAY_TIMEOUT,
             Error::Http(HttpError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Http(HttpError::Upstream(_)) => StatusCode::BAD_GATEWAY,
@@ -62,7 +66,9 @@ impl Error {
             Error::Http(HttpError::BadRequest(_)) => GrpcCode::InvalidArgument,
             Error::Http(HttpError::UriTooLong(_))
             | Error::Http(HttpError::HeadersTooLarge(_))
+            | Error::Http(HttpError::BodyTooLarge(_))
             | Error::Authz(AuthzError::RateLimited { .. }) => GrpcCode::ResourceExhausted,
+            Error::Route(RouteError::NoRoute(_)) => GrpcCode::NotFound,
             Error::Http(HttpError::Timeout(_))
             | Error::Http(HttpError::RouteTimeout { .. })
             | Error::Http(HttpError::GrpcTimeout(_)) => GrpcCode::DeadlineExceeded,
@@ -92,6 +98,9 @@ impl Error {
             Error::Route(RouteError::NoEndpoints(_)) => "no_endpoints",
             Error::Route(RouteError::Loop(_)) => "loop",
             Error::Route(RouteError::NoBackend(_)) => "no_backend",
+            Error::Route(RouteError::NoRoute(_)) => "no_route",
+            Error::Http(HttpError::Misdirected(_)) => "misdirected",
+            Error::Http(HttpError::BodyTooLarge(_)) => "body_too_large",
             Error::Authz(AuthzError::Denied(_)) => "denied",
             Error::Authz(AuthzError::NoPolicy) => "no_policy",
             Error::Authz(AuthzError::RateLimited { .. }) => "rate_limited",

@@ -47,35 +47,48 @@ pub fn select<B>(
     let evaluator = &policy.evaluator;
     let path = mesh_policy::normalize_path(req.uri().path())
         .map_err(|e| HttpError::BadRequest(e.to_string()))?;
-    let Some(d) = evaluator.route(&RouteRequest {
-        client_namespace: Some(client_namespace),
-        service_namespace: &service.namespace,
-        service_name: &service.name,
-        port: service.port,
-        method: req.method().as_str(),
-        path: &path,
-        query: req.uri().query(),
-        headers: req.headers(),
-        now: SystemTime::now(),
-    }) else {
-        return Ok(None);
-    };
-    Ok(Some(RouteTarget {
-        name: Arc::from(format!("{} rule {}", d.route, d.rule)),
-        backend: pick(d.backends, random()).cloned(),
-        request_headers: d.request_headers.clone(),
-        timeouts: d.timeouts,
-        retry: d.retry.cloned(),
-        method_named: d.method_named,
-    }))
+    Ok(evaluator
+        .route(&RouteRequest {
+            client_namespace: Some(client_namespace),
+            service_namespace: &service.namespace,
+            service_name: &service.name,
+            port: service.port,
+            method: req.method().as_str(),
+            path: &path,
+            query: req.uri().query(),
+            headers: req.headers(),
+            now: SystemTime::now(),
+        })
+        .map(|d| RouteTarget::of(&d)))
 }
 
-/// The typed target of the route layer: the Service a request was for,
-/// the client's namespace and the policy the Service's routes come from.
-pub struct Logical<'a> {
-    pub policy: &'a PolicyView,
-    pub client_namespace: &'a str,
-    pub service: &'a ServiceKey,
+impl RouteTarget {
+    /// What the evaluator's rule asks, the backend drawn by weight.
+    pub fn of(d: &mesh_policy::RouteDecision<'_>) -> Self {
+        RouteTarget {
+            name: Arc::from(format!("{} rule {}", d.route, d.rule)),
+            backend: pick(d.backends, random()).cloned(),
+            request_headers: d.request_headers.clone(),
+            timeouts: d.timeouts,
+            retry: d.retry.cloned(),
+            method_named: d.method_named,
+        }
+    }
+}
+
+/// The typed target of the route layer.
+pub enum Logical<'a> {
+    /// A request to a Service that has routes: the Service, the client's
+    /// namespace and the policy the routes come from; the rule is picked
+    /// per request.
+    Service {
+        policy: &'a PolicyView,
+        client_namespace: &'a str,
+        service: &'a ServiceKey,
+    },
+    /// The rule was picked before the stack (the ingress's Gateway route or
+    /// Ingress rule).
+    Chosen(RouteTarget),
 }
 
 /// Builds the stack below the route layer for the route a request takes.
@@ -125,10 +138,15 @@ where
     fn call(&mut self, mut req: Request<Body>) -> Self::Future {
         let route = match &self.logical {
             None => None,
-            Some(l) => match select(l.policy, l.client_namespace, l.service, &req) {
+            Some(Logical::Service {
+                policy,
+                client_namespace,
+                service,
+            }) => match select(policy, client_namespace, service, &req) {
                 Ok(r) => r,
                 Err(e) => return Either::Left(ready(Err(e))),
             },
+            Some(Logical::Chosen(r)) => Some(r.clone()),
         };
         if let Some(r) = &route {
             self.notes.routed(&r.name);

@@ -34,6 +34,15 @@ pub struct Exchange {
     dry_run: Option<DecidedBy>,
     body: Arc<Notes>,
     log: Arc<AccessLog>,
+    edge: Option<(Arc<EdgeTls>, std::net::IpAddr)>,
+}
+
+/// An ingress connection's TLS, for its requests' log lines.
+#[derive(Debug, Default)]
+pub struct EdgeTls {
+    pub sni: Option<String>,
+    pub version: &'static str,
+    pub cipher: &'static str,
 }
 
 struct Requested {
@@ -51,12 +60,23 @@ pub struct Notes {
     broken: AtomicBool,
     retries: AtomicU32,
     route: OnceLock<Arc<str>>,
+    /// The SPIFFE ID of the last endpoint a try went to (noted at the edge).
+    backend: std::sync::Mutex<Option<Arc<str>>>,
 }
 
 impl Notes {
     /// The route rule that took the request.
     pub fn routed(&self, name: &Arc<str>) {
         let _ = self.route.set(name.clone());
+    }
+
+    /// A try went to the endpoint with `identity`.
+    pub fn sent_to(&self, identity: &mesh_identity::SpiffeId) {
+        if let Ok(mut b) = self.backend.lock() {
+            if b.as_deref() != Some(identity.as_str()) {
+                *b = Some(Arc::from(identity.as_str()));
+            }
+        }
     }
 
     /// `n` retries have been sent.
@@ -90,7 +110,14 @@ impl Exchange {
             dry_run: None,
             body: Arc::default(),
             log: log.clone(),
+            edge: None,
         }
+    }
+
+    /// At the edge: the connection's TLS and the client address the
+    /// request is decided by (the peer's, or from trusted hops).
+    pub fn at_edge(&mut self, tls: &Arc<EdgeTls>, client_ip: std::net::IpAddr) {
+        self.edge = Some((tls.clone(), client_ip));
     }
 
     /// Counts the request body's bytes, and notes a body whose framing the
@@ -139,6 +166,14 @@ impl Exchange {
                 let elapsed = self.started.elapsed();
                 count(self.direction, status, grpc, elapsed);
                 if let Some(r) = &self.request {
+                    let backend = self.body.backend.lock().ok().and_then(|b| b.clone());
+                    let edge = self.edge.as_ref().map(|(tls, ip)| access::EdgeFields {
+                        client_ip: ip.to_string(),
+                        sni: tls.sni.as_deref().unwrap_or(""),
+                        tls_version: tls.version,
+                        cipher: tls.cipher,
+                        backend_identity: backend.as_deref().unwrap_or(""),
+                    });
                     let authority = r
                         .host
                         .as_ref()
@@ -174,6 +209,7 @@ impl Exchange {
                         route: self.body.route.get().map_or("", |r| r),
                         retries: self.body.retries.load(Ordering::Relaxed),
                         error: error.as_deref().unwrap_or(""),
+                        edge,
                     });
                 }
             })

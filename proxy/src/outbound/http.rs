@@ -91,6 +91,28 @@ impl Outbound {
     async fn forward(
         self: &Arc<Self>,
         dest: &Dest,
+        req: Request<Incoming>,
+        ex: &mut Exchange,
+    ) -> Result<Response<Body>, Error> {
+        self.forward_with(Some(dest), None, req, ex).await
+    }
+
+    /// A request the ingress has picked the route for: it goes to the
+    /// rule's backend over the pooled mTLS connections, through the same
+    /// stack (timeouts, retries, balancing) as a routed mesh request.
+    pub async fn forward_edge(
+        self: &Arc<Self>,
+        route: RouteTarget,
+        req: Request<Incoming>,
+        ex: &mut Exchange,
+    ) -> Result<Response<Body>, Error> {
+        self.forward_with(None, Some(route), req, ex).await
+    }
+
+    async fn forward_with(
+        self: &Arc<Self>,
+        dest: Option<&Dest>,
+        chosen: Option<RouteTarget>,
         mut req: Request<Incoming>,
         ex: &mut Exchange,
     ) -> Result<Response<Body>, Error> {
@@ -109,15 +131,17 @@ impl Outbound {
         let policy = policy.as_deref();
         let service = match dest {
             // Only a Service that has routes is looked at further.
-            Dest::Transparent(dst) if upgrade.is_none() => {
+            Some(Dest::Transparent(dst)) if upgrade.is_none() => {
                 resolve::service_at(&view, *dst, |ns, name| {
                     policy.is_some_and(|p| p.evaluator.has_routes(ns, name))
                 })
             }
             _ => None,
         };
-        let logical = match (&service, policy) {
-            (Some(service), Some(policy)) => Some(Logical {
+        let edge = chosen.is_some();
+        let logical = match (chosen, &service, policy) {
+            (Some(route), _, _) => Some(Logical::Chosen(route)),
+            (None, Some(service), Some(policy)) => Some(Logical::Service {
                 policy,
                 client_namespace: &self.egress.local.namespace,
                 service,
@@ -131,6 +155,7 @@ impl Outbound {
             view,
             upgrade: upgrade.clone(),
             notes: notes.clone(),
+            edge,
         };
         let mut resp = crate::http::oneshot(Router::new(logical, &notes, routes), req).await?;
         hdr::strip_hop_by_hop(resp.headers_mut());
@@ -163,10 +188,13 @@ impl Outbound {
 /// Balance` over the pooled connections to their proxies.
 struct MeshRoutes<'a> {
     out: Arc<Outbound>,
-    dest: &'a Dest,
+    /// `None` at the edge: every request there has a route.
+    dest: Option<&'a Dest>,
     view: Arc<crate::discovery::DiscoveryView>,
     upgrade: Option<HeaderValue>,
     notes: Arc<Notes>,
+    /// At the edge, the endpoint's identity is noted for the log line.
+    edge: bool,
 }
 
 type MeshStack = ToMesh<Timeout<Retrying<Timeout<Balance<MeshEndpoints>>>>>;
@@ -199,10 +227,11 @@ impl NewRoute for MeshRoutes<'_> {
                     })?,
                 )
             }
-            (None, Dest::Route(r)) => r.clone(),
-            (None, Dest::Transparent(dst)) => {
+            (None, Some(Dest::Route(r))) => r.clone(),
+            (None, Some(Dest::Transparent(dst))) => {
                 Arc::new(resolve::transparent(self.view.clone(), *dst)?)
             }
+            (None, None) => return Err(RouteError::NoRoute("-".into()).into()),
         };
         let Resolved::Mesh { target_port, .. } = &*resolved else {
             return Err(RouteError::NoEndpoints("outside the mesh".into()).into());
@@ -220,6 +249,7 @@ impl NewRoute for MeshRoutes<'_> {
         let endpoints = MeshEndpoints {
             out: self.out.clone(),
             resolved: resolved.clone(),
+            notes: self.edge.then(|| self.notes.clone()),
         };
         let stack = ServiceBuilder::new()
             .layer(TimeoutLayer::request(
@@ -247,6 +277,9 @@ impl NewRoute for MeshRoutes<'_> {
 struct MeshEndpoints {
     out: Arc<Outbound>,
     resolved: Arc<Resolved>,
+    /// Where the identity of the endpoint a request went to is noted (the
+    /// ingress's log line).
+    notes: Option<Arc<Notes>>,
 }
 
 impl Endpoints for MeshEndpoints {
@@ -276,6 +309,9 @@ impl Endpoints for MeshEndpoints {
             .endpoints()
             .get(i)
             .ok_or_else(|| RouteError::NoEndpoints("-".into()))?;
+        if let Some(n) = &self.notes {
+            n.sent_to(&ep.identity);
+        }
         self.out.pool.send(ep.proxy, &ep.identity, conn, req).await
     }
 }
