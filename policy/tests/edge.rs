@@ -52,7 +52,7 @@ fn route(namespace: &str, name: &str, parent: &str, spec: &str) -> String {
     )
 }
 
-fn at<'e>(m: &'e Evaluator, port: u16, host: &str, path: &str) -> Option<String> {
+fn at(m: &Evaluator, port: u16, host: &str, path: &str) -> Option<String> {
     let headers = http::HeaderMap::new();
     m.edge_route(&EdgeRequest {
         port,

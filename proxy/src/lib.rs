@@ -19,6 +19,7 @@ pub mod errors;
 pub mod handles;
 pub mod http;
 pub mod inbound;
+pub mod ingress;
 pub mod init;
 pub mod outbound;
 pub mod policy;
@@ -35,14 +36,14 @@ use tokio::net::TcpListener;
 pub use config::RunArgs;
 
 /// What `run` and the ingress read from their flags before anything else.
-struct Prepared {
+pub(crate) struct Prepared {
     identity: SpiffeId,
     bundle: TrustBundle,
     local: Arc<policy::LocalWorkload>,
     app_probes: Arc<app_health::AppProbes>,
 }
 
-fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
+pub(crate) fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
     let identity = SpiffeId::workload(&args.trust_domain, &args.namespace, &args.service_account)
         .context("--namespace/--service-account do not form a valid SPIFFE ID")?;
     let bundle_pem = std::fs::read(&args.trust_bundle)
@@ -82,20 +83,20 @@ fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
 
 /// A proxy that holds a certificate, a policy and discovery: what the
 /// sidecar and the ingress serve from.
-struct Started {
-    store: Arc<Store>,
-    local: Arc<policy::LocalWorkload>,
-    policy: policy::PolicyRx,
-    discovery: discovery::DiscoveryRx,
-    balancer: Arc<http::balance::Balancer>,
+pub(crate) struct Started {
+    pub(crate) store: Arc<Store>,
+    pub(crate) local: Arc<policy::LocalWorkload>,
+    pub(crate) policy: policy::PolicyRx,
+    pub(crate) discovery: discovery::DiscoveryRx,
+    pub(crate) balancer: Arc<http::balance::Balancer>,
     trigger: drain::Trigger,
-    drain: drain::Drain,
+    pub(crate) drain: drain::Drain,
 }
 
 /// Serves the admin endpoint, gets a certificate, then follows policy and
 /// discovery; returns once all three are in hand (`None`: a shutdown
 /// signal came first). `inbound_port` is what peers are told to connect to.
-async fn start(
+pub(crate) async fn start(
     args: &RunArgs,
     prepared: Prepared,
     admin_listener: TcpListener,
@@ -209,7 +210,11 @@ async fn start(
 impl Started {
     /// The outbound side: the pool of mTLS connections to peer proxies and
     /// the HTTP stack over it.
-    fn outbound(&self, args: &RunArgs, access: Arc<access::AccessLog>) -> Arc<outbound::Outbound> {
+    pub(crate) fn outbound(
+        &self,
+        args: &RunArgs,
+        access: Arc<access::AccessLog>,
+    ) -> Arc<outbound::Outbound> {
         let connector = Arc::new(outbound::connect::MeshConnector::new(
             self.store.clone(),
             args.handshake_timeout,
@@ -233,7 +238,7 @@ impl Started {
     }
 
     /// Waits for SIGTERM/SIGINT, then drains.
-    async fn until_drained(self, deadline: std::time::Duration) {
+    pub(crate) async fn until_drained(self, deadline: std::time::Duration) {
         mesh_admin::shutdown_signal().await;
         tracing::info!(deadline = ?deadline, "draining");
         let left = self.trigger.drain(deadline).await;

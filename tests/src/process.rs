@@ -448,6 +448,117 @@ impl Proxy {
 
 /// The `mesh-echo` demo app as a process: HTTP requests are answered with
 /// what was received, other bytes echoed.
+/// A running `mesh-proxy ingress` on loopback.
+pub struct Ingress {
+    pub proc: Proc,
+    pub admin: SocketAddr,
+    /// `--https-port` on 127.0.0.1.
+    pub https: SocketAddr,
+    /// `--http-port` on 127.0.0.1 (the redirect).
+    pub http: SocketAddr,
+    pub access_log: PathBuf,
+}
+
+impl Ingress {
+    /// Starts an ingress (identity mesh-system/ingress) and waits until it
+    /// is ready; fresh ports are tried again if one was taken meanwhile.
+    /// An `--https-port` in `extra` (a Gateway's listener port) is kept.
+    pub fn start(cp: &ControlPlane, extra: &[&str]) -> Self {
+        let chosen = extra
+            .iter()
+            .position(|a| *a == "--https-port")
+            .and_then(|i| extra.get(i + 1))
+            .and_then(|p| p.parse::<u16>().ok());
+        for _ in 0..3 {
+            let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+            let https = SocketAddr::from(([127, 0, 0, 1], chosen.unwrap_or_else(free_port)));
+            let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
+            let token_file = cp.token_file("mesh-system", "ingress");
+            let access_log = cp
+                .dir
+                .path()
+                .join(format!("ingress-access-{}.jsonl", crate::random_hex(4)));
+            let mut cmd = Command::new(bin("mesh-proxy"));
+            cmd.arg("ingress")
+                .arg("--control-plane")
+                .arg(cp.listen.to_string())
+                .arg("--trust-bundle")
+                .arg(cp.trust_bundle())
+                .arg("--token-file")
+                .arg(&token_file)
+                .arg("--trust-domain")
+                .arg(cp.opts.trust_domain)
+                .arg("--labels")
+                .arg("app=ingress")
+                .arg("--admin")
+                .arg(admin.to_string())
+                .arg("--listen-ip")
+                .arg("127.0.0.1")
+                .args(
+                    chosen
+                        .is_none()
+                        .then(|| ["--https-port".to_string(), https.port().to_string()])
+                        .into_iter()
+                        .flatten(),
+                )
+                .arg("--http-port")
+                .arg(http.port().to_string())
+                .arg("--access-log")
+                .arg(&access_log)
+                .args(extra);
+            let log = cp
+                .dir
+                .path()
+                .join(format!("ingress-{}.out", crate::random_hex(4)));
+            let mut ingress = Self {
+                proc: Proc::spawn(cmd, log),
+                admin,
+                https,
+                http,
+                access_log,
+            };
+            let end = std::time::Instant::now() + READY_DEADLINE;
+            let ready = loop {
+                // Ready, and the HTTPS listener is open.
+                if matches!(http_get(admin, "/ready"), Ok((200, _)))
+                    && std::net::TcpStream::connect(https).is_ok()
+                {
+                    break true;
+                }
+                if matches!(ingress.proc.child.try_wait(), Ok(Some(_)))
+                    || ingress.proc.logs().contains("cannot listen")
+                {
+                    break false;
+                }
+                assert!(
+                    std::time::Instant::now() < end,
+                    "timed out after {READY_DEADLINE:?} waiting for the ingress; its log:\n{}",
+                    ingress.proc.logs()
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            if ready {
+                return ingress;
+            }
+            let logs = ingress.proc.logs();
+            assert!(
+                logs.contains("cannot listen"),
+                "ingress exited before it was ready:\n{logs}"
+            );
+            ingress.proc.kill();
+        }
+        panic!("ingress could not bind fresh ports three times");
+    }
+
+    pub fn metrics(&self) -> String {
+        http_get(self.admin, "/metrics").map_or(String::new(), |(_, b)| b)
+    }
+
+    pub fn logs(&self) -> String {
+        self.proc.logs()
+    }
+}
+
 pub struct EchoApp {
     pub proc: Proc,
     pub addr: SocketAddr,

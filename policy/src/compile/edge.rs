@@ -85,7 +85,7 @@ impl Host {
     }
 
     /// Specificity, smaller first: an exact name, then the longest wildcard.
-    pub(crate) fn rank(&self) -> (u8, Reverse<usize>) {
+    pub fn rank(&self) -> (u8, Reverse<usize>) {
         match self {
             Host::Exact(h) => (0, Reverse(h.len())),
             Host::Wildcard { suffix, .. } => (1, Reverse(suffix.len())),
@@ -483,6 +483,10 @@ pub(crate) fn compile_ingress(
     })
 }
 
+/// An Ingress's `tls` entry: the Ingress, its hosts, its Secret
+/// (namespace, name).
+pub(crate) type IngressTls = (Arc<ObjectRef>, Vec<Host>, (String, String));
+
 /// One match of one rule of one route, as the edge tries them.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct EdgeEntry {
@@ -507,7 +511,7 @@ pub(crate) struct EdgeTable {
     /// The matches of every Ingress, in precedence order.
     pub(crate) ingress: Vec<EdgeEntry>,
     /// (hosts, Secret) of every Ingress's `tls`, with the Ingress.
-    pub(crate) ingress_tls: Vec<(Arc<ObjectRef>, Vec<Host>, (String, String))>,
+    pub(crate) ingress_tls: Vec<IngressTls>,
 }
 
 impl EdgeTable {

@@ -72,10 +72,10 @@ impl Notes {
 
     /// A try went to the endpoint with `identity`.
     pub fn sent_to(&self, identity: &mesh_identity::SpiffeId) {
-        if let Ok(mut b) = self.backend.lock() {
-            if b.as_deref() != Some(identity.as_str()) {
-                *b = Some(Arc::from(identity.as_str()));
-            }
+        if let Ok(mut b) = self.backend.lock()
+            && b.as_deref() != Some(identity.as_str())
+        {
+            *b = Some(Arc::from(identity.as_str()));
         }
     }
 

@@ -1,0 +1,453 @@
+//! `mesh-proxy ingress` on loopback, with the real binaries: HTTPS from an
+//! outside client is terminated with the certificate of a
+//! `kubernetes.io/tls` Secret chosen by SNI, routed by a Gateway's
+//! HTTPRoute or an Ingress rule, and re-encrypted with mesh mTLS to the
+//! backend's sidecar, which sees the ingress's identity. Certificates are
+//! replaced without a restart; unknown names are refused or get the
+//! default certificate; edge policy decides by the client address from
+//! trusted hops only; a forged identity header never reaches the app.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use mesh_tests::*;
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+
+/// A CA the test's clients trust, and leaf certificates it signs.
+struct TestCa {
+    cert: rcgen::Certificate,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+}
+
+impl TestCa {
+    fn new() -> Self {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "ingress test CA");
+        let cert = params.self_signed(&key).unwrap();
+        Self {
+            cert,
+            issuer: rcgen::Issuer::new(params, key),
+        }
+    }
+
+    /// A `kubernetes.io/tls` Secret for `hosts`.
+    fn secret(&self, namespace: &str, name: &str, hosts: &[&str]) -> String {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params =
+            rcgen::CertificateParams::new(hosts.iter().map(|h| h.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        let leaf = params.signed_by(&key, &self.issuer).unwrap();
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: {namespace}}}\ntype: kubernetes.io/tls\ndata:\n  tls.crt: {}\n  tls.key: {}\n---\n",
+            b64(&leaf.pem()),
+            b64(&key.serialize_pem())
+        )
+    }
+
+    fn client(&self) -> Arc<ClientConfig> {
+        let mut roots = RootCertStore::empty();
+        roots.add(self.cert.der().clone()).unwrap();
+        let mut cfg = ClientConfig::builder_with_provider(mesh_identity::tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Arc::new(cfg)
+    }
+}
+
+/// An HTTPS client connection (HTTP/1.1, kept alive).
+struct Client {
+    tls: BufReader<StreamOwned<ClientConnection, TcpStream>>,
+}
+
+struct Resp {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Resp {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+impl Client {
+    fn connect(cfg: &Arc<ClientConfig>, addr: SocketAddr, sni: &str) -> std::io::Result<Client> {
+        let tcp = TcpStream::connect(addr)?;
+        tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let name = ServerName::try_from(sni.to_string()).map_err(std::io::Error::other)?;
+        let conn = ClientConnection::new(cfg.clone(), name).map_err(std::io::Error::other)?;
+        let mut tls = StreamOwned::new(conn, tcp);
+        // Finish the handshake now, so a refusal shows here.
+        while tls.conn.is_handshaking() {
+            tls.conn.complete_io(&mut tls.sock)?;
+        }
+        Ok(Client {
+            tls: BufReader::new(tls),
+        })
+    }
+
+    /// The certificate the server presented.
+    fn server_cert(&self) -> CertificateDer<'static> {
+        self.tls.get_ref().conn.peer_certificates().unwrap()[0].clone()
+    }
+
+    fn get(&mut self, host: &str, path: &str, extra: &[(&str, &str)]) -> Resp {
+        let mut req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n");
+        for (k, v) in extra {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        self.tls.get_mut().write_all(req.as_bytes()).unwrap();
+        let mut line = String::new();
+        self.tls.read_line(&mut line).unwrap();
+        let status: u16 = line
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let mut headers = Vec::new();
+        loop {
+            let mut l = String::new();
+            self.tls.read_line(&mut l).unwrap();
+            let l = l.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = l.split_once(':') {
+                headers.push((k.trim().to_string(), v.trim().to_string()));
+            }
+        }
+        let find = |n: &str| {
+            headers
+                .iter()
+                .find(|(k, _): &&(String, String)| k.eq_ignore_ascii_case(n))
+                .map(|(_, v)| v.clone())
+        };
+        let mut body = Vec::new();
+        if let Some(len) = find("content-length").and_then(|v| v.parse::<usize>().ok()) {
+            body.resize(len, 0);
+            self.tls.read_exact(&mut body).unwrap();
+        } else if find("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+            loop {
+                let mut size = String::new();
+                self.tls.read_line(&mut size).unwrap();
+                let n = usize::from_str_radix(size.trim(), 16).unwrap();
+                let mut chunk = vec![0; n + 2];
+                self.tls.read_exact(&mut chunk).unwrap();
+                if n == 0 {
+                    break;
+                }
+                body.extend_from_slice(&chunk[..n]);
+            }
+        }
+        Resp {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        }
+    }
+}
+
+const INGRESS_ID: &str = "spiffe://cluster.local/ns/mesh-system/sa/ingress";
+
+/// The shop: a frontend Service behind a Gateway with two HTTPS listener
+/// hostnames (two certificates), admitting only the ingress's identity.
+fn shop(cp: &ControlPlane, ca: &TestCa, app_port: u16, https_port: u16) {
+    cp.write_policy(
+        "secrets.yaml",
+        &format!(
+            "{}{}",
+            ca.secret("mesh-system", "shop-tls", &["shop.example"]),
+            ca.secret("mesh-system", "api-tls", &["api.example"])
+        ),
+    );
+    cp.write_policy(
+        "shop.yaml",
+        &format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: frontend, namespace: shop}}\n\
+             spec: {{clusterIP: 10.96.0.50, selector: {{app: frontend}}, ports: [{{port: 80, targetPort: {app_port}}}]}}\n\
+             ---\n\
+             apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: edge, namespace: mesh-system}}\n\
+             spec:\n  gatewayClassName: palisade\n  listeners:\n\
+             \x20   - {{name: shop, hostname: shop.example, port: {https_port}, protocol: HTTPS, tls: {{certificateRefs: [{{name: shop-tls}}]}}, allowedRoutes: {{namespaces: {{from: All}}}}}}\n\
+             \x20   - {{name: api, hostname: api.example, port: {https_port}, protocol: HTTPS, tls: {{certificateRefs: [{{name: api-tls}}]}}, allowedRoutes: {{namespaces: {{from: All}}}}}}\n\
+             ---\n\
+             apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: frontend, namespace: shop}}\n\
+             spec:\n  parentRefs: [{{name: edge, namespace: mesh-system}}]\n  hostnames: [shop.example, api.example]\n\
+             \x20 rules:\n    - backendRefs: [{{name: frontend, port: 80}}]\n\
+             ---\n\
+             apiVersion: security.palisade.dev/v1\nkind: AuthorizationPolicy\nmetadata: {{name: frontend, namespace: shop}}\n\
+             spec:\n  selector: {{matchLabels: {{app: frontend}}}}\n  rules: [{{from: [{{source: {{principals: [cluster.local/ns/mesh-system/sa/ingress]}}}}]}}]\n\
+             ---\n\
+             apiVersion: security.palisade.dev/v1\nkind: AuthorizationPolicy\nmetadata: {{name: edge-deny, namespace: mesh-system}}\n\
+             spec:\n  selector: {{matchLabels: {{app: ingress}}}}\n  action: DENY\n\
+             \x20 rules:\n    - to: [{{operation: {{paths: [/admin/*]}}}}]\n    - from: [{{source: {{remoteIpBlocks: [203.0.113.0/24]}}}}]\n"
+        ),
+    );
+}
+
+struct Edge {
+    _rt: tokio::runtime::Runtime,
+    cp: ControlPlane,
+    ca: TestCa,
+    app: EchoApp,
+    _backend: Proxy,
+}
+
+fn edge() -> Edge {
+    let rt = runtime();
+    let cp = ControlPlane::start(CpOptions::default());
+    let app = EchoApp::start(cp.dir.path(), "frontend");
+    let ca = TestCa::new();
+    let mut backend = ProxyOptions::new("shop", "frontend");
+    backend.extra = vec!["--labels".into(), "app=frontend".into()];
+    let backend = Proxy::start(&cp, backend);
+    Edge {
+        _rt: rt,
+        cp,
+        ca,
+        app,
+        _backend: backend,
+    }
+}
+
+/// A connection once the ingress serves `sni` (its certificates arrive
+/// with the policy, a moment after it is ready).
+fn connect_when_served(cfg: &Arc<ClientConfig>, addr: SocketAddr, sni: &str) -> Client {
+    wait_for(
+        &format!("a certificate for {sni}"),
+        Duration::from_secs(10),
+        || Client::connect(cfg, addr, sni).ok(),
+    )
+}
+
+/// The first answer that is not 503/404 (discovery and policy reach the
+/// ingress a moment after it is ready).
+fn first_answer(client: &mut impl FnMut() -> Resp) -> Resp {
+    wait_for(
+        "the frontend through the ingress",
+        Duration::from_secs(10),
+        || {
+            let r = client();
+            // 500: the Service is not in discovery yet.
+            (r.status != 503 && r.status != 404 && r.status != 500).then_some(r)
+        },
+    )
+}
+
+#[test]
+fn https_is_terminated_routed_and_re_encrypted_to_the_backend() {
+    let e = edge();
+    // The ingress takes its listener port from the Gateway: reserve it.
+    let port = free_port();
+    shop(&e.cp, &e.ca, e.app.port(), port);
+    let ingress = Ingress::start(&e.cp, &["--https-port", &port.to_string()]);
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let cfg = e.ca.client();
+    let mut c = connect_when_served(&cfg, addr, "shop.example");
+    let r = first_answer(&mut || c.get("shop.example", "/hello", &[]));
+    assert_eq!(r.status, 200, "{}", r.body);
+    // The app sees the ingress's identity (set by its sidecar from the mTLS
+    // certificate), the client's address, and no forged identity.
+    assert!(
+        r.body
+            .contains(&format!("x-palisade-peer-identity: {INGRESS_ID}")),
+        "{}",
+        r.body
+    );
+    assert!(r.body.contains("x-forwarded-proto: https"), "{}", r.body);
+    assert!(r.body.contains("x-forwarded-for: 127.0.0.1"), "{}", r.body);
+    assert!(r.body.contains("traceparent: 00-"), "{}", r.body);
+    let forged = c.get(
+        "shop.example",
+        "/forged",
+        &[
+            (
+                "x-palisade-peer-identity",
+                "spiffe://cluster.local/ns/shop/sa/admin",
+            ),
+            ("x-forwarded-for", "6.6.6.6"),
+        ],
+    );
+    assert_eq!(forged.status, 200, "{}", forged.body);
+    assert!(!forged.body.contains("sa/admin"), "{}", forged.body);
+    assert!(!forged.body.contains("6.6.6.6"), "{}", forged.body);
+
+    // A host served with another certificate than the connection's: 421.
+    let r = c.get("api.example", "/", &[]);
+    assert_eq!(r.status, 421, "{}", r.body);
+    // No route for the path's host: 404. The edge policy: 403 naming it,
+    // and a client's own X-Forwarded-For (no trusted hops) changes nothing.
+    let mut api = Client::connect(&cfg, addr, "api.example").expect("api.example handshake");
+    assert_eq!(api.get("api.example", "/x", &[]).status, 200);
+    let r = c.get("shop.example", "/admin/users", &[]);
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(
+        r.body
+            .contains("AuthorizationPolicy mesh-system/edge-deny rule 0"),
+        "{}",
+        r.body
+    );
+    let r = c.get(
+        "shop.example",
+        "/spoof",
+        &[("x-forwarded-for", "203.0.113.9")],
+    );
+    assert_eq!(
+        r.status, 200,
+        "a spoofed X-Forwarded-For decided: {}",
+        r.body
+    );
+
+    // An unknown server name is refused in the handshake (no default).
+    assert!(Client::connect(&cfg, addr, "unknown.example").is_err());
+    assert!(metric(&ingress.metrics(), "mesh_ingress_unknown_sni_total", &[]) >= 1.0);
+
+    // The edge's own log: client, SNI, TLS, route, backend identity.
+    let log = wait_for("the ingress access log", Duration::from_secs(5), || {
+        let text = read(&ingress.access_log);
+        text.contains("/forged").then_some(text)
+    });
+    let line: serde_json::Value =
+        // The one that got through (earlier tries may have come before
+        // discovery named the Service).
+        serde_json::from_str(
+            log.lines()
+                .find(|l| l.contains("\"path\":\"/hello\"") && l.contains("\"status\":200"))
+                .unwrap_or_else(|| panic!("no /hello answered 200:\n{log}")),
+        )
+        .unwrap();
+    assert_eq!(line["direction"], "ingress", "{line}");
+    assert_eq!(line["sni"], "shop.example", "{line}");
+    assert_eq!(line["client_ip"], "127.0.0.1", "{line}");
+    assert_eq!(line["tls_version"], "TLSv1.3", "{line}");
+    assert_eq!(line["route"], "HTTPRoute shop/frontend rule 0", "{line}");
+    assert_eq!(
+        line["backend_identity"], "spiffe://cluster.local/ns/shop/sa/frontend",
+        "{line}"
+    );
+
+    // The plain HTTP port only redirects.
+    let (status, _) = http_get(ingress.http, "/cart").unwrap();
+    assert_eq!(status, 308);
+}
+
+#[test]
+fn a_replaced_certificate_serves_new_connections_while_open_ones_continue() {
+    let e = edge();
+    let port = free_port();
+    shop(&e.cp, &e.ca, e.app.port(), port);
+    let _ingress = Ingress::start(&e.cp, &["--https-port", &port.to_string()]);
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let cfg = e.ca.client();
+    let mut open = connect_when_served(&cfg, addr, "shop.example");
+    let r = first_answer(&mut || open.get("shop.example", "/before", &[]));
+    assert_eq!(r.status, 200);
+    let old = open.server_cert();
+
+    // cert-manager renews: the Secret gets a new certificate and key.
+    e.cp.write_policy(
+        "secrets.yaml",
+        &format!(
+            "{}{}",
+            e.ca.secret("mesh-system", "shop-tls", &["shop.example"]),
+            e.ca.secret("mesh-system", "api-tls", &["api.example"])
+        ),
+    );
+    let renewed = std::time::Instant::now();
+    let new = wait_for(
+        "a new connection with the new certificate",
+        Duration::from_secs(5),
+        || {
+            let c = Client::connect(&cfg, addr, "shop.example").ok()?;
+            (c.server_cert() != old).then(|| c.server_cert())
+        },
+    );
+    let took = renewed.elapsed();
+    println!("renewed certificate served to new connections after {took:?}");
+    assert_ne!(new, old);
+    // The open connection keeps working, on the certificate it was made with.
+    assert_eq!(open.get("shop.example", "/after", &[]).status, 200);
+    assert_eq!(open.server_cert(), old);
+}
+
+#[test]
+fn the_default_certificate_and_trusted_hops() {
+    let e = edge();
+    let port = free_port();
+    shop(&e.cp, &e.ca, e.app.port(), port);
+    let ingress = Ingress::start(
+        &e.cp,
+        &[
+            "--https-port",
+            &port.to_string(),
+            "--default-certificate",
+            "mesh-system/shop-tls",
+            "--trusted-hops",
+            "1",
+            "--hsts-max-age",
+            "31536000",
+        ],
+    );
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let cfg = e.ca.client();
+    // An unknown name gets the default certificate (shop.example's), so a
+    // client that checks names refuses it, and one asking for shop.example
+    // through it works.
+    let mut c = connect_when_served(&cfg, addr, "shop.example");
+    let err = Client::connect(&cfg, addr, "unknown.example")
+        .err()
+        .expect("a name mismatch");
+    assert!(
+        err.to_string().to_lowercase().contains("certificate"),
+        "{err}"
+    );
+    let r = first_answer(&mut || {
+        c.get(
+            "shop.example",
+            "/ok",
+            &[("x-forwarded-for", "198.51.100.1")],
+        )
+    });
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.header("strict-transport-security"),
+        Some("max-age=31536000")
+    );
+    // One trusted hop: the client it names is what is decided by, and
+    // the chain grows.
+    assert!(
+        r.body.contains("x-forwarded-for: 198.51.100.1, 127.0.0.1"),
+        "{}",
+        r.body
+    );
+    let r = c.get(
+        "shop.example",
+        "/blocked",
+        &[("x-forwarded-for", "203.0.113.9")],
+    );
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(
+        r.body
+            .contains("AuthorizationPolicy mesh-system/edge-deny rule 1"),
+        "{}",
+        r.body
+    );
+    drop(ingress);
+}
