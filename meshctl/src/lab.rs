@@ -8,6 +8,7 @@
 
 pub mod cli;
 mod down;
+pub mod edge_cert;
 pub mod http;
 pub mod net;
 mod pod;

@@ -289,6 +289,28 @@ fn https_is_terminated_routed_and_re_encrypted_to_the_backend() {
     assert!(!forged.body.contains("sa/admin"), "{}", forged.body);
     assert!(!forged.body.contains("6.6.6.6"), "{}", forged.body);
 
+    // HTTP/2 from the outside client (ALPN h2): the HTTP/1.1 app still
+    // gets HTTP/1.1.
+    let ca_file = e.cp.dir.path().join("edge-ca.pem");
+    std::fs::write(&ca_file, e.ca.cert.pem()).unwrap();
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "10", "--http2", "--cacert"])
+        .arg(&ca_file)
+        .arg("--resolve")
+        .arg(format!("shop.example:{port}:127.0.0.1"))
+        .arg("-w")
+        .arg("\n%{http_version} %{http_code}")
+        .arg(format!("https://shop.example:{port}/via-h2"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.ends_with("\n2 200"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("GET /via-h2 HTTP/1.1"), "{text}");
+
     // A host served with another certificate than the connection's: 421.
     let r = c.get("api.example", "/", &[]);
     assert_eq!(r.status, 421, "{}", r.body);

@@ -74,6 +74,40 @@ pub struct PodSpec {
     pub skip_outbound_ports: Vec<u16>,
     #[serde(default)]
     pub skip_subnets: Vec<String>,
+    /// The pod is the ingress gateway (`mesh-proxy ingress`): no app, no
+    /// redirection; it listens on these ports of its address.
+    #[serde(default)]
+    pub ingress: Option<IngressPod>,
+}
+
+/// `ingress:` of a pod.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IngressPod {
+    /// HTTPS for Ingress objects (Gateway listeners bring their own ports).
+    #[serde(default = "default_https_port")]
+    pub https_port: u16,
+    /// Plain HTTP that redirects to HTTPS; 0: off.
+    #[serde(default = "default_http_port")]
+    pub http_port: u16,
+    /// Made at `lab up`: a CA and a certificate for `hosts`, as the
+    /// `kubernetes.io/tls` Secret `secret` (NAMESPACE/NAME).
+    #[serde(default)]
+    pub demo_certificate: Option<DemoCertificate>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DemoCertificate {
+    pub secret: String,
+    pub hosts: Vec<String>,
+}
+
+fn default_https_port() -> u16 {
+    443
+}
+fn default_http_port() -> u16 {
+    80
 }
 
 /// One command or a list of them.
@@ -294,6 +328,18 @@ pub fn check(spec: &LabSpec) -> Result<(), String> {
         }
         if !ips.insert(p.ip) {
             return Err(format!("{at}.ip: {} is used twice", p.ip));
+        }
+        if let Some(ing) = &p.ingress {
+            if !p.sidecar {
+                return Err(format!(
+                    "{at}.ingress: the ingress is a proxy; remove sidecar: false"
+                ));
+            }
+            if ing.https_port == 0 || ing.https_port == ing.http_port {
+                return Err(format!(
+                    "{at}.ingress: httpsPort must be a port other than httpPort"
+                ));
+            }
         }
         if p.app_uid == 0 || p.app_uid == super::PROXY_UID {
             return Err(format!(

@@ -98,6 +98,10 @@ impl Paths {
     pub fn proxy_log(&self, pod: &str) -> PathBuf {
         self.pod(pod).join("proxy.log")
     }
+    /// The ingress's own access log (edge traffic, one JSON line each).
+    pub fn edge_log(&self, pod: &str) -> PathBuf {
+        self.pod(pod).join("edge-access.log")
+    }
     pub fn app_log(&self, pod: &str) -> PathBuf {
         self.pod(pod).join("app.log")
     }

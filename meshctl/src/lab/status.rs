@@ -39,6 +39,8 @@ pub struct Pod {
     pub namespace: String,
     pub ip: String,
     pub sidecar: bool,
+    /// The pod is the ingress gateway.
+    pub ingress: bool,
     /// Processes alive in the pod's namespace.
     pub processes: usize,
     pub ready: bool,
@@ -69,6 +71,13 @@ pub struct Traffic {
     pub ejections: u64,
     /// `mesh_ratelimited_total{mode="enforced"}`: requests refused with 429.
     pub rate_limited: u64,
+    /// At the edge (an ingress), apart from the mesh's counters above:
+    /// `mesh_tcp_connections_total{direction="ingress"}`, TLS from outside.
+    pub edge_connections: u64,
+    /// `mesh_requests_total{direction="ingress"}` by status class.
+    pub edge_requests: [u64; 3],
+    /// `mesh_authz_decisions_total{direction="ingress",decision="deny"}`.
+    pub edge_denied: u64,
 }
 
 /// Collects the lab's status; unreachable parts are shown as such, never
@@ -102,6 +111,7 @@ pub fn collect(state: &State, paths: &Paths) -> Status {
                 namespace: p.namespace.clone(),
                 ip: p.ip.to_string(),
                 sidecar: p.sidecar,
+                ingress: p.proxy_args.first().is_some_and(|a| a == "ingress"),
                 processes,
                 ready: !p.sidecar && processes > 0,
                 identity: None,
@@ -141,7 +151,7 @@ pub fn traffic(text: &str) -> Traffic {
     let authz = "mesh_authz_decisions_total";
     let mut denied_by: Vec<(String, u64)> = Vec::new();
     for s in http::samples(text, authz) {
-        if s.label("decision") == Some("deny") {
+        if s.label("decision") == Some("deny") && s.label("direction") != Some("ingress") {
             let by = s.label("policy").unwrap_or("?").to_owned();
             match denied_by.iter_mut().find(|(p, _)| *p == by) {
                 Some((_, c)) => *c += n(s.value),
@@ -150,7 +160,27 @@ pub fn traffic(text: &str) -> Traffic {
         }
     }
     denied_by.sort();
+    let edge_denied = http::sum(
+        text,
+        authz,
+        &[("direction", "ingress"), ("decision", "deny")],
+    );
+    let mut edge_requests = [0u64; 3];
+    for s in http::samples(text, "mesh_requests_total") {
+        if s.label("direction") != Some("ingress") {
+            continue;
+        }
+        let class = match s.label("code").and_then(|c| c.bytes().next()) {
+            Some(b'5') => 2,
+            Some(b'4') => 1,
+            _ => 0,
+        };
+        edge_requests[class] += n(s.value);
+    }
     Traffic {
+        edge_connections: n(http::sum(text, conns, &[("direction", "ingress")])),
+        edge_requests,
+        edge_denied: n(edge_denied),
         inbound_mtls: n(http::sum(
             text,
             conns,
@@ -162,8 +192,13 @@ pub fn traffic(text: &str) -> Traffic {
             &[("direction", "inbound"), ("tls", "false")],
         )),
         outbound: n(http::sum(text, conns, &[("direction", "outbound")])),
-        allowed: n(http::sum(text, authz, &[("decision", "allow")])),
-        denied: n(http::sum(text, authz, &[("decision", "deny")])),
+        allowed: n(http::sum(text, authz, &[("decision", "allow")])
+            - http::sum(
+                text,
+                authz,
+                &[("direction", "ingress"), ("decision", "allow")],
+            )),
+        denied: n(http::sum(text, authz, &[("decision", "deny")]) - edge_denied),
         denied_by,
         retries: n(http::sum(
             text,
@@ -317,6 +352,25 @@ pub fn render(s: &Status) -> String {
                 .map(move |(by, c)| (p.name.as_str(), by.as_str(), *c))
         })
         .collect();
+    let edges: Vec<&Pod> = s.pods.iter().filter(|p| p.ingress).collect();
+    if !edges.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nedge traffic (outside clients at the ingress, not counted above):"
+        );
+        for p in edges {
+            let t = p.traffic.clone().unwrap_or_default();
+            let [ok, client, server] = t.edge_requests;
+            let _ = writeln!(
+                out,
+                "  {}: {} TLS connections, {} requests ({ok} 1xx-3xx, {client} 4xx, {server} 5xx), {} denied by edge policy",
+                p.name,
+                t.edge_connections,
+                ok + client + server,
+                t.edge_denied
+            );
+        }
+    }
     if !denials.is_empty() {
         let _ = writeln!(out, "\ndenied connections and requests:");
         for (pod, by, c) in denials {

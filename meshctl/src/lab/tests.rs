@@ -221,6 +221,7 @@ fn status_renders_without_a_running_lab() {
             namespace: "default".into(),
             ip: "10.250.0.40".into(),
             sidecar: false,
+            ingress: false,
             processes: 1,
             ready: true,
             identity: None,
@@ -269,4 +270,52 @@ fn binaries_are_staged_where_every_uid_can_run_them() {
     }
     // Optional binaries that were not built are skipped, not an error.
     assert!(!to.join("mesh-echo").exists());
+}
+
+/// The ingress's counters are shown apart: its outside clients are not
+/// mesh traffic, and its denials are edge policy's.
+#[test]
+fn edge_traffic_is_counted_apart_from_the_mesh() {
+    let text = r#"mesh_tcp_connections_total{direction="ingress",tls="true"} 7
+mesh_tcp_connections_total{direction="outbound",tls="true"} 2
+mesh_requests_total{direction="ingress",code="200",grpc_status=""} 9
+mesh_requests_total{direction="ingress",code="403",grpc_status=""} 2
+mesh_requests_total{direction="ingress",code="503",grpc_status=""} 1
+mesh_requests_total{direction="outbound",code="200",grpc_status=""} 9
+mesh_authz_decisions_total{direction="ingress",decision="allow",policy="default allow"} 10
+mesh_authz_decisions_total{direction="ingress",decision="deny",policy="AuthorizationPolicy mesh-system/edge rule 0"} 2
+mesh_authz_decisions_total{direction="inbound",decision="deny",policy="default deny"} 1
+"#;
+    let t = status::traffic(text);
+    assert_eq!(t.edge_connections, 7);
+    assert_eq!(t.edge_requests, [9, 2, 1]);
+    assert_eq!(t.edge_denied, 2);
+    assert_eq!((t.allowed, t.denied), (0, 1));
+    assert_eq!(t.denied_by, vec![("default deny".to_string(), 1)]);
+    let s = status::Status {
+        name: "pal".into(),
+        network: "10.250.0.0/24".into(),
+        gateway: "10.250.0.1".into(),
+        config_dir: "/run/palisade-lab/pal/config".into(),
+        up_seconds: None,
+        control_plane: None,
+        pods: vec![status::Pod {
+            name: "ingress".into(),
+            namespace: "mesh-system".into(),
+            ip: "10.250.0.5".into(),
+            sidecar: true,
+            ingress: true,
+            processes: 1,
+            ready: true,
+            identity: None,
+            cert_not_after: None,
+            cert_seconds_left: None,
+            traffic: Some(t),
+        }],
+    };
+    let out = status::render(&s);
+    assert!(
+        out.contains("ingress: 7 TLS connections, 12 requests (9 1xx-3xx, 2 4xx, 1 5xx), 2 denied by edge policy"),
+        "{out}"
+    );
 }

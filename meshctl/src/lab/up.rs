@@ -114,7 +114,28 @@ impl Builder<'_> {
             let pod = &self.lab.spec.pods[i];
             if pod.sidecar {
                 self.issue_token(pod)?;
-                self.init_redirection(pod)?;
+                if pod.ingress.is_some() {
+                    // The gateway listens on 443 and 80 as the proxy UID.
+                    let ns = self.names.netns(&pod.name);
+                    net::ip(&[
+                        "netns",
+                        "exec",
+                        &ns,
+                        "sysctl",
+                        "-q",
+                        "-w",
+                        "net.ipv4.ip_unprivileged_port_start=0",
+                    ])?;
+                    // The proxy UID writes its access log itself.
+                    let log = self.paths.edge_log(&pod.name);
+                    std::fs::write(&log, "")
+                        .and_then(|()| {
+                            std::os::unix::fs::chown(&log, Some(PROXY_UID), Some(PROXY_UID))
+                        })
+                        .map_err(io(format!("cannot create {}", log.display())))?;
+                } else {
+                    self.init_redirection(pod)?;
+                }
                 let child = start_proxy(&self.state.pods[i], &self.paths, &self.bins)?;
                 self.state.pods[i].proxy_pid = Some(child.id());
                 self.children.push(Watched::new(
@@ -172,6 +193,20 @@ impl Builder<'_> {
             std::fs::copy(f, p.config().join(name))
                 .map_err(io(format!("cannot copy {}", f.display())))?;
         }
+        for pod in &self.lab.spec.pods {
+            if let Some(demo) = pod
+                .ingress
+                .as_ref()
+                .and_then(|i| i.demo_certificate.as_ref())
+            {
+                super::edge_cert::write(demo, &p.config(), &p.root).map_err(|message| {
+                    LabError::Spec {
+                        file: self.lab.dir.join("lab.yaml"),
+                        message,
+                    }
+                })?;
+            }
+        }
         Ok(())
     }
 
@@ -200,7 +235,11 @@ impl Builder<'_> {
         let labels: Vec<String> = pod.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let cp = SocketAddr::from((self.lab.spec.network.gateway(), CONTROL_PLANE_PORT));
         let proxy_args = [
-            "run",
+            if pod.ingress.is_some() {
+                "ingress"
+            } else {
+                "run"
+            },
             "--control-plane",
             &cp.to_string(),
             "--trust-bundle",
@@ -232,6 +271,18 @@ impl Builder<'_> {
         ]
         .map(String::from)
         .to_vec();
+        let mut proxy_args = proxy_args;
+        if let Some(ing) = &pod.ingress {
+            // Its own log stream: edge events apart from the mesh's.
+            proxy_args.extend([
+                "--https-port".into(),
+                ing.https_port.to_string(),
+                "--http-port".into(),
+                ing.http_port.to_string(),
+                "--access-log".into(),
+                self.paths.edge_log(&pod.name).display().to_string(),
+            ]);
+        }
         let ns = self.names.netns(&pod.name);
         state::Pod {
             name: pod.name.clone(),

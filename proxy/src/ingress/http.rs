@@ -134,6 +134,13 @@ impl Edge {
             return Err(AuthzError::Denied(decision.decided_by.to_string()).into());
         }
         drop(view);
+        // The backend app speaks HTTP/1.1 unless the request is gRPC (which
+        // is HTTP/2 only), whatever the outside client negotiated with us.
+        *req.version_mut() = if guard::is_grpc(&req) {
+            http::Version::HTTP_2
+        } else {
+            http::Version::HTTP_11
+        };
         forwarding_headers(
             req.headers_mut(),
             conn.peer.ip(),
