@@ -154,6 +154,9 @@ pub struct Pod {
     pub sidecar: bool,
     pub skip_inbound_ports: Vec<u16>,
     pub skip_outbound_ports: Vec<u16>,
+    /// The ingress gateway: (HTTPS port, HTTP port, demo certificate
+    /// Secret `ns/name`, its hosts).
+    pub ingress: Option<(u16, u16, String, Vec<String>)>,
 }
 
 impl Pod {
@@ -171,7 +174,23 @@ impl Pod {
             sidecar: true,
             skip_inbound_ports: Vec::new(),
             skip_outbound_ports: Vec::new(),
+            ingress: None,
         }
+    }
+
+    /// The lab's ingress gateway (mesh-system/ingress, label app=ingress)
+    /// with a demo certificate `secret` for `hosts`.
+    pub fn ingress(name: &str, host: u8, ports: (u16, u16), secret: &str, hosts: &[&str]) -> Self {
+        let mut p = Self::new(name, "mesh-system", host)
+            .service_account("ingress")
+            .label("app", "ingress");
+        p.ingress = Some((
+            ports.0,
+            ports.1,
+            secret.to_owned(),
+            hosts.iter().map(|h| h.to_string()).collect(),
+        ));
+        p
     }
 
     /// Serves `mesh-echo` (HTTP echo naming the pod) on each port.
@@ -233,6 +252,12 @@ impl Pod {
             list(&self.skip_inbound_ports),
             list(&self.skip_outbound_ports),
         );
+        if let Some((https, http, secret, hosts)) = &self.ingress {
+            s.push_str(&format!(
+                "    ingress: {{httpsPort: {https}, httpPort: {http}, demoCertificate: {{secret: {secret}, hosts: [{}]}}}}\n",
+                hosts.join(", ")
+            ));
+        }
         if !self.app.is_empty() {
             s.push_str("    app:\n");
             for a in &self.app {

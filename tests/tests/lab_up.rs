@@ -86,8 +86,12 @@ fn example_lab_is_ready_fast_shows_flows_and_goes_away() {
     eprintln!("example lab up in {took:?}");
     let cp = &st["control_plane"];
     assert_eq!(cp["ready"], true, "{st:#}");
-    assert_eq!(cp["connected_proxies"], 6, "{st:#}");
+    assert_eq!(cp["connected_proxies"], 7, "{st:#}");
     for (p, id) in [
+        (
+            "ingress",
+            "spiffe://cluster.local/ns/mesh-system/sa/ingress",
+        ),
         ("frontend", "spiffe://cluster.local/ns/shop/sa/frontend"),
         ("api", "spiffe://cluster.local/ns/shop/sa/api"),
         ("api-flaky", "spiffe://cluster.local/ns/shop/sa/api"),
@@ -123,8 +127,29 @@ fn example_lab_is_ready_fast_shows_flows_and_goes_away() {
                 > 0;
         seen.then_some(())
     });
+    // The README's edge check: HTTPS from the host through the ingress.
+    let ca = format!("/run/palisade-lab/{name}/ingress-ca.pem");
+    let edge = wait_for(
+        "the shop through the ingress",
+        Duration::from_secs(10),
+        || {
+            let out = std::process::Command::new("curl")
+                .args(["-sS", "--max-time", "5", "--cacert", &ca])
+                .args(["--resolve", "shop.example:443:10.250.0.5"])
+                .args(["-w", "\n%{http_code}", "https://shop.example/"])
+                .output()
+                .ok()?;
+            let body = String::from_utf8_lossy(&out.stdout).into_owned();
+            body.ends_with("\n200").then_some(body)
+        },
+    );
+    assert!(edge.contains("frontend received"), "{edge}");
     let table = meshctl(&["lab", "status", "--name", name]);
     let table = text(&table);
+    assert!(
+        table.contains("edge traffic") && table.contains("ingress: "),
+        "{table}"
+    );
     assert!(table.contains("denied connections and requests"), "{table}");
     assert!(table.contains("intruder"), "{table}");
     assert!(table.contains("RETRY") && table.contains("429"), "{table}");
