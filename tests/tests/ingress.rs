@@ -473,3 +473,43 @@ fn the_default_certificate_and_trusted_hops() {
     );
     drop(ingress);
 }
+
+/// The Ingress example of docs/ingress.md, as written, through the binary:
+/// its host rule, its Exact path and its TLS Secret.
+#[test]
+fn the_documented_ingress_serves_as_written() {
+    let e = edge();
+    let auth = EchoApp::start(e.cp.dir.path(), "auth");
+    let mut opts = ProxyOptions::new("shop", "auth");
+    opts.extra = vec!["--labels".into(), "app=auth".into()];
+    let _auth_proxy = Proxy::start(&e.cp, opts);
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/ingress.md"))
+        .unwrap();
+    let example: String = doc
+        .split("```yaml\n")
+        .skip(1)
+        .filter_map(|b| b.split("```").next())
+        .find(|b| b.contains("kind: Ingress"))
+        .unwrap()
+        .to_owned();
+    e.cp.write_policy(
+        "ingress.yaml",
+        &format!(
+            "{}apiVersion: v1\nkind: Service\nmetadata: {{name: frontend, namespace: shop}}\n\
+             spec: {{clusterIP: 10.96.0.60, selector: {{app: frontend}}, ports: [{{port: 80, targetPort: {}}}]}}\n---\n\
+             apiVersion: v1\nkind: Service\nmetadata: {{name: auth, namespace: shop}}\n\
+             spec: {{clusterIP: 10.96.0.61, selector: {{app: auth}}, ports: [{{port: 80, targetPort: {}}}]}}\n---\n{example}",
+            e.ca.secret("shop", "shop-tls", &["shop.example"]),
+            e.app.port(),
+            auth.port()
+        ),
+    );
+    let ingress = Ingress::start(&e.cp, &[]);
+    let cfg = e.ca.client();
+    let mut c = connect_when_served(&cfg, ingress.https, "shop.example");
+    let r = first_answer(&mut || c.get("shop.example", "/login", &[]));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.starts_with("auth received"), "{}", r.body);
+    let r = first_answer(&mut || c.get("shop.example", "/login/more", &[]));
+    assert!(r.body.starts_with("frontend received"), "{}", r.body);
+}
