@@ -197,7 +197,10 @@ fn shop(cp: &ControlPlane, ca: &TestCa, app_port: u16, https_port: u16) {
              ---\n\
              apiVersion: security.palisade.dev/v1\nkind: AuthorizationPolicy\nmetadata: {{name: edge-deny, namespace: mesh-system}}\n\
              spec:\n  selector: {{matchLabels: {{app: ingress}}}}\n  action: DENY\n\
-             \x20 rules:\n    - to: [{{operation: {{paths: [/admin/*]}}}}]\n    - from: [{{source: {{remoteIpBlocks: [203.0.113.0/24]}}}}]\n"
+             \x20 rules:\n    - to: [{{operation: {{paths: [/admin/*]}}}}]\n    - from: [{{source: {{remoteIpBlocks: [203.0.113.0/24]}}}}]\n\
+             ---\n\
+             apiVersion: policy.palisade.dev/v1alpha1\nkind: RateLimitPolicy\nmetadata: {{name: edge-limit, namespace: mesh-system}}\n\
+             spec:\n  selector: {{matchLabels: {{app: ingress}}}}\n  paths: [/limited*]\n  perClient: {{requestsPerSecond: 1, burst: 2}}\n"
         ),
     );
 }
@@ -470,6 +473,30 @@ fn the_default_certificate_and_trusted_hops() {
             .contains("AuthorizationPolicy mesh-system/edge-deny rule 1"),
         "{}",
         r.body
+    );
+    // Rate limits per client address: each client behind the trusted hop
+    // has its own; beyond its burst of 2 at 1/s, one is refused, naming
+    // the policy.
+    let limited =
+        |c: &mut Client, ip: &str| c.get("shop.example", "/limited", &[("x-forwarded-for", ip)]);
+    let answers: Vec<Resp> = (0..5).map(|_| limited(&mut c, "198.51.100.7")).collect();
+    let codes: Vec<u16> = answers.iter().map(|r| r.status).collect();
+    assert_eq!(codes[..2], [200, 200], "{codes:?}");
+    let r = answers
+        .into_iter()
+        .find(|r| r.status == 429)
+        .unwrap_or_else(|| panic!("{codes:?}"));
+    assert!(
+        r.body
+            .contains("rate limited by RateLimitPolicy mesh-system/edge-limit"),
+        "{}",
+        r.body
+    );
+    assert!(r.header("retry-after").is_some());
+    assert_eq!(
+        limited(&mut c, "198.51.100.8").status,
+        200,
+        "another client's own limit"
     );
     drop(ingress);
 }

@@ -133,6 +133,29 @@ impl Edge {
         if !decision.is_allowed() {
             return Err(AuthzError::Denied(decision.decided_by.to_string()).into());
         }
+        // RateLimitPolicies that select the ingress: per client address
+        // (from trusted hops), per port, method and path.
+        if view.evaluator.has_rate_limits() {
+            let request = mesh_policy::RateLimitRequest {
+                destination: self.local.as_workload(),
+                port: conn.port,
+                method: req.method().as_str(),
+                path: &path,
+                principal: None,
+                now,
+            };
+            let client: Arc<str> = Arc::from(client_ip.to_string());
+            if let Err(l) = self
+                .rate_limits
+                .check(view.evaluator.rate_limits(&request), &client)
+            {
+                return Err(AuthzError::RateLimited {
+                    policy: l.policy,
+                    retry_after: l.retry_after,
+                }
+                .into());
+            }
+        }
         drop(view);
         // The backend app speaks HTTP/1.1 unless the request is gRPC (which
         // is HTTP/2 only), whatever the outside client negotiated with us.

@@ -42,6 +42,8 @@ pub struct Edge {
     pub hsts_max_age: u64,
     handshake_timeout: Duration,
     pub limits: Limits,
+    /// RateLimitPolicy counters, kept across policy pushes.
+    pub rate_limits: crate::http::ratelimit::Limiters,
     provider: Arc<rustls::crypto::CryptoProvider>,
 }
 
@@ -70,6 +72,7 @@ impl Edge {
             hsts_max_age: args.hsts_max_age,
             handshake_timeout: args.proxy.handshake_timeout,
             limits: args.proxy.http_limits(),
+            rate_limits: Default::default(),
             provider: mesh_identity::tls::provider(),
         })
     }
