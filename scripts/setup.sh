@@ -3,7 +3,7 @@
 # openssl and curl (tests, quickstart), and for the network-namespace lab
 # and its tests iproute2 (ip netns, veth, bridge), iptables (the nft backend
 # on current Debian/Ubuntu; mesh-proxy init), tcpdump (capture tests) and
-# util-linux (setpriv).
+# util-linux (setpriv), and slowhttptest (slow-client attacks on the ingress).
 # Safe to run repeatedly; needs root (or sudo) only when something is missing.
 set -euo pipefail
 
@@ -18,6 +18,7 @@ want iptables iptables
 want ip6tables iptables
 want tcpdump tcpdump
 want setpriv util-linux
+want slowhttptest slowhttptest
 
 if [ ${#need[@]} -gt 0 ]; then
     # One package may provide several commands.

@@ -113,7 +113,18 @@ impl Client {
             req.push_str(&format!("{k}: {v}\r\n"));
         }
         req.push_str("\r\n");
-        self.tls.get_mut().write_all(req.as_bytes()).unwrap();
+        self.raw(req.as_bytes())
+    }
+
+    /// Whether the server closed the connection (nothing more to read).
+    fn closed(&mut self) -> bool {
+        let mut b = [0u8; 1];
+        matches!(self.tls.read(&mut b), Ok(0) | Err(_))
+    }
+
+    /// Sends `bytes` as they are and reads one response.
+    fn raw(&mut self, bytes: &[u8]) -> Resp {
+        self.tls.get_mut().write_all(bytes).unwrap();
         let mut line = String::new();
         self.tls.read_line(&mut line).unwrap();
         let status: u16 = line
@@ -539,4 +550,102 @@ fn the_documented_ingress_serves_as_written() {
     assert!(r.body.starts_with("auth received"), "{}", r.body);
     let r = first_answer(&mut || c.get("shop.example", "/login/more", &[]));
     assert!(r.body.starts_with("frontend received"), "{}", r.body);
+}
+
+/// VmHWM and VmRSS of a process, KiB.
+fn rss_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmHWM:"), field("VmRSS:"))
+}
+
+/// Slowloris (Debian's slowhttptest, 300 connections dripping headers),
+/// oversized heads and request smuggling against the ingress: each is cut
+/// off or refused, and meanwhile other clients' new connections are served
+/// and the gateway's memory stays bounded.
+#[test]
+fn hostile_clients_are_refused_without_disturbing_others() {
+    let e = edge();
+    let port = free_port();
+    shop(&e.cp, &e.ca, e.app.port(), port);
+    let ingress = Ingress::start(
+        &e.cp,
+        &[
+            "--https-port",
+            &port.to_string(),
+            // slowhttptest sends no server name: it gets the default.
+            "--default-certificate",
+            "mesh-system/shop-tls",
+            "--header-read-timeout",
+            "2s",
+        ],
+    );
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let cfg = e.ca.client();
+    let mut c = connect_when_served(&cfg, addr, "shop.example");
+    assert_eq!(
+        first_answer(&mut || c.get("shop.example", "/warm", &[])).status,
+        200
+    );
+
+    // Oversized head: 431. Smuggling: 400 and the connection closed.
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: shop.example\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(70 * 1024)
+    );
+    assert_eq!(c.raw(big.as_bytes()).status, 431);
+    assert!(c.closed(), "the connection stayed open after a 431");
+    let mut s = connect_when_served(&cfg, addr, "shop.example");
+    let r = s.raw(b"POST /s HTTP/1.1\r\nHost: shop.example\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: shop.example\r\n\r\n");
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(
+        s.closed(),
+        "the connection stayed open after a smuggling attempt"
+    );
+
+    let pid = ingress.proc.child.id();
+    let (_, before) = rss_kib(pid);
+    let mut attack = std::process::Command::new("slowhttptest")
+        .args([
+            "-H", "-c", "300", "-r", "150", "-i", "1", "-l", "6", "-x", "8", "-p", "3",
+        ])
+        .arg("-u")
+        .arg(format!("https://127.0.0.1:{port}/"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("slowhttptest (scripts/setup.sh installs it)");
+    let started = std::time::Instant::now();
+    let (mut served, mut tried, mut peak) = (0, 0, 0);
+    while started.elapsed() < Duration::from_secs(6) {
+        tried += 1;
+        if let Ok(mut other) = Client::connect(&cfg, addr, "shop.example")
+            && other.get("shop.example", "/during", &[]).status == 200
+        {
+            served += 1;
+        }
+        peak = peak.max(rss_kib(pid).1);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = attack.wait_with_output().expect("slowhttptest ends");
+    let report = String::from_utf8_lossy(&out.stdout);
+    println!(
+        "slowloris: {served}/{tried} other clients served; ingress RSS {before} KiB before, {peak} KiB peak"
+    );
+    assert_eq!(served, tried, "other clients failed during the attack");
+    assert!(tried >= 20, "{tried}");
+    assert!(
+        peak < before + 32 * 1024,
+        "RSS grew from {before} to {peak} KiB"
+    );
+    // The dripping connections were cut off by the header timeout.
+    assert!(report.contains("closed"), "{report}");
+    let mut after = connect_when_served(&cfg, addr, "shop.example");
+    assert_eq!(after.get("shop.example", "/after", &[]).status, 200);
 }
