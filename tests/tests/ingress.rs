@@ -611,7 +611,7 @@ fn hostile_clients_are_refused_without_disturbing_others() {
 
     let pid = ingress.proc.child.id();
     let (_, before) = rss_kib(pid);
-    let mut attack = std::process::Command::new("slowhttptest")
+    let attack = std::process::Command::new("slowhttptest")
         .args([
             "-H", "-c", "300", "-r", "150", "-i", "1", "-l", "6", "-x", "8", "-p", "3",
         ])
