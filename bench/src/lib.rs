@@ -5,6 +5,7 @@
 
 pub mod certs;
 pub mod compare;
+pub mod edge;
 pub mod handshake;
 pub mod http1;
 pub mod latency;

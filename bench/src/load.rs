@@ -274,11 +274,29 @@ pub async fn closed_loop(
     warmup: Duration,
     measure: Duration,
 ) -> anyhow::Result<LoadReport> {
+    closed_loop_with(move || connect(target), workers, reuse, warmup, measure).await
+}
+
+/// [`closed_loop`] over the streams `connect` opens (e.g. TLS to an
+/// ingress): with [`Reuse::NewConnection`] each request pays the whole
+/// `connect`, handshake included.
+pub async fn closed_loop_with<S, F, Fut>(
+    connect: F,
+    workers: usize,
+    reuse: Reuse,
+    warmup: Duration,
+    measure: Duration,
+) -> anyhow::Result<LoadReport>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    F: Fn() -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<S>> + Send,
+{
     let workers = workers.max(1);
-    let mut conns: Vec<Option<Conn<TcpStream>>> = Vec::with_capacity(workers);
+    let mut conns: Vec<Option<Conn<S>>> = Vec::with_capacity(workers);
     for _ in 0..workers {
         conns.push(match reuse {
-            Reuse::KeepAlive => Some(Conn::new(connect(target).await?)),
+            Reuse::KeepAlive => Some(Conn::new(connect().await?)),
             Reuse::NewConnection => None,
         });
     }
@@ -287,6 +305,7 @@ pub async fn closed_loop(
     let end = measure_start + measure;
     let mut tasks = Vec::with_capacity(workers);
     for mut conn in conns {
+        let connect = connect.clone();
         tasks.push(tokio::spawn(async move {
             let mut r = ConnResult::default();
             loop {
@@ -305,7 +324,7 @@ pub async fn closed_loop(
                     }
                     None => {
                         async {
-                            let mut c = Conn::new(connect(target).await?);
+                            let mut c = Conn::new(connect().await?);
                             c.stream.write_all(REQUEST_CLOSE).await?;
                             c.read_ok().await?;
                             Ok::<_, anyhow::Error>(())
@@ -326,7 +345,7 @@ pub async fn closed_loop(
                         r.error(e);
                         match reuse {
                             // A broken keep-alive connection is replaced.
-                            Reuse::KeepAlive => match connect(target).await {
+                            Reuse::KeepAlive => match connect().await {
                                 Ok(s) => conn = Some(Conn::new(s)),
                                 Err(_) => break,
                             },

@@ -25,6 +25,10 @@ enum Command {
     /// Run every scenario through direct, Palisade, HAProxy, nginx and
     /// stunnel; write bench/results/latest.{md,json} and latency.svg.
     Compare(Box<compare::CompareArgs>),
+    /// The ingress (HTTPS terminated, mesh mTLS to a backend sidecar) side
+    /// by side with nginx (HTTPS terminated, upstream TLS to a backend
+    /// nginx): keep-alive and new-TLS-connection req/s, latency, CPU.
+    Edge(Box<mesh_bench::edge::EdgeArgs>),
     /// The upstream: 1 KiB HTTP/1.1 responses (keep-alive) and a bulk sink.
     Upstream {
         #[arg(long, default_value = "127.0.0.1:18080")]
@@ -121,6 +125,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("Palisade against its targets (ratios from this run):");
             print!("{}", report::ratios(&r));
         }
+        Command::Edge(args) => print!("{}", mesh_bench::edge::run(*args)?),
         Command::Upstream { http, sink } => {
             let rt = runtime()?;
             rt.block_on(async {
