@@ -64,7 +64,7 @@ pub struct Kind {
 
 /// What the control plane reads. Kinds whose CRDs are not installed
 /// (Istio's groups, say) answer 404 and count as empty.
-pub const KINDS: [Kind; 11] = [
+pub const KINDS: [Kind; 14] = [
     Kind {
         api_version: "v1",
         kind: "Namespace",
@@ -121,7 +121,31 @@ pub const KINDS: [Kind; 11] = [
         kind: "RateLimitPolicy",
         path: "/apis/policy.palisade.dev/v1alpha1/ratelimitpolicies",
     },
+    // The edge: served by the ingress (class palisade).
+    Kind {
+        api_version: "gateway.networking.k8s.io/v1",
+        kind: "Gateway",
+        path: "/apis/gateway.networking.k8s.io/v1/gateways",
+    },
+    Kind {
+        api_version: "networking.k8s.io/v1",
+        kind: "Ingress",
+        path: "/apis/networking.k8s.io/v1/ingresses",
+    },
+    // Their certificates: TLS Secrets only (the API server filters by
+    // type); they go to the ingress identity alone, never into policy.
+    Kind {
+        api_version: "v1",
+        kind: "Secret",
+        path: "/api/v1/secrets?fieldSelector=type%3Dkubernetes.io%2Ftls",
+    },
 ];
+
+/// `path` with more query parameters.
+fn with_query(path: &str, params: &str) -> String {
+    let sep = if path.contains('?') { '&' } else { '?' };
+    format!("{path}{sep}{params}")
+}
 
 /// The API server as a source.
 pub struct Cluster {
@@ -200,10 +224,22 @@ impl Shared {
 pub fn translate(objects: &[BTreeMap<String, Value>], trust_domain: &str) -> Update {
     let mut text = String::new();
     let mut workloads = Vec::new();
+    let mut secrets = Vec::new();
+    let mut secret_warnings = Vec::new();
     for (i, kind) in KINDS.iter().enumerate() {
         for object in objects.get(i).into_iter().flat_map(BTreeMap::values) {
             if kind.kind == "Pod" {
                 workloads.extend(workload(object, trust_domain));
+                continue;
+            }
+            if kind.kind == "Secret" {
+                // Any namespace's TLS Secret is listed; one that does not
+                // parse is skipped with a warning naming it (never its
+                // data), and blocks nothing else.
+                match mesh_policy::parse_yaml("<kubernetes>", &clean(object).to_string()) {
+                    Ok(l) => secrets.extend(l.secrets),
+                    Err(e) => secret_warnings.push(format!("{e}; the Secret is ignored")),
+                }
                 continue;
             }
             // One object per document, JSON being YAML: parse_yaml then
@@ -217,9 +253,9 @@ pub fn translate(objects: &[BTreeMap<String, Value>], trust_domain: &str) -> Upd
         Ok(l) => Update::Loaded(Arc::new(Config {
             snapshot: l.snapshot,
             services: l.services,
-            secrets: l.secrets,
+            secrets,
             workloads,
-            warnings: l.warnings,
+            warnings: l.warnings.into_iter().chain(secret_warnings).collect(),
         })),
         Err(e) => Update::Failed(e.to_string()),
     }
@@ -273,6 +309,14 @@ fn clean(object: &Value) -> Value {
         }
     }
     out.insert("metadata".to_owned(), Value::Object(m));
+    if object["kind"] == "Secret" {
+        // A TLS Secret is its type and data.
+        for k in ["type", "data"] {
+            if let Some(v) = object.get(k) {
+                out.insert(k.to_owned(), v.clone());
+            }
+        }
+    }
     if let Some(spec) = object.get("spec") {
         let mut spec = spec.clone();
         if object["kind"] == "Service"
@@ -367,7 +411,7 @@ async fn list(api: &Api, kind: &Kind) -> Result<(BTreeMap<String, Value>, String
     let mut objects = BTreeMap::new();
     let mut next = String::new();
     loop {
-        let mut path = format!("{}?limit={LIST_PAGE}", kind.path);
+        let mut path = with_query(kind.path, &format!("limit={LIST_PAGE}"));
         if !next.is_empty() {
             path.push_str(&format!("&continue={next}"));
         }
@@ -413,9 +457,11 @@ async fn follow_watch(
     mut rv: String,
     shared: &Shared,
 ) -> Result<WatchEnd, ApiError> {
-    let path = format!(
-        "{}?watch=1&allowWatchBookmarks=true&timeoutSeconds={DEFAULT_WATCH_SECONDS}&resourceVersion={rv}",
-        kind.path
+    let path = with_query(
+        kind.path,
+        &format!(
+            "watch=1&allowWatchBookmarks=true&timeoutSeconds={DEFAULT_WATCH_SECONDS}&resourceVersion={rv}"
+        ),
     );
     let mut lines = match api.lines(&path).await {
         Ok(l) => l,

@@ -174,3 +174,74 @@ fn namespaces_labelled_or_with_proxies_need_the_trust_bundle() {
     let got: Vec<String> = meshed_namespaces(&objects).into_iter().collect();
     assert_eq!(got, ["news", "shop"]);
 }
+
+/// TLS Secrets and Gateways from the API server (only TLS Secrets are
+/// listed: the API server filters by type) reach the view as a folder's
+/// do: the Secret beside the policy, never in the snapshot; the server's
+/// own fields dropped.
+#[test]
+fn tls_secrets_and_gateways_from_the_cluster() {
+    let secret_kind = KINDS.iter().position(|k| k.kind == "Secret").unwrap();
+    assert!(
+        KINDS[secret_kind]
+            .path
+            .ends_with("fieldSelector=type%3Dkubernetes.io%2Ftls")
+    );
+    assert_eq!(
+        with_query(KINDS[secret_kind].path, "limit=500"),
+        "/api/v1/secrets?fieldSelector=type%3Dkubernetes.io%2Ftls&limit=500"
+    );
+    let gateway_kind = KINDS.iter().position(|k| k.kind == "Gateway").unwrap();
+    let mut objects = vec![BTreeMap::new(); KINDS.len()];
+    let pem = |label: &str| {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(format!(
+            "-----BEGIN {label}-----\nMIIBAA==\n-----END {label}-----\n"
+        ))
+    };
+    objects[secret_kind].insert(
+        "mesh-system/shop-tls".into(),
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+            "metadata": {"name": "shop-tls", "namespace": "mesh-system", "uid": "u1",
+                         "resourceVersion": "9", "managedFields": [{"manager": "cert-manager"}]},
+            "data": {"tls.crt": pem("CERTIFICATE"), "tls.key": pem("PRIVATE KEY")}
+        }),
+    );
+    objects[gateway_kind].insert(
+        "mesh-system/edge".into(),
+        serde_json::json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+            "metadata": {"name": "edge", "namespace": "mesh-system", "generation": 2},
+            "spec": {"gatewayClassName": "palisade", "listeners": [{
+                "name": "https", "port": 443, "protocol": "HTTPS",
+                "allowedRoutes": {"namespaces": {"from": "Same"}},
+                "tls": {"mode": "Terminate", "certificateRefs": [{"group": "", "kind": "Secret", "name": "shop-tls"}]}
+            }]},
+            "status": {"conditions": []}
+        }),
+    );
+    // Someone else's broken TLS Secret blocks nothing: skipped, named.
+    objects[secret_kind].insert(
+        "other/broken".into(),
+        serde_json::json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+            "metadata": {"name": "broken", "namespace": "other"}, "data": {"tls.crt": "%%%"}}),
+    );
+    let Update::Loaded(config) = translate(&objects, "cluster.local") else {
+        panic!("refused");
+    };
+    assert_eq!(
+        refs(&config),
+        BTreeSet::from(["Gateway mesh-system/edge".to_string()])
+    );
+    assert_eq!(config.secrets.len(), 1);
+    assert_eq!(config.secrets[0].name, "shop-tls");
+    assert!(
+        config
+            .warnings
+            .iter()
+            .any(|w| w.contains("Secret other/broken")),
+        "{:?}",
+        config.warnings
+    );
+}
