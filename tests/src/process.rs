@@ -131,8 +131,19 @@ impl ControlPlane {
             proc: None,
             shared_config: None,
         };
-        cp.restart();
-        cp
+        // A port from `free_port` can be taken by a parallel test before
+        // the control plane binds it: then it starts again on fresh ports.
+        for _ in 0..3 {
+            match cp.launch() {
+                Ok(()) => return cp,
+                Err(logs) if logs.contains("cannot listen") => {
+                    cp.listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
+                    cp.admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+                }
+                Err(logs) => panic!("control plane exited:\n{logs}"),
+            }
+        }
+        panic!("the control plane could not bind fresh ports three times");
     }
 
     /// A second replica of this control plane, as a Deployment runs them:
@@ -197,6 +208,13 @@ impl ControlPlane {
 
     /// Starts (again) on the same data dir and ports, and waits for /ready.
     pub fn restart(&mut self) {
+        if let Err(logs) = self.launch() {
+            panic!("control plane exited:\n{logs}");
+        }
+    }
+
+    /// Starts and waits for /ready; `Err`: it exited first, with its log.
+    fn launch(&mut self) -> Result<(), String> {
         std::fs::create_dir_all(self.config_dir()).expect("config dir");
         let mut cmd = Command::new(bin("mesh-control-plane"));
         cmd.arg("--config-dir")
@@ -220,17 +238,13 @@ impl ControlPlane {
         self.proc = Some(Proc::spawn(cmd, log));
         let admin = self.admin;
         wait_for("control plane /ready", READY_DEADLINE, || {
-            self.check_alive();
-            matches!(http_get(admin, "/ready"), Ok((200, _))).then_some(())
-        });
-    }
-
-    fn check_alive(&mut self) {
-        if let Some(p) = self.proc.as_mut()
-            && let Ok(Some(s)) = p.child.try_wait()
-        {
-            panic!("control plane exited ({s}):\n{}", p.logs());
-        }
+            if let Some(p) = self.proc.as_mut()
+                && let Ok(Some(s)) = p.child.try_wait()
+            {
+                return Some(Err(format!("({s})\n{}", p.logs())));
+            }
+            matches!(http_get(admin, "/ready"), Ok((200, _))).then_some(Ok(()))
+        })
     }
 
     /// Stops the control plane (the data dir stays).
