@@ -160,17 +160,8 @@ fn is_service(v: &Value) -> bool {
 
 /// A Service document, with errors naming the file, object and field.
 fn parse_service(file: &str, mut value: Value) -> Result<Service, Error> {
-    let name = value
-        .pointer("/metadata/name")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_owned();
-    let namespace = value
-        .pointer("/metadata/namespace")
-        .and_then(Value::as_str)
-        .filter(|n| !n.is_empty())
-        .unwrap_or(crate::resource::DEFAULT_NAMESPACE)
-        .to_owned();
+    let (name, namespace) = name_and_namespace(&value);
+    let (name, namespace) = (name.to_owned(), namespace.to_owned());
     let object = format!("Service {namespace}/{name}");
     let field_error = |field: String, message: String| Error::Field {
         file: file.to_owned(),
@@ -178,19 +169,7 @@ fn parse_service(file: &str, mut value: Value) -> Result<Service, Error> {
         field,
         message,
     };
-    let api_version = value
-        .get("apiVersion")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    if api_version != CORE_API_VERSION {
-        return Err(Error::Object {
-            file: file.to_owned(),
-            object,
-            message: format!(
-                "apiVersion {api_version:?} is not supported for Service; use {CORE_API_VERSION}"
-            ),
-        });
-    }
+    core_api_version(file, &object, "Service", &value)?;
     if name.is_empty() {
         return Err(field_error("metadata.name".into(), "is required".into()));
     }
@@ -206,8 +185,8 @@ fn parse_service(file: &str, mut value: Value) -> Result<Service, Error> {
     Ok(service)
 }
 
-/// `Secret ns/name` as errors name it.
-fn secret_object(value: &Value) -> String {
+/// The name and namespace (with the documented default) of a document.
+fn name_and_namespace(value: &Value) -> (&str, &str) {
     let name = value
         .pointer("/metadata/name")
         .and_then(Value::as_str)
@@ -217,35 +196,39 @@ fn secret_object(value: &Value) -> String {
         .and_then(Value::as_str)
         .filter(|n| !n.is_empty())
         .unwrap_or(crate::resource::DEFAULT_NAMESPACE);
+    (name, namespace)
+}
+
+/// `Secret ns/name` as errors name it.
+fn secret_object(value: &Value) -> String {
+    let (name, namespace) = name_and_namespace(value);
     format!("Secret {namespace}/{name}")
+}
+
+/// A core (`v1`) document of another apiVersion is refused, naming it.
+fn core_api_version(file: &str, object: &str, kind: &str, value: &Value) -> Result<(), Error> {
+    let api_version = value
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if api_version == CORE_API_VERSION {
+        return Ok(());
+    }
+    Err(Error::Object {
+        file: file.to_owned(),
+        object: object.to_owned(),
+        message: format!(
+            "apiVersion {api_version:?} is not supported for {kind}; use {CORE_API_VERSION}"
+        ),
+    })
 }
 
 /// A Secret document: a checked TLS Secret, or another type to skip.
 /// Errors name the field, never the data.
 fn parse_secret(file: &str, value: &Value) -> Result<ParsedSecret, Error> {
     let object = secret_object(value);
-    let api_version = value
-        .get("apiVersion")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    if api_version != CORE_API_VERSION {
-        return Err(Error::Object {
-            file: file.to_owned(),
-            object,
-            message: format!(
-                "apiVersion {api_version:?} is not supported for Secret; use {CORE_API_VERSION}"
-            ),
-        });
-    }
-    let name = value
-        .pointer("/metadata/name")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    let namespace = value
-        .pointer("/metadata/namespace")
-        .and_then(Value::as_str)
-        .filter(|n| !n.is_empty())
-        .unwrap_or(crate::resource::DEFAULT_NAMESPACE);
+    core_api_version(file, &object, "Secret", value)?;
+    let (name, namespace) = name_and_namespace(value);
     let field_error = |field: String, message: String| Error::Field {
         file: file.to_owned(),
         object: object.clone(),

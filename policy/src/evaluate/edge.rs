@@ -177,16 +177,10 @@ impl Evaluator {
             .iter()
             .find_map(|(_, s, l)| best(&s.entries, l.hostname.as_ref()))
             .or_else(|| request.ingress.then(|| best(&edge.ingress, None)).flatten())?;
-        let route = &routes[entry.route];
-        let rule = &route.rules[entry.rule];
-        Some(RouteDecision {
-            route: route.common.object.clone(),
-            rule: entry.rule,
-            backends: &rule.backends,
-            request_headers: &rule.request_headers,
-            timeouts: rule.timeouts,
-            retry: rule.retry.as_ref(),
-            method_named: rule.matches[entry.matched].method.is_some(),
-        })
+        Some(RouteDecision::of(
+            &routes[entry.route],
+            entry.rule,
+            entry.matched,
+        ))
     }
 }

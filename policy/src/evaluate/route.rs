@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::Evaluator;
-use crate::compile::http_route::{Backend, Entry, HeaderEdits, Match, PathRule, Retry, Timeouts};
+use crate::compile::http_route::{
+    Backend, Entry, HeaderEdits, Match, PathRule, Retry, Route, Timeouts,
+};
 use crate::resource::ObjectRef;
 
 /// A request to a Service, as a route sees it.
@@ -98,17 +100,27 @@ impl Evaluator {
                 let m = &table.routes[e.route].rules[e.rule].matches[e.matched];
                 matches(m, &Facts::of(request))
             })?;
-        let route = &table.routes[entry.route];
-        let rule = &route.rules[entry.rule];
-        Some(RouteDecision {
+        Some(RouteDecision::of(
+            &table.routes[entry.route],
+            entry.rule,
+            entry.matched,
+        ))
+    }
+}
+
+impl<'e> RouteDecision<'e> {
+    /// Rule `rule` of `route`, taken by its match `matched`.
+    pub(crate) fn of(route: &'e Route, rule: usize, matched: usize) -> Self {
+        let r = &route.rules[rule];
+        RouteDecision {
             route: route.common.object.clone(),
-            rule: entry.rule,
-            backends: &rule.backends,
-            request_headers: &rule.request_headers,
-            timeouts: rule.timeouts,
-            retry: rule.retry.as_ref(),
-            method_named: rule.matches[entry.matched].method.is_some(),
-        })
+            rule,
+            backends: &r.backends,
+            request_headers: &r.request_headers,
+            timeouts: r.timeouts,
+            retry: r.retry.as_ref(),
+            method_named: r.matches[matched].method.is_some(),
+        }
     }
 }
 
