@@ -956,6 +956,8 @@ mod tests {
                 method: "GET",
                 path: "/1k",
                 principal: None,
+                host: None,
+                route: None,
                 now: std::time::SystemTime::now(),
             })
             .filter_map(|x| x.total)

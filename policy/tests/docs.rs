@@ -154,6 +154,8 @@ fn traffic_examples_load_and_decide_as_documented() {
             method: "GET",
             path,
             principal: Some(principal),
+            host: None,
+            route: None,
             now: support::now(),
         })
         .map(|x| {

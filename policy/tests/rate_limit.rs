@@ -52,6 +52,8 @@ fn limits(e: &mesh_policy::Evaluator, r: &Req) -> Vec<Applied> {
         method: r.method,
         path: r.path,
         principal: r.principal,
+        host: None,
+        route: None,
         now: r.at,
     })
     .map(|m| {
@@ -118,6 +120,8 @@ fn burst_defaults_to_the_rate() {
             method: "GET",
             path: "/",
             principal: None,
+            host: None,
+            route: None,
             now: now(),
         })
         .collect();
@@ -251,6 +255,10 @@ fn a_snapshot_round_trips_through_json() {
 #[test_case("  overrides:\n  - requestsPerSecond: 5", "spec.overrides[0]", "names no client" ; "override without clients")]
 #[test_case("  overrides:\n  - principals: [\"spiffe://cluster.local/ns/a/sa/b\"]\n    requestsPerSecond: 5", "spec.overrides[0].principals[0]", "without the spiffe://" ; "spiffe prefix")]
 #[test_case("  selector: {matchLabels: {app: api}}", "spec", "limits nothing" ; "no limit")]
+#[test_case("  hosts: [\"Shop.Example\"]\n  total: {requestsPerSecond: 5}", "spec.hosts[0]", "not a hostname" ; "uppercase host")]
+#[test_case("  hosts: [\"10.0.0.1\"]\n  total: {requestsPerSecond: 5}", "spec.hosts[0]", "an IP address" ; "address as host")]
+#[test_case("  routes: [\"a/b/c\"]\n  total: {requestsPerSecond: 5}", "spec.routes[0]", "not [namespace/]name" ; "route with two slashes")]
+#[test_case("  routes: [\"/b\"]\n  total: {requestsPerSecond: 5}", "spec.routes[0]", "not [namespace/]name" ; "route without namespace")]
 fn refused_with_the_field_named(spec: &str, field: &str, message: &str) {
     let e = parse_yaml("rl.yaml", &policy("bad", "", spec))
         .unwrap_err()
@@ -259,6 +267,59 @@ fn refused_with_the_field_named(spec: &str, field: &str, message: &str) {
     assert!(e.contains("RateLimitPolicy shop/bad"), "{e}");
     assert!(e.contains(field), "{e}");
     assert!(e.contains(message), "{e}");
+}
+
+#[test]
+fn hosts_and_routes_narrow_a_policy() {
+    let e = mesh(&policy(
+        "edge",
+        "",
+        "  hosts: [shop.example, \"*.api.example\"]\n  routes: [frontend, web/storefront]\n  total: {requestsPerSecond: 9}",
+    ));
+    let l = labels(&[]);
+    let count = |host: Option<&str>, route: Option<(&str, &str)>| {
+        let route = route.map(|(ns, name)| mesh_policy::ObjectRef {
+            kind: mesh_policy::resource::Kind::HttpRoute,
+            namespace: ns.into(),
+            name: name.into(),
+        });
+        e.rate_limits(&RateLimitRequest {
+            destination: Workload {
+                namespace: "shop",
+                labels: &l,
+            },
+            port: 443,
+            method: "GET",
+            path: "/",
+            principal: None,
+            host,
+            route: route.as_ref(),
+            now: now(),
+        })
+        .count()
+    };
+    let here = Some(("shop", "frontend"));
+    // The host as sent: case, port and a trailing dot do not matter.
+    assert_eq!(count(Some("shop.example"), here), 1);
+    assert_eq!(count(Some("Shop.Example.:8443"), here), 1);
+    assert_eq!(
+        count(Some("v1.api.example"), Some(("web", "storefront"))),
+        1
+    );
+    assert_eq!(
+        count(Some("api.example"), here),
+        0,
+        "a wildcard needs a label"
+    );
+    assert_eq!(count(Some("other.example"), here), 0);
+    assert_eq!(count(None, here), 0, "no host, no match");
+    // A bare route name is in the policy's namespace.
+    assert_eq!(count(Some("shop.example"), Some(("web", "frontend"))), 0);
+    assert_eq!(
+        count(Some("shop.example"), None),
+        0,
+        "a sidecar's inbound takes no route"
+    );
 }
 
 #[test]

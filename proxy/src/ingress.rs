@@ -7,13 +7,15 @@
 //! same pooled HTTP/2 connections and traffic stack as the outbound
 //! (`Outbound::forward_edge`), verifying the endpoint's SPIFFE ID.
 //!
-//! Stages: `listen` (the listeners the Gateways ask for, TLS, the HTTP →
-//! HTTPS redirect), `certs` (the certificate for a handshake), `http` (per
+//! Stages: `listen` (the listeners the Gateways ask for, PROXY protocol
+//! from trusted balancers (`proxy_protocol`), TLS, the HTTP → HTTPS
+//! redirect), `certs` (the certificate for a handshake), `http` (per
 //! request: host, route, authorization, forwarding headers).
 
 pub mod certs;
 pub mod http;
 pub mod listen;
+pub mod proxy_protocol;
 
 use std::net::IpAddr;
 use std::str::FromStr;
@@ -50,6 +52,13 @@ pub struct IngressArgs {
     #[arg(long, env = "MESH_TRUSTED_HOPS", default_value_t = 0)]
     pub trusted_hops: usize,
 
+    /// Load balancers (CIDR,CIDR,…) whose connections start with a PROXY
+    /// protocol v2 header naming the client: from them a connection
+    /// without a valid header is closed; from anyone else no header is
+    /// read. Empty: off.
+    #[arg(long, env = "MESH_PROXY_PROTOCOL_FROM", default_value = "")]
+    pub proxy_protocol_from: crate::init::CidrList,
+
     /// The certificate (a kubernetes.io/tls Secret, NAMESPACE/NAME) for a
     /// server name no Gateway or Ingress claims. Without it such a
     /// handshake is refused.
@@ -61,8 +70,9 @@ pub struct IngressArgs {
     #[arg(long, env = "MESH_MIN_TLS_VERSION", default_value = "1.2")]
     pub min_tls_version: TlsVersion,
 
-    /// Largest request body a client may announce (Content-Length); larger
-    /// get 413.
+    /// Largest request body: one that announces more (Content-Length) gets
+    /// 413 at once; one without a length (chunked, HTTP/2 DATA) is counted
+    /// as it streams and cut off with 413 when it passes the limit.
     #[arg(long, env = "MESH_MAX_REQUEST_BODY_BYTES", default_value_t = 16 * 1024 * 1024)]
     pub max_request_body_bytes: u64,
 

@@ -144,6 +144,12 @@ impl FromStr for PortList {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CidrList(pub Vec<Cidr>);
 
+impl CidrList {
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        self.0.iter().any(|c| c.contains(ip))
+    }
+}
+
 impl FromStr for CidrList {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {

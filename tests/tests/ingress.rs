@@ -88,7 +88,18 @@ impl Resp {
 
 impl Client {
     fn connect(cfg: &Arc<ClientConfig>, addr: SocketAddr, sni: &str) -> std::io::Result<Client> {
-        let tcp = TcpStream::connect(addr)?;
+        Self::connect_after(cfg, addr, sni, &[])
+    }
+
+    /// Sends `prefix` (a load balancer's PROXY header) before the handshake.
+    fn connect_after(
+        cfg: &Arc<ClientConfig>,
+        addr: SocketAddr,
+        sni: &str,
+        prefix: &[u8],
+    ) -> std::io::Result<Client> {
+        let mut tcp = TcpStream::connect(addr)?;
+        tcp.write_all(prefix)?;
         tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
         let name = ServerName::try_from(sni.to_string()).map_err(std::io::Error::other)?;
         let conn = ClientConnection::new(cfg.clone(), name).map_err(std::io::Error::other)?;
@@ -648,4 +659,267 @@ fn hostile_clients_are_refused_without_disturbing_others() {
     assert!(report.contains("closed"), "{report}");
     let mut after = connect_when_served(&cfg, addr, "shop.example");
     assert_eq!(after.get("shop.example", "/after", &[]).status, 200);
+}
+
+/// A PROXY protocol v2 header (HAProxy's specification, §2.2) for a TCP
+/// connection from `client` to `to`; `local`: the balancer's own check.
+fn proxy_header(client: SocketAddr, to: SocketAddr, local: bool) -> Vec<u8> {
+    let mut h = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    h.push(if local { 0x20 } else { 0x21 });
+    let (SocketAddr::V4(c), SocketAddr::V4(t)) = (client, to) else {
+        panic!("IPv4 only here");
+    };
+    h.push(0x11); // AF_INET, STREAM
+    h.extend_from_slice(&12u16.to_be_bytes());
+    h.extend_from_slice(&c.ip().octets());
+    h.extend_from_slice(&t.ip().octets());
+    h.extend_from_slice(&c.port().to_be_bytes());
+    h.extend_from_slice(&t.port().to_be_bytes());
+    h
+}
+
+/// Behind a TCP load balancer that speaks PROXY protocol v2, the client
+/// its header names is the one decided by (edge AuthorizationPolicy,
+/// forwarding headers); a connection from the balancer without a valid
+/// header is closed; RateLimitPolicies limit by request host and by the
+/// route taken.
+#[test]
+fn a_balancers_proxy_header_names_the_client_and_limits_go_by_host_and_route() {
+    let e = edge();
+    let port = free_port();
+    shop(&e.cp, &e.ca, e.app.port(), port);
+    e.cp.write_policy(
+        "limits.yaml",
+        "apiVersion: policy.palisade.dev/v1alpha1\nkind: RateLimitPolicy\nmetadata: {name: by-host, namespace: mesh-system}\n\
+         spec:\n  selector: {matchLabels: {app: ingress}}\n  hosts: [api.example]\n  total: {requestsPerSecond: 1, burst: 1}\n---\n\
+         apiVersion: policy.palisade.dev/v1alpha1\nkind: RateLimitPolicy\nmetadata: {name: by-route, namespace: mesh-system}\n\
+         spec:\n  selector: {matchLabels: {app: ingress}}\n  routes: [shop/frontend]\n  paths: [/by-route*]\n  total: {requestsPerSecond: 1, burst: 1}\n---\n\
+         apiVersion: policy.palisade.dev/v1alpha1\nkind: RateLimitPolicy\nmetadata: {name: other-route, namespace: mesh-system}\n\
+         spec:\n  selector: {matchLabels: {app: ingress}}\n  routes: [shop/elsewhere]\n  paths: [/other*]\n  total: {requestsPerSecond: 1, burst: 1}\n",
+    );
+    let ingress = Ingress::start(
+        &e.cp,
+        &[
+            "--https-port",
+            &port.to_string(),
+            "--proxy-protocol-from",
+            "127.0.0.0/8",
+        ],
+    );
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let cfg = e.ca.client();
+    let via = |client: &str, sni: &str| {
+        let client: SocketAddr = client.parse().unwrap();
+        wait_for(
+            &format!("a certificate for {sni}"),
+            Duration::from_secs(10),
+            || Client::connect_after(&cfg, addr, sni, &proxy_header(client, addr, false)).ok(),
+        )
+    };
+    let mut c = via("198.51.100.3:40000", "shop.example");
+    let r = first_answer(&mut || c.get("shop.example", "/hello", &[]));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(
+        r.body.contains("x-forwarded-for: 198.51.100.3\n"),
+        "the app is told the balancer's client: {}",
+        r.body
+    );
+    let mut blocked = via("203.0.113.9:40000", "shop.example");
+    let r = blocked.get("shop.example", "/x", &[]);
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(
+        r.body
+            .contains("AuthorizationPolicy mesh-system/edge-deny rule 1"),
+        "{}",
+        r.body
+    );
+    // The balancer's own health check (LOCAL): the connection's address.
+    let mut check = Client::connect_after(
+        &cfg,
+        addr,
+        "shop.example",
+        &proxy_header("10.0.0.1:1".parse().unwrap(), addr, true),
+    )
+    .expect("a LOCAL header is accepted");
+    let r = check.get("shop.example", "/health", &[]);
+    assert!(
+        r.body.contains("x-forwarded-for: 127.0.0.1\n"),
+        "{}",
+        r.body
+    );
+    // From the balancer without a header: closed, counted.
+    assert!(Client::connect(&cfg, addr, "shop.example").is_err());
+    wait_for("the refusal counted", Duration::from_secs(5), || {
+        (metric(
+            &ingress.metrics(),
+            "mesh_ingress_proxy_protocol_errors_total",
+            &[],
+        ) >= 1.0)
+            .then_some(())
+    });
+
+    // Limits by host: api.example's one request a second; shop.example
+    // is not counted against it.
+    let mut api = via("198.51.100.4:40000", "api.example");
+    let first = api.get("api.example", "/a", &[]);
+    assert_eq!(first.status, 200, "{}", first.body);
+    let r = api.get("api.example", "/b", &[]);
+    assert_eq!(r.status, 429, "{}", r.body);
+    assert!(
+        r.body
+            .contains("rate limited by RateLimitPolicy mesh-system/by-host"),
+        "{}",
+        r.body
+    );
+    assert_eq!(c.get("shop.example", "/c", &[]).status, 200);
+    // By route: the route that took the request counts; a policy naming
+    // another route limits nothing here.
+    let codes: Vec<u16> = (0..2)
+        .map(|_| c.get("shop.example", "/by-route", &[]).status)
+        .collect();
+    assert_eq!(codes, [200, 429]);
+    let codes: Vec<u16> = (0..3)
+        .map(|_| c.get("shop.example", "/other", &[]).status)
+        .collect();
+    assert_eq!(codes, [200, 200, 200]);
+}
+
+/// `--max-request-body-bytes` holds for bodies that announce no length:
+/// a chunked body is counted as it streams and cut off with 413; one
+/// under the limit arrives whole.
+#[test]
+fn bodies_without_a_length_are_limited_as_they_stream() {
+    let e = edge();
+    let port = free_port();
+    shop(&e.cp, &e.ca, e.app.port(), port);
+    let _ingress = Ingress::start(
+        &e.cp,
+        &[
+            "--https-port",
+            &port.to_string(),
+            "--max-request-body-bytes",
+            "1024",
+        ],
+    );
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let cfg = e.ca.client();
+    let mut c = connect_when_served(&cfg, addr, "shop.example");
+    assert_eq!(
+        first_answer(&mut || c.get("shop.example", "/warm", &[])).status,
+        200
+    );
+    let chunked = |chunks: usize, size: usize| {
+        let mut req =
+            b"POST /upload HTTP/1.1\r\nHost: shop.example\r\nTransfer-Encoding: chunked\r\n\r\n"
+                .to_vec();
+        for _ in 0..chunks {
+            req.extend_from_slice(format!("{size:x}\r\n").as_bytes());
+            req.extend(std::iter::repeat_n(b'x', size));
+            req.extend_from_slice(b"\r\n");
+        }
+        req.extend_from_slice(b"0\r\n\r\n");
+        req
+    };
+    let r = c.raw(&chunked(2, 300));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("body: 600 bytes"), "{}", r.body);
+    // Announced too large: refused at once.
+    let r = c.raw(b"POST /upload HTTP/1.1\r\nHost: shop.example\r\nContent-Length: 2048\r\n\r\n");
+    assert_eq!(r.status, 413, "{}", r.body);
+    assert!(c.closed());
+    // Streamed past the limit: cut off.
+    let mut c = connect_when_served(&cfg, addr, "shop.example");
+    let r = c.raw(&chunked(4, 512));
+    assert_eq!(r.status, 413, "{}", r.body);
+    assert!(c.closed(), "the connection stayed open after a 413");
+    // Others are served meanwhile.
+    let mut other = connect_when_served(&cfg, addr, "shop.example");
+    assert_eq!(other.get("shop.example", "/after", &[]).status, 200);
+}
+
+/// An endpoint whose sidecar is not the identity discovery names (here a
+/// registration claims the frontend lives where another workload's proxy
+/// listens): the ingress refuses the handshake and answers 503; the
+/// request never reaches anyone.
+#[test]
+fn a_backend_with_another_identity_gets_503() {
+    let rt = runtime();
+    let cp = ControlPlane::start(CpOptions::default());
+    let app = EchoApp::start(cp.dir.path(), "frontend");
+    let ca = TestCa::new();
+    let impostor = Proxy::start(&cp, ProxyOptions::new("shop", "impostor"));
+    // The frontend's own credential registers an endpoint at the
+    // impostor's inbound port.
+    let bundle =
+        mesh_identity::TrustBundle::from_pem(&std::fs::read(cp.trust_bundle()).unwrap()).unwrap();
+    let frontend =
+        mesh_identity::SpiffeId::parse("spiffe://cluster.local/ns/shop/sa/frontend").unwrap();
+    let store = Arc::new(mesh_identity::Store::new(
+        frontend,
+        bundle,
+        mesh_identity::tls::provider(),
+    ));
+    let cp_addr = cp.listen.to_string();
+    let token = cp.token_file("shop", "frontend");
+    let inbound_port = u32::from(impostor.inbound.port());
+    let app_port = u32::from(app.port());
+    let (registered_tx, registered) = std::sync::mpsc::channel();
+    rt.spawn(async move {
+        let channel = mesh_control_client::channel(&store, &cp_addr).unwrap();
+        let certifier = mesh_control_client::ControlPlaneCertifier::new(
+            channel.clone(),
+            token,
+            Duration::from_secs(3600),
+        );
+        store.certify_once(&certifier).await.unwrap();
+        // A new connection, with the certificate.
+        let channel = mesh_control_client::channel(&store, &cp_addr).unwrap();
+        let mut client = mesh_proto::policy::policy_client::PolicyClient::new(channel);
+        let mut stream = client
+            .watch(mesh_proto::policy::WatchRequest {
+                workload: "frontend-0".into(),
+                labels: [("app".to_string(), "frontend".to_string())].into(),
+                ips: vec!["127.0.0.1".into()],
+                ports: vec![app_port],
+                inbound_port,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let _ = registered_tx.send(());
+        // Registered while the stream is open.
+        while let Ok(Some(_)) = stream.message().await {}
+    });
+    registered
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the registration");
+    let port = free_port();
+    shop(&cp, &ca, app.port(), port);
+    let ingress = Ingress::start(&cp, &["--https-port", &port.to_string()]);
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let cfg = ca.client();
+    let mut c = connect_when_served(&cfg, addr, "shop.example");
+    let refused = wait_for("the impostor refused", Duration::from_secs(10), || {
+        let r = c.get("shop.example", "/secret", &[]);
+        assert_ne!(
+            r.status, 200,
+            "the request reached a wrong identity: {}",
+            r.body
+        );
+        let failures = metric(
+            &ingress.metrics(),
+            "mesh_tls_handshake_failures_total",
+            &[("reason", "wrong_identity")],
+        );
+        (r.status == 503 && failures >= 1.0).then_some(r)
+    });
+    // The outside client learns nothing of the mesh behind the border;
+    // the ingress's log says what happened.
+    assert_eq!(refused.body, "Service Unavailable (handshake)\n");
+    wait_for("the refusal logged", Duration::from_secs(5), || {
+        ingress
+            .logs()
+            .contains("peer is spiffe://cluster.local/ns/shop/sa/impostor, expected spiffe://cluster.local/ns/shop/sa/frontend")
+            .then_some(())
+    });
 }

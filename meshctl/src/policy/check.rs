@@ -512,6 +512,8 @@ fn rate_limits(
             method: &http.method,
             path,
             principal: asked.principal.as_deref(),
+            host: http.host.as_deref(),
+            route: None,
             now,
         })
         .map(|m| RateLimitReport {

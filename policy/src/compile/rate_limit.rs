@@ -28,6 +28,9 @@ pub(crate) struct RateLimit {
     pub(crate) ports: Vec<u16>,
     pub(crate) paths: Option<StrSet>,
     pub(crate) methods: Vec<String>,
+    pub(crate) hosts: Vec<super::edge::Host>,
+    /// (namespace, name) of the routes named.
+    pub(crate) routes: Vec<(String, String)>,
     pub(crate) total: Option<Quota>,
     pub(crate) per_client: Option<Quota>,
     pub(crate) overrides: Vec<OverrideRule>,
@@ -121,6 +124,27 @@ pub(crate) fn compile(
             ));
         }
     }
+    let mut hosts = Vec::new();
+    for (i, h) in spec.hosts.iter().enumerate() {
+        match super::edge::Host::parse(h, false) {
+            Ok(h) => hosts.push(h),
+            Err(e) => errors.push(site.field(format!("spec.hosts[{i}]"), e)),
+        }
+    }
+    let mut routes = Vec::new();
+    for (i, r) in spec.routes.iter().enumerate() {
+        let (ns, name) = r
+            .split_once('/')
+            .unwrap_or((common.object.namespace.as_str(), r));
+        if ns.is_empty() || name.is_empty() || name.contains('/') {
+            errors.push(site.field(
+                format!("spec.routes[{i}]"),
+                format!("{r:?} is not [namespace/]name"),
+            ));
+        } else {
+            routes.push((ns.to_owned(), name.to_owned()));
+        }
+    }
     let total = limit(&spec.total, "spec.total", site, errors);
     let per_client = limit(&spec.per_client, "spec.perClient", site, errors);
     let mut overrides = Vec::new();
@@ -172,6 +196,8 @@ pub(crate) fn compile(
         ports: spec.ports.clone(),
         paths,
         methods: spec.methods.clone(),
+        hosts,
+        routes,
         total,
         per_client,
         overrides,

@@ -4,7 +4,8 @@
 //! answer as the running mesh.
 //!
 //! Policies of the workload's namespace and of the root namespace apply
-//! when their selector, ports, paths and methods all take the request. Every
+//! when their selector, ports, paths, methods, hosts and routes all take
+//! the request. Every
 //! policy that applies counts the request; the first override naming the
 //! client replaces the policy's `perClient` limit for that client.
 
@@ -27,6 +28,11 @@ pub struct RateLimitRequest<'a> {
     /// The client's verified SPIFFE ID (with or without `spiffe://`);
     /// `None` for a plaintext caller.
     pub principal: Option<&'a str>,
+    /// The request's `Host` / `:authority` (a port, a trailing dot and
+    /// case are ignored).
+    pub host: Option<&'a str>,
+    /// The route that took the request (at the ingress).
+    pub route: Option<&'a ObjectRef>,
     pub now: SystemTime,
 }
 
@@ -60,6 +66,7 @@ impl Evaluator {
             .principal
             .map(|p| p.strip_prefix("spiffe://").unwrap_or(p));
         let client_namespace = principal.and_then(principal_namespace);
+        let host = r.host.map(bare_host);
         let own = namespace_slice(&self.tables.rate_limits, r.destination.namespace, |l| {
             &l.common
         });
@@ -70,7 +77,7 @@ impl Evaluator {
         };
         own.iter()
             .chain(root)
-            .filter(move |l| applies(l, &r))
+            .filter(move |l| applies(l, &r, host.as_deref()))
             .map(move |l| {
                 let o = l
                     .overrides
@@ -87,7 +94,15 @@ impl Evaluator {
     }
 }
 
-fn applies(l: &RateLimit, r: &RateLimitRequest<'_>) -> bool {
+/// `Shop.Example.:8080` → `shop.example`.
+fn bare_host(authority: &str) -> String {
+    let host = authority
+        .parse::<http::uri::Authority>()
+        .map_or(authority.to_owned(), |a| a.host().to_owned());
+    host.trim_end_matches('.').to_ascii_lowercase()
+}
+
+fn applies(l: &RateLimit, r: &RateLimitRequest<'_>, host: Option<&str>) -> bool {
     l.common.active(r.now, true)
         && l.selector
             .as_ref()
@@ -95,6 +110,13 @@ fn applies(l: &RateLimit, r: &RateLimitRequest<'_>) -> bool {
         && (l.ports.is_empty() || l.ports.contains(&r.port))
         && l.paths.as_ref().is_none_or(|p| p.matches(r.path))
         && (l.methods.is_empty() || l.methods.iter().any(|m| m == r.method))
+        && (l.hosts.is_empty() || host.is_some_and(|h| l.hosts.iter().any(|p| p.matches(h))))
+        && (l.routes.is_empty()
+            || r.route.is_some_and(|route| {
+                l.routes
+                    .iter()
+                    .any(|(ns, name)| *ns == route.namespace && *name == route.name)
+            }))
 }
 
 fn names(o: &OverrideRule, principal: Option<&str>, namespace: Option<&str>) -> bool {

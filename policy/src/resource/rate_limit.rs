@@ -10,6 +10,8 @@
 //!   ports: [8080]                          # target ports (all when absent)
 //!   paths: ["/orders*"]                    # Istio patterns (all when absent)
 //!   methods: ["POST"]                      # (all when absent)
+//!   hosts: ["shop.example", "*.shop.example"]  # request Host (all when absent)
+//!   routes: ["web/storefront"]             # at the ingress: the route taken (all when absent)
 //!   total: {requestsPerSecond: 100, burst: 20}
 //!   perClient: {requestsPerSecond: 10}     # per client identity (per IP for plaintext)
 //!   overrides:                             # another per-client limit for some clients
@@ -48,6 +50,16 @@ pub struct RateLimitPolicySpec {
     /// Request methods (exact, e.g. `POST`); every method when absent.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub methods: Vec<String>,
+    /// Request hosts (`Host` / `:authority`, exact or `*.example.com`);
+    /// every host when absent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+    /// The HTTPRoute, GRPCRoute or Ingress that took the request at the
+    /// ingress, `[namespace/]name` (the policy's namespace when bare);
+    /// every route when absent. A sidecar's inbound takes no route, so a
+    /// policy naming routes limits only at the ingress.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<String>,
     /// One limit shared by every client.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub total: Option<Limit>,

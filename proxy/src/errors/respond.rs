@@ -123,7 +123,23 @@ impl Error {
     /// The response a client gets: a short text body for HTTP, a
     /// trailers-only response with `grpc-status` and `grpc-message` for gRPC.
     pub fn to_response(&self, grpc: bool) -> Response<Body> {
-        let message = self.to_string();
+        self.respond(grpc, self.to_string())
+    }
+
+    /// What a client outside the mesh gets (at the ingress): a refusal
+    /// still names its rule, but a failure behind the border (5xx) says only
+    /// its status and reason, never the mesh's addresses or identities;
+    /// the access log and the ingress's log keep the whole error.
+    pub fn to_public_response(&self, grpc: bool) -> Response<Body> {
+        let status = self.http_status();
+        if !status.is_server_error() {
+            return self.to_response(grpc);
+        }
+        let what = status.canonical_reason().unwrap_or("server error");
+        self.respond(grpc, format!("{what} ({})", self.reason()))
+    }
+
+    fn respond(&self, grpc: bool, message: String) -> Response<Body> {
         let mut resp = if grpc {
             grpc_status(self.grpc_code(), &message)
         } else {
@@ -186,6 +202,35 @@ fn percent_encode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_public_answer_keeps_the_mesh_behind_the_border_to_itself() {
+        let e = Error::from(HttpError::Unavailable(
+            "mTLS handshake with 10.1.2.3:4143 failed: peer is spiffe://cluster.local/ns/a/sa/b"
+                .into(),
+        ));
+        let r = e.to_public_response(false);
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = futures_util::FutureExt::now_or_never(r.into_body().collect())
+            .unwrap()
+            .unwrap()
+            .to_bytes();
+        assert_eq!(&body[..], b"Service Unavailable (upstream_unavailable)\n");
+        let g = e.to_public_response(true);
+        assert_eq!(
+            g.headers()["grpc-message"],
+            "Service Unavailable (upstream_unavailable)"
+        );
+        // A refusal still names its rule.
+        let d = Error::from(AuthzError::Denied("AuthorizationPolicy a/b rule 0".into()));
+        let body = futures_util::FutureExt::now_or_never(
+            d.to_public_response(false).into_body().collect(),
+        )
+        .unwrap()
+        .unwrap()
+        .to_bytes();
+        assert!(String::from_utf8_lossy(&body).contains("AuthorizationPolicy a/b rule 0"));
+    }
 
     // Policy denials are 403 / PERMISSION_DENIED and name the rule.
     #[test]

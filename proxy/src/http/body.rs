@@ -4,6 +4,7 @@
 //! streaming responses are measured whole.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -105,6 +106,93 @@ impl<B: HttpBody> Drop for Observed<B> {
         // never polled, and it ended well.
         let ended = self.inner.is_end_stream();
         self.finish(!ended);
+    }
+}
+
+/// A limit on a request body's length, for a body that announced none
+/// (chunked, or HTTP/2 without `content-length`).
+#[derive(Debug)]
+pub struct Cap {
+    max: u64,
+    hit: tokio::sync::Notify,
+}
+
+impl Cap {
+    pub fn new(max: u64) -> Arc<Self> {
+        Arc::new(Self {
+            max,
+            hit: tokio::sync::Notify::new(),
+        })
+    }
+
+    pub fn max(&self) -> u64 {
+        self.max
+    }
+
+    /// Resolves once the body has gone past the limit (also when that
+    /// happened before the call).
+    pub async fn exceeded(&self) {
+        self.hit.notified().await
+    }
+}
+
+/// `inner` until it passes its cap; from then on it yields nothing more
+/// and never ends, so no truncated body reaches the backend as if it were
+/// whole: the request's owner, told by `Cap::exceeded`, drops it (the
+/// backend's stream is reset) and answers 413.
+pub struct Capped<B> {
+    inner: B,
+    seen: u64,
+    over: bool,
+    cap: Arc<Cap>,
+}
+
+impl<B> Capped<B> {
+    pub fn new(inner: B, cap: Arc<Cap>) -> Self {
+        Self {
+            inner,
+            seen: 0,
+            over: false,
+            cap,
+        }
+    }
+}
+
+impl<B> HttpBody for Capped<B>
+where
+    B: HttpBody<Data = Bytes> + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = &mut *self;
+        if this.over {
+            return Poll::Pending;
+        }
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(d) = frame.data_ref()
+        {
+            this.seen += d.len() as u64;
+            if this.seen > this.cap.max {
+                this.over = true;
+                this.cap.hit.notify_one();
+                return Poll::Pending;
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        !self.over && self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 

@@ -14,7 +14,7 @@ use hyper::body::Incoming;
 use mesh_policy::DecidedBy;
 
 use super::Body;
-use super::body::{Observed, grpc_status};
+use super::body::{Cap, Capped, Observed, grpc_status};
 use crate::access::{self, AccessLog, HttpLine};
 use crate::handles::Handles;
 
@@ -35,6 +35,7 @@ pub struct Exchange {
     body: Arc<Notes>,
     log: Arc<AccessLog>,
     edge: Option<(Arc<EdgeTls>, std::net::IpAddr)>,
+    cap: Option<Arc<Cap>>,
 }
 
 /// An ingress connection's TLS, for its requests' log lines.
@@ -111,6 +112,7 @@ impl Exchange {
             body: Arc::default(),
             log: log.clone(),
             edge: None,
+            cap: None,
         }
     }
 
@@ -124,11 +126,23 @@ impl Exchange {
     /// client broke (a bad chunk size, a reset).
     pub fn observe_request(&self, body: Incoming) -> Body {
         let seen = self.body.clone();
-        Observed::new(body, move |end| {
+        let observed = Observed::new(body, move |end| {
             seen.bytes.store(end.bytes, Ordering::Relaxed);
             seen.broken.store(end.errored, Ordering::Relaxed);
-        })
-        .boxed()
+        });
+        match &self.cap {
+            Some(cap) => Capped::new(observed, cap.clone()).boxed(),
+            None => observed.boxed(),
+        }
+    }
+
+    /// Limits the request body to `max` bytes as it streams; the caller
+    /// waits on the returned cap beside the request and answers 413 when
+    /// it is hit.
+    pub fn cap_request_body(&mut self, max: u64) -> Arc<Cap> {
+        let cap = Cap::new(max);
+        self.cap = Some(cap.clone());
+        cap
     }
 
     /// An upstream failure caused by the client's own broken request body

@@ -96,6 +96,7 @@ impl Authorizer {
         port: u16,
         method: &'a str,
         path: &'a str,
+        host: Option<&'a str>,
     ) -> Option<RateLimitTarget<'a>> {
         let policy = self.policy.borrow().clone()?;
         if !policy.evaluator.has_rate_limits() {
@@ -107,6 +108,8 @@ impl Authorizer {
             method,
             path,
             principal: client.identity.as_ref().map(|i| i.as_str()),
+            host,
+            route: None,
             now: SystemTime::now(),
         };
         let client = client

@@ -241,9 +241,14 @@ impl Handler {
             version: app_version,
             upgrade,
         };
-        let limit = self
-            .authz
-            .rate_limit(&self.limits, client, dst.port, method.as_str(), &path);
+        let limit = self.authz.rate_limit(
+            &self.limits,
+            client,
+            dst.port,
+            method.as_str(),
+            &path,
+            Some(&authority),
+        );
         let stack = tower::Layer::layer(&RateLimitLayer::new(limit), app);
         crate::http::oneshot(stack, Request::from_parts(parts, body)).await
     }

@@ -45,8 +45,13 @@ impl Edge {
             Ok(resp) => ex.finish(resp, None),
             Err(e) => {
                 let e = ex.blame(e);
-                let mut resp = e.to_response(grpc);
-                if h1 && matches!(e, Error::Http(HttpError::BadRequest(_))) {
+                let mut resp = e.to_public_response(grpc);
+                if h1
+                    && matches!(
+                        e,
+                        Error::Http(HttpError::BadRequest(_) | HttpError::BodyTooLarge(_))
+                    )
+                {
                     resp.headers_mut()
                         .insert(header::CONNECTION, HeaderValue::from_static("close"));
                 }
@@ -97,7 +102,7 @@ impl Edge {
         let path = mesh_policy::normalize_path(req.uri().path())
             .map_err(|e| HttpError::BadRequest(e.to_string()))?;
         let now = SystemTime::now();
-        let route = view
+        let decided = view
             .evaluator
             .edge_route(&EdgeRequest {
                 port: conn.port,
@@ -109,8 +114,10 @@ impl Edge {
                 headers: req.headers(),
                 now,
             })
-            .map(|d| RouteTarget::of(&d))
             .ok_or_else(|| RouteError::NoRoute(format!("{host}{path}")))?;
+        let route = RouteTarget::of(&decided);
+        let route_ref = decided.route.clone();
+        drop(decided);
         let decision = view.evaluator.edge(&mesh_policy::Request {
             peer: Peer::Plaintext,
             source_ip: Some(conn.peer.ip()),
@@ -134,7 +141,8 @@ impl Edge {
             return Err(AuthzError::Denied(decision.decided_by.to_string()).into());
         }
         // RateLimitPolicies that select the ingress: per client address
-        // (from trusted hops), per port, method and path.
+        // (from trusted hops or the PROXY header), per port, method, path,
+        // host and route.
         if view.evaluator.has_rate_limits() {
             let request = mesh_policy::RateLimitRequest {
                 destination: self.local.as_workload(),
@@ -142,6 +150,8 @@ impl Edge {
                 method: req.method().as_str(),
                 path: &path,
                 principal: None,
+                host: Some(&host),
+                route: Some(&route_ref),
                 now,
             };
             let client: Arc<str> = Arc::from(client_ip.to_string());
@@ -170,7 +180,12 @@ impl Edge {
             &host,
             self.trusted_hops > 0,
         );
-        self.out.forward_edge(route, req, ex).await
+        // A body without a length is counted as it streams.
+        let cap = ex.cap_request_body(self.max_request_body_bytes);
+        tokio::select! {
+            r = self.out.forward_edge(route, req, ex) => r,
+            () = cap.exceeded() => Err(HttpError::BodyTooLarge(cap.max()).into()),
+        }
     }
 }
 

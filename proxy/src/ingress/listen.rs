@@ -17,6 +17,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::IngressArgs;
 use super::certs::{CertSet, KeyCache, Resolver, SecretName};
+use super::proxy_protocol;
 use crate::access::AccessLog;
 use crate::drain::Drain;
 use crate::http::server::{self, Limits, Version};
@@ -36,6 +37,7 @@ pub struct Edge {
     http_port: u16,
     listen_ip: std::net::IpAddr,
     pub trusted_hops: usize,
+    proxy_protocol_from: crate::init::CidrList,
     default_certificate: Option<SecretName>,
     min_tls: super::TlsVersion,
     pub max_request_body_bytes: u64,
@@ -66,6 +68,7 @@ impl Edge {
             http_port: args.http_port,
             listen_ip: args.listen_ip,
             trusted_hops: args.trusted_hops,
+            proxy_protocol_from: args.proxy_protocol_from.clone(),
             default_certificate: args.default_certificate.clone(),
             min_tls: args.min_tls_version,
             max_request_body_bytes: args.max_request_body_bytes,
@@ -201,10 +204,13 @@ impl Edge {
     async fn https_connection(
         self: Arc<Self>,
         acceptor: TlsAcceptor,
-        tcp: TcpStream,
+        mut tcp: TcpStream,
         peer: SocketAddr,
         drain: Drain,
     ) {
+        let Some(peer) = self.client_of(&mut tcp, peer).await else {
+            return;
+        };
         let port = tcp.local_addr().map_or(self.https_port, |a| a.port());
         let stream = match tokio::time::timeout(self.handshake_timeout, acceptor.accept(tcp)).await
         {
@@ -249,12 +255,33 @@ impl Edge {
         server::serve(stream, version, svc, &self.limits, &drain).await;
     }
 
+    /// The client a connection is for: its own address, or, from a
+    /// `--proxy-protocol-from` balancer, the one its PROXY header names
+    /// (`None`: no valid header in time; the connection is closed).
+    async fn client_of(&self, tcp: &mut TcpStream, peer: SocketAddr) -> Option<SocketAddr> {
+        if !self.proxy_protocol_from.contains(peer.ip()) {
+            return Some(peer);
+        }
+        let why =
+            match tokio::time::timeout(self.handshake_timeout, proxy_protocol::read(tcp)).await {
+                Ok(Ok(source)) => return Some(source.unwrap_or(peer)),
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => "no PROXY protocol header in time".to_owned(),
+            };
+        metrics::counter!("mesh_ingress_proxy_protocol_errors_total").increment(1);
+        tracing::info!(%peer, error = %why, "connection from a PROXY protocol balancer refused");
+        None
+    }
+
     async fn serve_redirect(self: Arc<Self>, listener: TcpListener, drain: Drain) {
         let d = drain.clone();
-        crate::transport::accept::serve(listener, d, "ingress", move |tcp, _peer| {
+        crate::transport::accept::serve(listener, d, "ingress", move |mut tcp, peer| {
             let edge = self.clone();
             let drain = drain.clone();
             async move {
+                if edge.client_of(&mut tcp, peer).await.is_none() {
+                    return;
+                }
                 let https_port = edge.https_port;
                 let svc = hyper::service::service_fn(move |req| async move {
                     Ok::<_, std::convert::Infallible>(super::http::redirect(&req, https_port))

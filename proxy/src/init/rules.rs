@@ -70,6 +70,26 @@ pub struct Cidr {
 }
 
 impl Cidr {
+    /// Whether `ip` is in the block (an IPv4 block never holds an IPv6
+    /// address, nor the other way round).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(ip) & mask == u32::from(net)
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(ip) & mask == u128::from(net)
+            }
+            _ => false,
+        }
+    }
+
     pub fn family(&self) -> Family {
         if self.addr.is_ipv4() {
             Family::V4

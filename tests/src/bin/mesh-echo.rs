@@ -173,6 +173,7 @@ fn serve(conn: TcpStream, name: &str, faults: &Faults) {
     loop {
         let mut head = Vec::new();
         let mut content_length = 0usize;
+        let mut chunked = false;
         let mut close = false;
         loop {
             let mut line = String::new();
@@ -188,6 +189,11 @@ fn serve(conn: TcpStream, name: &str, faults: &Faults) {
                 if k.eq_ignore_ascii_case("content-length") {
                     content_length = v.trim().parse().unwrap_or(0);
                 }
+                if k.eq_ignore_ascii_case("transfer-encoding")
+                    && v.trim().eq_ignore_ascii_case("chunked")
+                {
+                    chunked = true;
+                }
                 if k.eq_ignore_ascii_case("connection") && v.trim().eq_ignore_ascii_case("close") {
                     close = true;
                 }
@@ -198,10 +204,18 @@ fn serve(conn: TcpStream, name: &str, faults: &Faults) {
                 break;
             }
         }
-        let mut body = vec![0u8; content_length.min(1 << 20)];
-        if reader.read_exact(&mut body).is_err() {
-            return;
-        }
+        let body = if chunked {
+            match read_chunked(&mut reader) {
+                Some(b) => b,
+                None => return,
+            }
+        } else {
+            let mut body = vec![0u8; content_length.min(1 << 20)];
+            if reader.read_exact(&mut body).is_err() {
+                return;
+            }
+            body
+        };
         let request_line = head
             .first()
             .map(|l| l.trim_end().to_string())
@@ -258,5 +272,33 @@ fn serve(conn: TcpStream, name: &str, faults: &Faults) {
             let _ = conn.shutdown(Shutdown::Both);
             return;
         }
+    }
+}
+
+/// A chunked body (RFC 9112 §7.1), at most 1 MiB; `None` if it is broken.
+fn read_chunked(reader: &mut impl BufRead) -> Option<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let mut size = String::new();
+        reader.read_line(&mut size).ok()?;
+        let size = size.trim_end();
+        let size = size.split(';').next().unwrap_or(size);
+        let n = usize::from_str_radix(size.trim(), 16).ok()?;
+        if n == 0 {
+            // Trailers, then the empty line.
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).ok()? == 0 || line.trim_end().is_empty() {
+                    return Some(body);
+                }
+            }
+        }
+        if body.len() + n > 1 << 20 {
+            return None;
+        }
+        let start = body.len();
+        body.resize(start + n + 2, 0);
+        reader.read_exact(&mut body[start..]).ok()?;
+        body.truncate(start + n);
     }
 }
