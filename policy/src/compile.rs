@@ -8,6 +8,7 @@
 pub(crate) mod authorization;
 pub(crate) mod cidr;
 pub(crate) mod edge;
+pub(crate) mod egress;
 pub(crate) mod grpc_route;
 pub(crate) mod http_route;
 pub(crate) mod matcher;
@@ -121,6 +122,7 @@ enum Compiled {
     RateLimit(rate_limit::RateLimit),
     Gateway(edge::EdgeGateway),
     Ingress(edge::CompiledIngress),
+    Egress(egress::Egress),
 }
 
 fn compile_object(
@@ -150,6 +152,7 @@ fn compile_object(
         Object::RateLimitPolicy(p) => {
             rate_limit::compile(p, common, &site, trust_domain, errors).map(Compiled::RateLimit)
         }
+        Object::EgressPolicy(p) => egress::compile(p, common, &site, errors).map(Compiled::Egress),
         Object::Gateway(g) => {
             edge::compile_gateway(g, common, &site, errors).map(Compiled::Gateway)
         }
@@ -183,6 +186,7 @@ pub(crate) struct Tables {
     pub(crate) routes: http_route::RouteTable,
     pub(crate) rate_limits: Vec<rate_limit::RateLimit>,
     pub(crate) edge: edge::EdgeTable,
+    pub(crate) egress: Vec<egress::Egress>,
 }
 
 pub(crate) fn compile_snapshot(
@@ -203,6 +207,7 @@ pub(crate) fn compile_snapshot(
             Some(Compiled::Route(r)) => tables.routes.routes.push(r),
             Some(Compiled::RateLimit(l)) => tables.rate_limits.push(l),
             Some(Compiled::Gateway(g)) => tables.edge.gateways.push(g),
+            Some(Compiled::Egress(e)) => tables.egress.push(e),
             Some(Compiled::Ingress(i)) => {
                 for (hosts, secret) in i.tls {
                     tables
@@ -224,6 +229,7 @@ pub(crate) fn compile_snapshot(
     tables.peer_auth.sort_by_key(|p| key(&p.common));
     tables.netpol.sort_by_key(|n| key(&n.common));
     tables.rate_limits.sort_by_key(|l| key(&l.common));
+    tables.egress.sort_by_key(|e| key(&e.common));
     tables.routes.index();
     tables.edge.gateways.sort_by_key(|g| key(&g.common));
     tables.edge.index(&tables.routes.routes, &tables.namespaces);

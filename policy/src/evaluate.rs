@@ -13,6 +13,7 @@
 mod authorization;
 mod decision;
 mod edge;
+mod egress;
 mod network_policy;
 mod peer_authentication;
 mod rate_limit;
@@ -29,6 +30,7 @@ use crate::resource::{Action, Labels, MtlsMode, Snapshot};
 
 pub use decision::{DecidedBy, Decision, DryRunDeny, Stage, Verdict};
 pub use edge::{EdgeCertificate, EdgeListenerInfo, EdgeRequest};
+pub use egress::{EgressDecision, EgressRequest};
 pub use rate_limit::{RateLimitMatch, RateLimitRequest};
 pub use request::{Headers, Http, Peer, Request, Workload};
 pub use route::{RouteDecision, RouteRequest, idempotent};

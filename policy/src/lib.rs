@@ -33,8 +33,9 @@ pub use compile::rate_limit::{MAX_REQUESTS_PER_SECOND, Quota};
 pub use error::Error;
 pub use evaluate::{
     DEFAULT_MTLS_MODE, DEFAULT_TRUST_DOMAIN, DecidedBy, Decision, DryRunDeny, EdgeCertificate,
-    EdgeListenerInfo, EdgeRequest, Evaluator, Headers, Http, Peer, RateLimitMatch,
-    RateLimitRequest, Request, RouteDecision, RouteRequest, Stage, Verdict, Workload, idempotent,
+    EdgeListenerInfo, EdgeRequest, EgressDecision, EgressRequest, Evaluator, Headers, Http, Peer,
+    RateLimitMatch, RateLimitRequest, Request, RouteDecision, RouteRequest, Stage, Verdict,
+    Workload, idempotent,
 };
 pub use load::{Loaded, MAX_FILE_BYTES, SNAPSHOT_ORIGIN, load_dir, parse_yaml};
 pub use path::normalize_path;

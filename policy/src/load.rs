@@ -14,9 +14,9 @@ use crate::Error;
 use crate::compile::check_object;
 use crate::resource::secret::{self, ParsedSecret};
 use crate::resource::{
-    AuthorizationPolicy, CORE_API_VERSION, GATEWAY_API_VERSION, Gateway, GrpcRoute, HttpRoute,
-    Ingress, NETWORKING_API_VERSION, Namespace, NetworkPolicy, Object, POLICY_API_VERSION,
-    PeerAuthentication, RateLimitPolicy, SECURITY_API_VERSIONS, Snapshot,
+    AuthorizationPolicy, CORE_API_VERSION, EgressPolicy, GATEWAY_API_VERSION, Gateway, GrpcRoute,
+    HttpRoute, Ingress, NETWORKING_API_VERSION, Namespace, NetworkPolicy, Object,
+    POLICY_API_VERSION, PeerAuthentication, RateLimitPolicy, SECURITY_API_VERSIONS, Snapshot,
 };
 use crate::resource::{Service, TlsSecret};
 use crate::validate::{check_duplicates, check_name, duplicates};
@@ -339,7 +339,7 @@ pub(crate) fn parse_value(
         "Namespace" => &[CORE_API_VERSION],
         "HTTPRoute" | "GRPCRoute" | "Gateway" => &[GATEWAY_API_VERSION],
         "Ingress" => &[NETWORKING_API_VERSION],
-        "RateLimitPolicy" => &[POLICY_API_VERSION],
+        "RateLimitPolicy" | "EgressPolicy" => &[POLICY_API_VERSION],
         other => {
             warnings.push(format!(
                 "{file}: {object}: kind {other} ({api_version}) is not policy; ignored"
@@ -392,6 +392,7 @@ pub(crate) fn parse_value(
         "RateLimitPolicy" => {
             typed(deserialize::<RateLimitPolicy>(value).map(Object::RateLimitPolicy))?
         }
+        "EgressPolicy" => typed(deserialize::<EgressPolicy>(value).map(Object::EgressPolicy))?,
         "Gateway" => typed(deserialize::<Gateway>(value).map(Object::Gateway))?,
         "Ingress" => typed(deserialize::<Ingress>(value).map(Object::Ingress))?,
         _ => typed(deserialize::<Namespace>(value).map(Object::Namespace))?,
@@ -442,7 +443,7 @@ impl<'de> Deserialize<'de> for Object {
             Ok(_) => Err(serde::de::Error::custom(
                 "a snapshot entry must be exactly one policy object (AuthorizationPolicy, \
                  PeerAuthentication, NetworkPolicy, Namespace, HTTPRoute, GRPCRoute, \
-                 RateLimitPolicy, Gateway or Ingress of class palisade)",
+                 RateLimitPolicy, EgressPolicy, Gateway or Ingress of class palisade)",
             )),
             Err(errors) => Err(serde::de::Error::custom(
                 Error::from_list(errors).map_or_else(String::new, |e| e.to_string()),

@@ -11,6 +11,7 @@
 //! snapshot that arrives over the wire cannot hold anything a file could not.
 
 mod authorization;
+pub mod egress;
 pub mod gateway;
 pub mod grpc_route;
 pub mod http_route;
@@ -32,6 +33,7 @@ pub use authorization::{
     Action, AuthorizationPolicy, AuthorizationPolicySpec, Condition, Operation, Rule, RuleFrom,
     RuleTo, Source, WorkloadSelector,
 };
+pub use egress::EgressPolicy;
 pub use gateway::Gateway;
 pub use grpc_route::GrpcRoute;
 pub use http_route::HttpRoute;
@@ -69,6 +71,11 @@ pub const ANNOTATION_DRY_RUN: &str = "palisade.dev/dry-run";
 /// Annotation: an RFC 3339 instant after which the object no longer applies.
 pub const ANNOTATION_EXPIRES_AT: &str = "palisade.dev/expires-at";
 
+/// When a dry run began (RFC 3339), for objects without a
+/// `metadata.creationTimestamp` (files of the local mesh): `meshctl policy
+/// lint` flags dry runs that last too long.
+pub const ANNOTATION_DRY_RUN_SINCE: &str = "palisade.dev/dry-run-since";
+
 /// The label Kubernetes puts on every namespace (since 1.21), so a
 /// namespaceSelector can pick one namespace by name.
 pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
@@ -89,7 +96,7 @@ pub const CORE_API_VERSION: &str = "v1";
 /// The Gateway API's group and version (HTTPRoute, GRPCRoute).
 pub const GATEWAY_API_VERSION: &str = "gateway.networking.k8s.io/v1";
 
-/// apiVersion of Palisade's own policy kinds (RateLimitPolicy).
+/// apiVersion of Palisade's own policy kinds (RateLimitPolicy, EgressPolicy).
 pub const POLICY_API_VERSION: &str = "policy.palisade.dev/v1alpha1";
 
 /// `metadata` of any object. Fields the mesh does not use (uid,
@@ -113,6 +120,10 @@ pub struct ObjectMeta {
         deserialize_with = "scalar::string_map"
     )]
     pub annotations: BTreeMap<String, String>,
+    /// Set by the API server; kept so `meshctl policy lint` can tell how
+    /// long a dry run has lasted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub creation_timestamp: Option<String>,
 }
 
 impl ObjectMeta {
@@ -140,6 +151,7 @@ pub enum Kind {
     RateLimitPolicy,
     Gateway,
     Ingress,
+    EgressPolicy,
 }
 
 impl Kind {
@@ -154,6 +166,7 @@ impl Kind {
             Kind::RateLimitPolicy => "RateLimitPolicy",
             Kind::Gateway => "Gateway",
             Kind::Ingress => "Ingress",
+            Kind::EgressPolicy => "EgressPolicy",
         }
     }
 }
@@ -199,6 +212,7 @@ pub enum Object {
     RateLimitPolicy(RateLimitPolicy),
     Gateway(Gateway),
     Ingress(Ingress),
+    EgressPolicy(EgressPolicy),
 }
 
 impl Object {
@@ -213,6 +227,7 @@ impl Object {
             Object::RateLimitPolicy(_) => Kind::RateLimitPolicy,
             Object::Gateway(_) => Kind::Gateway,
             Object::Ingress(_) => Kind::Ingress,
+            Object::EgressPolicy(_) => Kind::EgressPolicy,
         }
     }
 
@@ -227,15 +242,18 @@ impl Object {
             Object::RateLimitPolicy(o) => &o.metadata,
             Object::Gateway(o) => &o.metadata,
             Object::Ingress(o) => &o.metadata,
+            Object::EgressPolicy(o) => &o.metadata,
         }
     }
 
     /// Whether `palisade.dev/dry-run` is `"true"`: reported, never enforced.
+    /// An EgressPolicy in `mode: dry-run` is one too.
     pub fn is_dry_run(&self) -> bool {
         self.metadata()
             .annotations
             .get(ANNOTATION_DRY_RUN)
             .is_some_and(|v| v == "true")
+            || matches!(self, Object::EgressPolicy(p) if p.spec.mode == egress::EgressMode::DryRun)
     }
 
     /// `kind namespace/name`; namespaced kinds get the default namespace when

@@ -50,6 +50,11 @@ impl Snapshot {
                     in_scope(p.metadata.namespace_or_default())
                         && selects(p.spec.selector.as_ref(), labels)
                 }
+                // Egress is decided by the source's own outbound.
+                Object::EgressPolicy(p) => {
+                    in_scope(p.metadata.namespace_or_default())
+                        && selects(p.spec.selector.as_ref(), labels)
+                }
                 // A client proxy applies routes: producer routes (in their
                 // Service's namespace) to every client, consumer routes to
                 // clients of their own namespace.

@@ -23,6 +23,16 @@ impl Object {
             .get(ANNOTATION_EXPIRES_AT)
             .and_then(|text| parse_rfc3339(text).ok())
     }
+
+    /// When its dry run began: `palisade.dev/dry-run-since`, else
+    /// `metadata.creationTimestamp` (`None`: unknown or unparsable).
+    pub fn dry_run_since(&self) -> Option<SystemTime> {
+        let meta = self.metadata();
+        meta.annotations
+            .get(crate::resource::ANNOTATION_DRY_RUN_SINCE)
+            .or(meta.creation_timestamp.as_ref())
+            .and_then(|text| parse_rfc3339(text).ok())
+    }
 }
 
 /// Kubernetes object names: DNS-1123 subdomains (names) or labels

@@ -64,7 +64,7 @@ pub struct Kind {
 
 /// What the control plane reads. Kinds whose CRDs are not installed
 /// (Istio's groups, say) answer 404 and count as empty.
-pub const KINDS: [Kind; 14] = [
+pub const KINDS: [Kind; 15] = [
     Kind {
         api_version: "v1",
         kind: "Namespace",
@@ -120,6 +120,11 @@ pub const KINDS: [Kind; 14] = [
         api_version: "policy.palisade.dev/v1alpha1",
         kind: "RateLimitPolicy",
         path: "/apis/policy.palisade.dev/v1alpha1/ratelimitpolicies",
+    },
+    Kind {
+        api_version: "policy.palisade.dev/v1alpha1",
+        kind: "EgressPolicy",
+        path: "/apis/policy.palisade.dev/v1alpha1/egresspolicies",
     },
     // The edge: served by the ingress (class palisade).
     Kind {

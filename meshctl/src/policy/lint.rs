@@ -14,6 +14,9 @@
 //! | `dry-run` | warning | `palisade.dev/dry-run: "true"`: evaluated and reported, never enforced |
 //! | `per-client-above-total` | info | a RateLimitPolicy whose `perClient` (or an override) allows as much as its `total`: the total refuses first |
 //! | `permissive-mtls` | warning / info | PeerAuthentication PERMISSIVE or DISABLE (plaintext admitted); info when it has an expiry |
+//! | `unrestricted-egress` (outside the mesh) | warning | no EgressPolicy with `default: deny` for the whole namespace (or mesh-wide): its pods may reach any host on the internet; an EgressPolicy rule allowing every address (`0.0.0.0/0`, `::/0`) |
+//! | `wide-egress-wildcard` | warning | an EgressPolicy host wildcard over a public suffix (`*.com`, `*.co.uk`, `*.amazonaws.com`): wider than one registrable domain |
+//! | `old-dry-run` | warning | an EgressPolicy in dry-run for longer than `DRY_RUN_MAX_AGE` (by `palisade.dev/dry-run-since` or `metadata.creationTimestamp`): decide, then enforce or delete it |
 //!
 //! Dry-run and expired objects never count as a default deny or an egress
 //! restriction: they enforce nothing.
@@ -41,6 +44,65 @@ pub use report::{Finding, LintReport, Severity};
 /// How far ahead `expires-soon` looks by default: a week gives a team that
 /// runs lint in CI a few working days to extend or drop an exception.
 pub const DEFAULT_SOON: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// How long an EgressPolicy may stay in dry-run before `old-dry-run`: two
+/// weeks of telemetry show a workload's destinations, weekly jobs included.
+pub const DRY_RUN_MAX_AGE: Duration = Duration::from_secs(14 * 24 * 3600);
+
+/// Public suffixes under which anyone may register a name: a wildcard
+/// over one of them spans unrelated owners. Every single label (a TLD)
+/// is one; beyond those, the multi-label suffixes of the Public Suffix
+/// List that egress rules meet most (country second levels and the large
+/// shared hosting domains). Not the whole list.
+const MULTI_LABEL_PUBLIC_SUFFIXES: &[&str] = &[
+    "co.uk",
+    "org.uk",
+    "ac.uk",
+    "gov.uk",
+    "me.uk",
+    "com.au",
+    "net.au",
+    "org.au",
+    "co.jp",
+    "ne.jp",
+    "or.jp",
+    "co.nz",
+    "co.za",
+    "co.in",
+    "com.br",
+    "com.cn",
+    "com.mx",
+    "com.tr",
+    "com.sg",
+    "com.hk",
+    "co.kr",
+    "com.tw",
+    "com.ar",
+    "co.il",
+    "github.io",
+    "gitlab.io",
+    "herokuapp.com",
+    "appspot.com",
+    "blogspot.com",
+    "cloudfront.net",
+    "amazonaws.com",
+    "s3.amazonaws.com",
+    "azurewebsites.net",
+    "cloudapp.net",
+    "web.app",
+    "firebaseapp.com",
+    "netlify.app",
+    "vercel.app",
+    "pages.dev",
+    "workers.dev",
+    "ngrok.io",
+    "ngrok-free.app",
+];
+
+/// Whether `suffix` (lowercase, no leading dot) is a public suffix.
+pub fn is_public_suffix(suffix: &str) -> bool {
+    !suffix.contains('.') || MULTI_LABEL_PUBLIC_SUFFIXES.contains(&suffix)
+}
 
 /// Loads `dir` and lints it at `now`; loader warnings (skipped kinds) are
 /// returned for the caller to show.
@@ -186,14 +248,20 @@ impl Lint<'_> {
             }
         }
         if object.is_dry_run() {
-            self.about(
-                object,
-                Severity::Warning,
-                "dry-run",
-                "palisade.dev/dry-run is \"true\": it is evaluated and reported but enforces \
-                 nothing; remove the annotation to enforce it, or delete it"
-                    .to_owned(),
-            );
+            let message = match object {
+                Object::EgressPolicy(p)
+                    if p.spec.mode == mesh_policy::resource::egress::EgressMode::DryRun =>
+                {
+                    "spec.mode is dry-run: its denials are counted and logged but nothing is \
+                     refused; set mode: enforce once `meshctl egress report` shows what it \
+                     would cut off"
+                }
+                _ => {
+                    "palisade.dev/dry-run is \"true\": it is evaluated and reported but \
+                     enforces nothing; remove the annotation to enforce it, or delete it"
+                }
+            };
+            self.about(object, Severity::Warning, "dry-run", message.to_owned());
         }
         match object {
             Object::AuthorizationPolicy(p) => self.authorization(object, p),
@@ -211,6 +279,7 @@ impl Lint<'_> {
                 r.spec.rules.iter().map(|x| x.backend_refs.as_slice()),
             ),
             Object::RateLimitPolicy(p) => self.rate_limit(object, p),
+            Object::EgressPolicy(p) => self.egress_policy(object, p),
             Object::Gateway(g) => {
                 let own = object.metadata().namespace_or_default().to_owned();
                 let refs: Vec<(usize, String)> = g
@@ -276,6 +345,57 @@ impl Lint<'_> {
                 format!(
                     "{at}: kubernetes.io/tls Secret {ns}/{name} is not in the folder: the \
                      ingress has no certificate for it"
+                ),
+            );
+        }
+    }
+
+    fn egress_policy(&mut self, object: &Object, policy: &mesh_policy::resource::EgressPolicy) {
+        for (i, rule) in policy.spec.allow.iter().enumerate() {
+            for (j, host) in rule.hosts.iter().enumerate() {
+                if let Some(suffix) = host.strip_prefix("*.")
+                    && is_public_suffix(suffix)
+                {
+                    self.about(
+                        object,
+                        Severity::Warning,
+                        "wide-egress-wildcard",
+                        format!(
+                            "spec.allow[{i}].hosts[{j}] {host:?} matches every name under the \
+                             public suffix {suffix:?}, not one registrable domain; name the \
+                             domain (\"*.example.{suffix}\")"
+                        ),
+                    );
+                }
+            }
+            for (j, cidr) in rule.cidrs.iter().enumerate() {
+                if cidr.ends_with("/0") {
+                    self.about(
+                        object,
+                        Severity::Warning,
+                        "unrestricted-egress",
+                        format!(
+                            "spec.allow[{i}].cidrs[{j}] {cidr} allows every address outside \
+                             the mesh"
+                        ),
+                    );
+                }
+            }
+        }
+        if object.is_dry_run()
+            && let Some(since) = object.dry_run_since()
+            && let Ok(age) = self.now.duration_since(since)
+            && age > DRY_RUN_MAX_AGE
+        {
+            self.about(
+                object,
+                Severity::Warning,
+                "old-dry-run",
+                format!(
+                    "in dry-run for {}: its would-be denials are in \
+                         mesh_egress_connections_total{{decision=\"dry_run_deny\"}} and \
+                         `meshctl egress report`; enforce it (spec.mode: enforce) or delete it",
+                    format_span(age.as_secs())
                 ),
             );
         }
@@ -530,25 +650,53 @@ impl Lint<'_> {
             })
             .filter(|p| isolates(p).1)
             .collect();
+        let outside = snapshot.objects.iter().any(|o| match o {
+            Object::EgressPolicy(p) => {
+                let ns = o.metadata().namespace_or_default();
+                self.in_force(o)
+                    && (ns == namespace || ns == ROOT_NAMESPACE)
+                    && p.spec.default == mesh_policy::resource::egress::EgressDefault::Deny
+                    && p.spec
+                        .selector
+                        .as_ref()
+                        .and_then(|s| s.match_labels.as_ref())
+                        .is_none_or(|l| l.is_empty())
+            }
+            _ => false,
+        });
+        let isolated = egress
+            .iter()
+            .any(|p| selector_is_empty(&p.spec.pod_selector));
+        if isolated {
+            // Every pod's egress is limited to what the NetworkPolicies
+            // name, outside the mesh included.
+            return;
+        }
+        if outside {
+            // Outside the mesh is governed by name and address; inside it,
+            // the destinations' own policies decide.
+            return;
+        }
         if egress.is_empty() {
             self.about_namespace(
                 namespace,
                 Severity::Warning,
                 "unrestricted-egress",
-                "no NetworkPolicy restricts egress here: its pods may connect anywhere (add one \
-                 with podSelector: {} and policyTypes: [Egress])"
+                "neither a NetworkPolicy nor an EgressPolicy restricts egress here: its pods may \
+                 connect anywhere, any host on the internet included (add an EgressPolicy \
+                 without a selector and with default: deny, rolled out in mode: dry-run first \
+                 (docs/egress.md), or a NetworkPolicy with podSelector: {} and policyTypes: \
+                 [Egress])"
                     .to_owned(),
             );
-        } else if !egress
-            .iter()
-            .any(|p| selector_is_empty(&p.spec.pod_selector))
-        {
+        } else {
             self.about_namespace(
                 namespace,
                 Severity::Info,
                 "unrestricted-egress",
                 "pods that no Egress NetworkPolicy selects may connect anywhere (no policy with \
-                 podSelector: {} and policyTypes: [Egress])"
+                 podSelector: {} and policyTypes: [Egress], and no EgressPolicy with default: \
+                 deny for the whole namespace)"
                     .to_owned(),
             );
         }

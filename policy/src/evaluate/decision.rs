@@ -28,6 +28,7 @@ pub enum Stage {
     PeerAuthentication,
     NetworkPolicy,
     AuthorizationPolicy,
+    EgressPolicy,
 }
 
 impl Stage {
@@ -36,6 +37,7 @@ impl Stage {
             Stage::PeerAuthentication => "PeerAuthentication",
             Stage::NetworkPolicy => "NetworkPolicy",
             Stage::AuthorizationPolicy => "AuthorizationPolicy",
+            Stage::EgressPolicy => "EgressPolicy",
         }
     }
 }

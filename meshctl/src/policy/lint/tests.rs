@@ -561,3 +561,113 @@ spec: {clusterIP: 10.96.0.11, ports: [{port: 8080}], selector: {app: api-v2}}
     );
     assert!(report.failed());
 }
+
+/// A namespace with Authorization defaults but no egress restriction of
+/// any kind, for the EgressPolicy cases.
+const OPEN_EGRESS: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: pay}
+---
+apiVersion: security.palisade.dev/v1
+kind: AuthorizationPolicy
+metadata: {name: default-deny, namespace: pay}
+spec: {}
+"#;
+
+fn egress_policy(name: &str, extra_meta: &str, spec: &str) -> String {
+    format!(
+        "{OPEN_EGRESS}\n---\napiVersion: policy.palisade.dev/v1alpha1\nkind: EgressPolicy\nmetadata:\n  name: {name}\n  namespace: pay\n{extra_meta}spec:\n{spec}\n"
+    )
+}
+
+#[test]
+fn egress_outside_the_mesh() {
+    // Nothing restricts it: warned, naming both ways to restrict.
+    let open = lint_yaml(OPEN_EGRESS);
+    assert_eq!(
+        about(&open, "Namespace pay"),
+        [(Severity::Warning, "unrestricted-egress")]
+    );
+    assert!(message(&open, "Namespace pay", "unrestricted-egress").contains("EgressPolicy"));
+
+    // A namespace-wide default deny governs it.
+    let closed = lint_yaml(&egress_policy(
+        "out",
+        "",
+        "  default: deny\n  allow:\n  - hosts: [api.stripe.com, \"*.stripe.com\"]\n    ports: [443]",
+    ));
+    assert_eq!(found(&closed), []);
+
+    // One that selects some pods, or allows all by default, does not.
+    for spec in [
+        "  selector: {matchLabels: {app: a}}\n  default: deny",
+        "  default: allow-all\n  allow:\n  - hosts: [api.stripe.com]",
+    ] {
+        let r = lint_yaml(&egress_policy("out", "", spec));
+        assert_eq!(
+            about(&r, "Namespace pay"),
+            [(Severity::Warning, "unrestricted-egress")],
+            "{spec}"
+        );
+    }
+
+    // Wildcards over public suffixes, and every address.
+    let wide = lint_yaml(&egress_policy(
+        "wide",
+        "",
+        "  allow:\n  - hosts: [\"*.com\", \"*.co.uk\", \"*.amazonaws.com\", \"*.example.co.uk\"]\n  - cidrs: [0.0.0.0/0]",
+    ));
+    let codes: Vec<_> = about(&wide, "EgressPolicy pay/wide");
+    assert_eq!(
+        codes,
+        [
+            (Severity::Warning, "unrestricted-egress"),
+            (Severity::Warning, "wide-egress-wildcard"),
+            (Severity::Warning, "wide-egress-wildcard"),
+            (Severity::Warning, "wide-egress-wildcard"),
+        ]
+    );
+    let texts: Vec<&str> = wide
+        .findings
+        .iter()
+        .filter(|f| f.code == "wide-egress-wildcard")
+        .map(|f| f.message.as_str())
+        .collect();
+    assert!(texts.iter().any(|m| m.contains("\"*.co.uk\"")), "{texts:?}");
+    assert!(
+        !texts.iter().any(|m| m.contains("example.co.uk\" matches")),
+        "{texts:?}"
+    );
+}
+
+#[test]
+fn a_dry_run_left_too_long() {
+    let since = |days: u64| {
+        format!(
+            "  annotations: {{palisade.dev/dry-run-since: \"{}\"}}\n",
+            rfc3339(at(NOW - days * DAY).into())
+        )
+    };
+    let spec = "  mode: dry-run\n  default: deny\n  allow:\n  - hosts: [api.stripe.com]";
+    let old = lint_yaml(&egress_policy("trial", &since(30), spec));
+    let codes = about(&old, "EgressPolicy pay/trial");
+    assert!(
+        codes.contains(&(Severity::Warning, "old-dry-run")),
+        "{codes:?}"
+    );
+    assert!(codes.contains(&(Severity::Warning, "dry-run")), "{codes:?}");
+    assert!(message(&old, "EgressPolicy pay/trial", "old-dry-run").contains("in dry-run for 30d"));
+    // A dry run does not restrict anything yet.
+    assert!(about(&old, "Namespace pay").contains(&(Severity::Warning, "unrestricted-egress")));
+
+    let fresh = lint_yaml(&egress_policy("trial", &since(3), spec));
+    assert!(!about(&fresh, "EgressPolicy pay/trial").contains(&(Severity::Warning, "old-dry-run")));
+    // From the API server: creationTimestamp.
+    let created = format!(
+        "  creationTimestamp: \"{}\"\n",
+        rfc3339(at(NOW - 20 * DAY).into())
+    );
+    let api = lint_yaml(&egress_policy("trial", &created, spec));
+    assert!(about(&api, "EgressPolicy pay/trial").contains(&(Severity::Warning, "old-dry-run")));
+}
