@@ -78,6 +78,15 @@ impl AccessLog {
 
     /// Writes one request's line.
     pub fn http(&self, line: &HttpLine<'_>) {
+        self.write(line)
+    }
+
+    /// Writes one connection leaving the mesh.
+    pub fn egress(&self, line: &EgressLine<'_>) {
+        self.write(line)
+    }
+
+    fn write<T: Serialize>(&self, line: &T) {
         if !self.enabled() {
             return;
         }
@@ -96,6 +105,28 @@ impl AccessLog {
             }
         }
     }
+}
+
+/// One connection from the local workload to a destination outside the
+/// mesh (`meshctl egress report` reads these).
+#[derive(Debug, Serialize)]
+pub struct EgressLine<'a> {
+    pub ts: String,
+    pub direction: &'static str,
+    pub namespace: &'a str,
+    pub workload: &'a str,
+    pub dst: SocketAddr,
+    /// The name asked for (SNI, Host), `-` when none.
+    pub host: &'a str,
+    pub port: u16,
+    pub protocol: &'static str,
+    /// `allow`, `deny` or `dry_run_deny`.
+    pub decision: &'static str,
+    pub policy: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dry_run_policy: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'a str>,
 }
 
 /// Writes queued lines, a batch per wake-up.

@@ -172,6 +172,25 @@ pub struct RunArgs {
     /// Pooled connections to peer proxies with nothing in flight close after this.
     #[arg(long, env = "MESH_POOL_IDLE_TIMEOUT", value_parser = mesh_identity::duration::parse_duration, default_value = "90s")]
     pub pool_idle_timeout: Duration,
+
+    /// The resolver configuration egress names are resolved with (the
+    /// pod's own, so the proxy sees the addresses the app sees).
+    #[arg(long, env = "MESH_RESOLV_CONF", default_value = "/etc/resolv.conf")]
+    pub resolv_conf: std::path::PathBuf,
+
+    /// DNS servers (IP:PORT, comma-separated) used instead of the
+    /// `--resolv-conf` name servers.
+    #[arg(long, env = "MESH_DNS_SERVERS", value_delimiter = ',')]
+    pub dns_servers: Vec<std::net::SocketAddr>,
+
+    /// Names kept in the egress resolver's cache (each for its TTL).
+    #[arg(long, env = "MESH_DNS_CACHE_SIZE", default_value_t = 1024)]
+    pub dns_cache_size: u64,
+
+    /// Distinct destination hosts `mesh_egress_connections_total` names
+    /// before folding the rest into `host="other"`.
+    #[arg(long, env = "MESH_EGRESS_HOST_LABELS", default_value_t = crate::outbound::egress::DEFAULT_HOST_LABELS)]
+    pub egress_host_labels: usize,
 }
 
 impl RunArgs {

@@ -226,6 +226,14 @@ impl Started {
                 policy: self.policy.clone(),
                 local: self.local.clone(),
             },
+            gate: Arc::new(outbound::egress::Gate {
+                names: outbound::egress::dns::Names::new(
+                    &args.resolv_conf,
+                    &args.dns_servers,
+                    args.dns_cache_size,
+                ),
+                hosts: outbound::egress::HostLabels::new(args.egress_host_labels),
+            }),
             discovery: self.discovery.clone(),
             idle_timeout: args.idle_timeout,
             detect_timeout: args.detect_timeout,

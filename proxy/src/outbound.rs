@@ -7,6 +7,7 @@
 
 pub mod authorize;
 pub mod connect;
+pub mod egress;
 pub mod http;
 pub mod resolve;
 pub mod tcp;
@@ -35,6 +36,8 @@ pub struct Outbound {
     pub connector: Arc<MeshConnector>,
     pub pool: MeshPool,
     pub egress: Egress,
+    /// EgressPolicy's resolver and host labels.
+    pub gate: Arc<egress::Gate>,
     pub discovery: DiscoveryRx,
     pub idle_timeout: Duration,
     pub detect_timeout: Duration,
@@ -149,7 +152,7 @@ impl Outbound {
             .ok_or(RouteError::NoOriginalDestination)?;
         let view = self.discovery.borrow().clone();
         if matches!(view.resolve(dst), crate::discovery::Destination::External) {
-            return tcp::serve(&self, app, &Resolved::External(dst)).await;
+            return egress::serve(&self, app, dst).await;
         }
         // Endpoints are chosen when the protocol is known: per request for
         // HTTP, once for opaque TCP.

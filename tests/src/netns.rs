@@ -217,6 +217,13 @@ impl Pod {
         self
     }
 
+    /// Runs `command` as one more app process (no port to wait for: a
+    /// UDP server, say).
+    pub fn command(mut self, command: &str) -> Self {
+        self.app.push(command.to_owned());
+        self
+    }
+
     pub fn no_sidecar(mut self) -> Self {
         self.sidecar = false;
         self
@@ -284,6 +291,8 @@ pub struct LabSpec {
     pub index: u8,
     pub pods: Vec<Pod>,
     pub files: Vec<(String, String)>,
+    /// Last octet of the pod every resolv.conf names (`dns:`).
+    pub dns: Option<u8>,
 }
 
 impl LabSpec {
@@ -293,7 +302,14 @@ impl LabSpec {
             index,
             pods: Vec::new(),
             files: Vec::new(),
+            dns: None,
         }
+    }
+
+    /// Every pod resolves names with the pod at `host` (running mesh-dns).
+    pub fn dns(mut self, host: u8) -> Self {
+        self.dns = Some(host);
+        self
     }
 
     pub fn pod(mut self, p: Pod) -> Self {
@@ -344,9 +360,13 @@ impl LabSpec {
         let name = lab_name(self.index);
         let dir = tempfile::tempdir().expect("tempdir");
         let mut yaml = format!(
-            "name: {name}\nnetwork: 10.250.{}.0/24\ncontrolPlane: {{certTtl: 1h}}\npods:\n",
+            "name: {name}\nnetwork: 10.250.{}.0/24\ncontrolPlane: {{certTtl: 1h}}\n",
             self.index
         );
+        if let Some(dns) = self.dns {
+            yaml.push_str(&format!("dns: 10.250.{}.{dns}\n", self.index));
+        }
+        yaml.push_str("pods:\n");
         for p in &self.pods {
             yaml.push_str(&p.yaml(self.index));
         }

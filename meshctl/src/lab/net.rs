@@ -140,6 +140,16 @@ pub fn create_pod(
     ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
     ip(&["-n", &ns, "link", "set", "lo", "up"])?;
     ip(&["-n", &ns, "route", "add", "default", "via", &gw])?;
+    // As container runtimes set for pods: an app may listen on any port
+    // (the lab's "internet" serves 53, 80 and 443 as an unprivileged user).
+    ip(&[
+        "netns",
+        "exec",
+        &ns,
+        "sh",
+        "-c",
+        "echo 0 > /proc/sys/net/ipv4/ip_unprivileged_port_start",
+    ])?;
     Ok(())
 }
 

@@ -52,12 +52,13 @@ pub(super) fn bin_dir(opts: &Options) -> Result<PathBuf, LabError> {
 /// the proxies (UID 2102) and apps (another UID) must be able to execute
 /// them, and the folder they were built in may be private to root (a
 /// checkout under /root, a `mktemp -d` clone).
-pub(super) const LAB_BINARIES: [&str; 5] = [
+pub(super) const LAB_BINARIES: [&str; 6] = [
     "mesh-control-plane",
     "mesh-proxy",
     "meshctl",
     "mesh-echo",
     "mesh-grpc",
+    "mesh-dns",
 ];
 
 pub(super) fn stage_binaries(from: &Path, to: &Path) -> Result<PathBuf, LabError> {
@@ -65,7 +66,7 @@ pub(super) fn stage_binaries(from: &Path, to: &Path) -> Result<PathBuf, LabError
     for name in LAB_BINARIES {
         let src = from.join(name);
         if !src.is_file() {
-            // mesh-echo, mesh-grpc and meshctl are conveniences for apps; the lab
+            // mesh-echo, mesh-grpc, mesh-dns and meshctl are conveniences for apps; the lab
             // checked the ones it needs in bin_dir().
             continue;
         }

@@ -35,6 +35,10 @@ pub struct LabSpec {
     pub trust_domain: Option<String>,
     #[serde(default)]
     pub control_plane: ControlPlaneSpec,
+    /// The name server every pod's resolv.conf names (a pod of the lab
+    /// running `mesh-dns`, say); the host's resolv.conf when absent.
+    #[serde(default)]
+    pub dns: Option<Ipv4Addr>,
     pub pods: Vec<PodSpec>,
 }
 

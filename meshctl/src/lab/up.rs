@@ -220,6 +220,18 @@ impl Builder<'_> {
                 .map_err(io(format!("cannot create {}", etc.display())))?;
             std::fs::write(etc.join("hosts"), spec::hosts_file(self.lab, pod))
                 .map_err(io(format!("cannot write {}/hosts", etc.display())))?;
+            if let Some(dns) = self.lab.spec.dns {
+                // `ip netns exec` mounts it over /etc/resolv.conf: the app
+                // and its proxy resolve with the lab's name server.
+                let conf = format!(
+                    "# Written by meshctl lab up; removed by meshctl lab down.
+nameserver {dns}
+options timeout:1 attempts:2
+"
+                );
+                std::fs::write(etc.join("resolv.conf"), conf)
+                    .map_err(io(format!("cannot write {}/resolv.conf", etc.display())))?;
+            }
             let dir = self.paths.pod(&pod.name);
             if let Some(pods) = dir.parent() {
                 make_dir(pods, 0o755)?;

@@ -7,7 +7,9 @@
 //! $ECHO_NAME. A flaky backend for the lab: `--fail-every 2` answers every
 //! second HTTP request with 503, `--fail-while /run/x` every request while
 //! that file exists (an outage a test can end), `--delay-ms 500` stalls
-//! each answer.
+//! each answer. `--tls HOST,HOST` serves HTTPS instead, with a self-signed
+//! certificate for those names (the lab's "internet": the answer names the
+//! server name the client asked for).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -34,6 +36,7 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let mut addr = "127.0.0.1:8080".to_string();
     let mut faults = Faults::default();
+    let mut tls: Option<Vec<String>> = None;
     while let Some(a) = args.next() {
         let mut number = |flag: &str| -> u64 {
             match args.next().and_then(|v| v.parse().ok()) {
@@ -61,6 +64,13 @@ fn main() {
                 }
             },
             "--delay-ms" => faults.delay = Duration::from_millis(number("--delay-ms")),
+            "--tls" => match args.next() {
+                Some(h) => tls = Some(h.split(',').map(str::to_owned).collect()),
+                None => {
+                    eprintln!("mesh-echo: --tls needs HOST[,HOST...]");
+                    std::process::exit(2);
+                }
+            },
             other => addr = other.to_string(),
         }
     }
@@ -74,6 +84,15 @@ fn main() {
         }
     };
     eprintln!("mesh-echo: {name} listening on {addr}");
+    if let Some(hosts) = tls {
+        let config = tls_config(hosts);
+        for conn in listener.incoming().flatten() {
+            let name = name.clone();
+            let config = config.clone();
+            thread::spawn(move || serve_tls(conn, &name, config));
+        }
+        return;
+    }
     for conn in listener.incoming().flatten() {
         let name = name.clone();
         let faults = faults.clone();
@@ -301,4 +320,52 @@ fn read_chunked(reader: &mut impl BufRead) -> Option<Vec<u8>> {
         reader.read_exact(&mut body[start..]).ok()?;
         body.truncate(start + n);
     }
+}
+
+/// A self-signed certificate for `hosts`.
+fn tls_config(hosts: Vec<String>) -> Arc<rustls::ServerConfig> {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = rcgen::CertificateParams::new(hosts)
+        .and_then(|p| p.self_signed(&key))
+        .expect("self-signed certificate");
+    let der = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+    let config = rustls::ServerConfig::builder_with_provider(mesh_identity::tls::provider())
+        .with_safe_default_protocol_versions()
+        .and_then(|b| {
+            b.with_no_client_auth()
+                .with_single_cert(vec![cert.der().clone()], der)
+        })
+        .expect("TLS settings");
+    Arc::new(config)
+}
+
+/// One HTTPS request: the answer names the server name asked for.
+fn serve_tls(conn: TcpStream, name: &str, config: Arc<rustls::ServerConfig>) {
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+    let Ok(tls) = rustls::ServerConnection::new(config) else {
+        return;
+    };
+    let mut stream = rustls::StreamOwned::new(tls, conn);
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && head.len() < MAX_HEAD {
+        match stream.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => return,
+        }
+    }
+    let line = String::from_utf8_lossy(&head)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let sni = stream.conn.server_name().unwrap_or("-").to_owned();
+    let body = format!("{name} received {line:?} over TLS for {sni}\n");
+    let reply = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.write_all(reply.as_bytes());
+    stream.conn.send_close_notify();
+    let _ = stream.flush();
 }
