@@ -40,6 +40,9 @@ enum Command {
     /// Traffic management: the routes, rate limits and endpoints a proxy holds
     #[command(subcommand)]
     Route(meshctl::route::cli::RouteCommand),
+    /// Egress outside the mesh: where workloads went, and the policy that allows exactly that
+    #[command(subcommand)]
+    Egress(meshctl::egress::cli::EgressCommand),
     /// A local mesh of network-namespace pods: lab up DIR, status, down
     #[command(subcommand)]
     Lab(meshctl::lab::cli::LabCommand),
@@ -118,6 +121,7 @@ fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Lab(c) => meshctl::lab::cli::run(c),
         Command::Route(c) => meshctl::route::cli::run(c),
+        Command::Egress(c) => meshctl::egress::cli::run(c),
         Command::Inject(a) => meshctl::inject::cli::inject(a).map(|()| ExitCode::SUCCESS),
         Command::Uninject(a) => meshctl::inject::cli::uninject(a).map(|()| ExitCode::SUCCESS),
         Command::Install(a) => meshctl::install::cli::install(a).map(|()| ExitCode::SUCCESS),

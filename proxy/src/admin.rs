@@ -1,6 +1,7 @@
 //! The proxy's admin endpoint: `/live`, `/ready`, `/metrics`, `/certs`,
 //! `/policy`, `/routes` (routes, rate limits and the endpoints requests
-//! went to, with their latency and health), and the app's probes at
+//! went to, with their latency and health), `/egress` (where the workload
+//! went outside the mesh, by host, port, decision and policy), and the app's probes at
 //! `/app-health/...` (`app_health.rs`).
 
 use std::sync::Arc;
@@ -20,6 +21,9 @@ pub struct Admin {
     pub balancer: Arc<crate::http::balance::Balancer>,
     /// The app's probes, answered at `/app-health/...`.
     pub app_probes: Arc<crate::app_health::AppProbes>,
+    /// Where the workload went outside the mesh.
+    pub egress: Arc<crate::outbound::egress::Destinations>,
+    pub local: Arc<crate::policy::LocalWorkload>,
 }
 
 impl Routes for Admin {
@@ -45,6 +49,7 @@ impl Routes for Admin {
             },
             "/certs" => self.certs(),
             "/routes" => self.routes(),
+            "/egress" => Reply::json(StatusCode::OK, &self.egress.to_json(&self.local)),
             _ => Reply::not_found(),
         }
     }

@@ -89,6 +89,8 @@ pub(crate) struct Started {
     pub(crate) policy: policy::PolicyRx,
     pub(crate) discovery: discovery::DiscoveryRx,
     pub(crate) balancer: Arc<http::balance::Balancer>,
+    /// Where the workload went outside the mesh (`/egress`).
+    pub(crate) egress_seen: Arc<outbound::egress::Destinations>,
     trigger: drain::Trigger,
     pub(crate) drain: drain::Drain,
 }
@@ -119,6 +121,7 @@ pub(crate) async fn start(
     let (discovery_tx, discovery_rx) =
         tokio::sync::watch::channel(Arc::new(discovery::DiscoveryView::default()));
     let balancer = Arc::new(http::balance::Balancer::default());
+    let egress_seen = Arc::new(outbound::egress::Destinations::default());
     {
         // Endpoint state follows discovery: a pod that goes and comes back
         // starts afresh.
@@ -149,6 +152,8 @@ pub(crate) async fn start(
             metrics,
             balancer: balancer.clone(),
             app_probes,
+            egress: egress_seen.clone(),
+            local: local.clone(),
         }),
         drain.receiver(),
     ));
@@ -202,6 +207,7 @@ pub(crate) async fn start(
         policy: policy_rx,
         discovery: discovery_rx,
         balancer,
+        egress_seen,
         trigger,
         drain,
     }))
@@ -233,6 +239,7 @@ impl Started {
                     args.dns_cache_size,
                 ),
                 hosts: outbound::egress::HostLabels::new(args.egress_host_labels),
+                seen: self.egress_seen.clone(),
             }),
             discovery: self.discovery.clone(),
             idle_timeout: args.idle_timeout,

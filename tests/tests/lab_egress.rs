@@ -10,7 +10,7 @@
 
 use std::time::{Duration, Instant};
 
-use mesh_tests::netns::{Lab, LabSpec, Pod, available};
+use mesh_tests::netns::{Lab, LabSpec, Pod, available, meshctl};
 use mesh_tests::{metric, wait_for};
 
 const INDEX: u8 = 24;
@@ -150,7 +150,7 @@ fn only_the_allowed_host_leaves_the_mesh() {
 
     // The CIDR rule: its address on its port only.
     assert_eq!(tcp_echo(&lab, "checkout", &ip(30)), "ping");
-    assert_eq!(tcp_echo(&lab, "checkout", &ip(31)), "");
+    assert_eq!(tcp_echo(&lab, "intruder", &ip(31)), "");
 
     // Counted by host and decision.
     let m = lab.metrics("intruder");
@@ -188,5 +188,40 @@ fn only_the_allowed_host_leaves_the_mesh() {
     let took = switched.elapsed();
     println!("enforce took effect after {took:?}");
     assert!(took < Duration::from_secs(1), "{took:?}");
+
+    // What checkout was seen reaching, as a policy; applied, it allows
+    // exactly that: replayed, checkout's destinations work and nothing else
+    // leaves.
+    let admin = lab.admin("checkout").to_string();
+    let out = meshctl(&["egress", "report", "--admin", &admin]);
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{report}");
+    assert!(report.contains("api.partner.example"), "{report}");
+    let out = meshctl(&["egress", "suggest", "--admin", &admin]);
+    let suggested = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{suggested}");
+    println!("{suggested}");
+    lab.write_config("egress.yaml", &suggested);
+    wait_for(
+        "the suggested policy in force",
+        Duration::from_secs(5),
+        || {
+            let r = curl(&lab, "intruder", &["http://exfil.example/"]);
+            r.2.contains("EgressPolicy shop/suggested-egress")
+                .then_some(())
+        },
+    );
+    assert_eq!(
+        curl(&lab, "checkout", &["https://api.partner.example/pay"]).1,
+        200
+    );
+    assert_eq!(
+        curl(&lab, "checkout", &["http://api.partner.example/status"]).1,
+        200
+    );
+    assert_eq!(tcp_echo(&lab, "checkout", &ip(30)), "ping");
+    assert_eq!(curl(&lab, "checkout", &["https://exfil.example/"]).1, 0);
+    assert_eq!(curl(&lab, "checkout", &["http://exfil.example/"]).1, 403);
+    assert_eq!(tcp_echo(&lab, "checkout", &ip(31)), "");
     lab.down();
 }

@@ -42,6 +42,94 @@ pub const OTHER_HOST: &str = "other";
 pub struct Gate {
     pub names: dns::Names,
     pub hosts: HostLabels,
+    pub seen: Arc<Destinations>,
+}
+
+/// Distinct destinations kept for `/egress` before new ones are only
+/// counted as dropped.
+pub const MAX_DESTINATIONS: usize = 1024;
+
+/// Where the workload went: each distinct (host, or address when there
+/// was no name; port, protocol, decision, policy), with its count and when
+/// it was first and last seen. Served at the admin's `/egress`, read by
+/// `meshctl egress report` and `suggest`.
+#[derive(Default)]
+pub struct Destinations {
+    table: Mutex<std::collections::BTreeMap<DestinationKey, DestinationStats>>,
+    dropped: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct DestinationKey {
+    host: Option<String>,
+    /// Only for a connection without a name.
+    ip: Option<std::net::IpAddr>,
+    port: u16,
+    protocol: &'static str,
+    decision: &'static str,
+    policy: String,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct DestinationStats {
+    connections: u64,
+    first_seen: SystemTime,
+    last_seen: SystemTime,
+}
+
+impl Destinations {
+    fn note(&self, key: DestinationKey, now: SystemTime) {
+        let Ok(mut t) = self.table.lock() else {
+            return;
+        };
+        if let Some(s) = t.get_mut(&key) {
+            s.connections += 1;
+            s.last_seen = now;
+        } else if t.len() < MAX_DESTINATIONS {
+            t.insert(
+                key,
+                DestinationStats {
+                    connections: 1,
+                    first_seen: now,
+                    last_seen: now,
+                },
+            );
+        } else {
+            self.dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// `/egress`: `{"destinations": [...], "dropped": N}`.
+    pub fn to_json(&self, local: &crate::policy::LocalWorkload) -> serde_json::Value {
+        let rows: Vec<serde_json::Value> = self
+            .table
+            .lock()
+            .map(|t| {
+                t.iter()
+                    .map(|(k, s)| {
+                        serde_json::json!({
+                            "host": k.host.as_deref().unwrap_or("-"),
+                            "ip": k.ip.map(|ip| ip.to_string()),
+                            "port": k.port,
+                            "protocol": k.protocol,
+                            "decision": k.decision,
+                            "policy": k.policy,
+                            "connections": s.connections,
+                            "first_seen": access::timestamp(s.first_seen),
+                            "last_seen": access::timestamp(s.last_seen),
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        serde_json::json!({
+            "namespace": local.namespace,
+            "workload": local.name,
+            "destinations": rows,
+            "dropped": self.dropped.load(std::sync::atomic::Ordering::Relaxed),
+        })
+    }
 }
 
 /// The bounded set of host label values.
@@ -142,25 +230,30 @@ fn record(
 ) {
     let local = &out.egress.local;
     let host = seen.host.as_deref();
-    let label = out.gate.hosts.label(host.unwrap_or("-"));
-    metrics::counter!(
-        "mesh_egress_connections_total",
-        "namespace" => local.namespace.clone(),
-        "host" => label.to_string(),
-        "decision" => decision.label()
-    )
-    .increment(1);
+    count(&out.gate.hosts, &local.namespace, host, decision.label());
     crate::policy::record("egress", decision);
     let policy = decision.decided_by.to_string();
     let dry_run_policy = decision.dry_run.as_ref().map(|d| d.decided_by.to_string());
     let protocol = seen.protocol.as_str();
+    let now = SystemTime::now();
+    out.gate.seen.note(
+        DestinationKey {
+            host: host.map(str::to_owned),
+            ip: host.is_none().then_some(dst.ip()),
+            port: dst.port(),
+            protocol,
+            decision: decision.label(),
+            policy: dry_run_policy.clone().unwrap_or_else(|| policy.clone()),
+        },
+        now,
+    );
     if decision.is_allowed() && decision.dry_run.is_none() {
         tracing::debug!(access = "egress", %dst, host = host.unwrap_or("-"), protocol, decision = decision.label(), policy, "tcp");
     } else {
         tracing::info!(access = "egress", %dst, host = host.unwrap_or("-"), protocol, decision = decision.label(), policy, dry_run = dry_run_policy.as_deref().unwrap_or("-"), reason = reason.unwrap_or("-"), "tcp");
     }
     out.access.egress(&EgressLine {
-        ts: access::timestamp(SystemTime::now()),
+        ts: access::timestamp(now),
         direction: "egress",
         namespace: &local.namespace,
         workload: &local.name,
@@ -173,6 +266,18 @@ fn record(
         dry_run_policy,
         reason,
     });
+}
+
+/// One connection in `mesh_egress_connections_total`.
+fn count(hosts: &HostLabels, namespace: &str, host: Option<&str>, decision: &'static str) {
+    let label = hosts.label(host.unwrap_or("-"));
+    metrics::counter!(
+        "mesh_egress_connections_total",
+        "namespace" => namespace.to_owned(),
+        "host" => label.to_string(),
+        "decision" => decision
+    )
+    .increment(1);
 }
 
 async fn relay_to(
@@ -238,5 +343,35 @@ mod tests {
             l.label(&format!("h{i}.example"));
         }
         assert_eq!(l.seen.lock().unwrap().len(), 3);
+    }
+
+    /// 10,000 distinct hostnames: the metric holds at most the limit's
+    /// series per (namespace, decision), plus `other`, and counts every
+    /// connection.
+    #[test]
+    fn the_metric_stays_bounded_under_ten_thousand_hostnames() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let hosts = HostLabels::new(DEFAULT_HOST_LABELS);
+        metrics::with_local_recorder(&recorder, || {
+            for i in 0..10_000 {
+                let decision = if i % 2 == 0 { "allow" } else { "deny" };
+                count(&hosts, "shop", Some(&format!("h{i}.example")), decision);
+            }
+        });
+        let text = handle.render();
+        let series: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("mesh_egress_connections_total{"))
+            .collect();
+        // The first 256 hosts each under the one decision they had, and
+        // `other` under both.
+        assert_eq!(series.len(), DEFAULT_HOST_LABELS + 2, "{}", series.len());
+        let total: f64 = series
+            .iter()
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum();
+        assert_eq!(total, 10_000.0);
+        assert!(text.contains(&format!("host=\"{OTHER_HOST}\"")));
     }
 }
