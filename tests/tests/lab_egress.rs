@@ -223,5 +223,15 @@ fn only_the_allowed_host_leaves_the_mesh() {
     assert_eq!(curl(&lab, "checkout", &["https://exfil.example/"]).1, 0);
     assert_eq!(curl(&lab, "checkout", &["http://exfil.example/"]).1, 403);
     assert_eq!(tcp_echo(&lab, "checkout", &ip(31)), "");
+
+    // `lab status` shows egress by host.
+    let out = meshctl(&["lab", "status", "--name", &lab.name]);
+    let status = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(status.contains("egress outside the mesh"), "{status}");
+    assert!(status.contains("intruder: exfil.example:"), "{status}");
+    assert!(
+        status.contains("checkout: api.partner.example:"),
+        "{status}"
+    );
     lab.down();
 }

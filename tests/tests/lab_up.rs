@@ -51,6 +51,16 @@ fn denied_by(pod: &serde_json::Value, policy: &str) -> u64 {
         .sum()
 }
 
+fn egress(pod: &serde_json::Value, host: &str, decision: &str) -> u64 {
+    pod["traffic"]["egress"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e[0] == host && e[1] == decision)
+        .filter_map(|e| e[2].as_u64())
+        .sum()
+}
+
 /// `scripts/lab.sh [ARGS]` (the README's main command) for lab `name`.
 fn lab_sh(name: &str, args: &[&str]) -> std::process::Output {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -124,7 +134,11 @@ fn example_lab_is_ready_fast_shows_flows_and_goes_away() {
                 .iter()
                 .map(|p| pod(&st, p)["traffic"]["rate_limited"].as_u64().unwrap_or(0))
                 .sum::<u64>()
-                > 0;
+                > 0
+            // Out of the mesh (egress.yaml): the partner allowed, the
+            // exfiltration target refused.
+            && egress(pod(&st, "frontend"), "api.partner.example", "allow") > 0
+            && egress(pod(&st, "intruder"), "exfil.example", "deny") > 0;
         seen.then_some(())
     });
     // The README's edge check: HTTPS from the host through the ingress.

@@ -78,6 +78,9 @@ pub struct Traffic {
     pub edge_requests: [u64; 3],
     /// `mesh_authz_decisions_total{direction="ingress",decision="deny"}`.
     pub edge_denied: u64,
+    /// Connections leaving the mesh, `mesh_egress_connections_total`:
+    /// (host, decision, count), by host.
+    pub egress: Vec<(String, String, u64)>,
 }
 
 /// Collects the lab's status; unreachable parts are shown as such, never
@@ -177,7 +180,20 @@ pub fn traffic(text: &str) -> Traffic {
         };
         edge_requests[class] += n(s.value);
     }
+    let mut egress: Vec<(String, String, u64)> =
+        http::samples(text, "mesh_egress_connections_total")
+            .iter()
+            .map(|s| {
+                (
+                    s.label("host").unwrap_or("-").to_owned(),
+                    s.label("decision").unwrap_or("-").to_owned(),
+                    n(s.value),
+                )
+            })
+            .collect();
+    egress.sort();
     Traffic {
+        egress,
         edge_connections: n(http::sum(text, conns, &[("direction", "ingress")])),
         edge_requests,
         edge_denied: n(edge_denied),
@@ -369,6 +385,28 @@ pub fn render(s: &Status) -> String {
                 ok + client + server,
                 t.edge_denied
             );
+        }
+    }
+    let egress: Vec<(&str, &(String, String, u64))> = s
+        .pods
+        .iter()
+        .flat_map(|p| {
+            p.traffic
+                .iter()
+                .flat_map(|t| t.egress.iter())
+                .map(move |e| (p.name.as_str(), e))
+        })
+        .collect();
+    if !egress.is_empty() {
+        let _ = writeln!(out, "\negress outside the mesh (connections by host):");
+        for (pod, (host, decision, c)) in egress {
+            let decision = match decision.as_str() {
+                "allow" => "allowed",
+                "deny" => "denied",
+                "dry_run_deny" => "denied in dry-run only",
+                other => other,
+            };
+            let _ = writeln!(out, "  {pod}: {host}: {c} {decision}");
         }
     }
     if !denials.is_empty() {

@@ -208,6 +208,22 @@ fn prometheus_samples() {
 }
 
 #[test]
+fn egress_by_host_in_the_status() {
+    let text = "mesh_egress_connections_total{namespace=\"shop\",host=\"exfil.example\",decision=\"deny\"} 2\n\
+        mesh_egress_connections_total{namespace=\"shop\",host=\"api.partner.example\",decision=\"allow\"} 5\n\
+        mesh_egress_connections_total{namespace=\"shop\",host=\"exfil.example\",decision=\"dry_run_deny\"} 1\n";
+    let t = status::traffic(text);
+    assert_eq!(
+        t.egress,
+        [
+            ("api.partner.example".to_string(), "allow".to_string(), 5),
+            ("exfil.example".to_string(), "deny".to_string(), 2),
+            ("exfil.example".to_string(), "dry_run_deny".to_string(), 1),
+        ]
+    );
+}
+
+#[test]
 fn status_renders_without_a_running_lab() {
     let s = status::Status {
         name: "pal".into(),
