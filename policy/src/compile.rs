@@ -123,6 +123,10 @@ enum Compiled {
     Gateway(edge::EdgeGateway),
     Ingress(edge::CompiledIngress),
     Egress(egress::Egress),
+    Exported(egress::Exported),
+    /// Loaded and checked, deciding nothing (a Sidecar without an
+    /// outboundTrafficPolicy).
+    Inert,
 }
 
 fn compile_object(
@@ -153,6 +157,13 @@ fn compile_object(
             rate_limit::compile(p, common, &site, trust_domain, errors).map(Compiled::RateLimit)
         }
         Object::EgressPolicy(p) => egress::compile(p, common, &site, errors).map(Compiled::Egress),
+        Object::ServiceEntry(se) => {
+            egress::compile_service_entry(se, common, &site, errors).map(Compiled::Exported)
+        }
+        Object::Sidecar(s) => Some(
+            egress::compile_sidecar(s, common, &site, errors)
+                .map_or(Compiled::Inert, Compiled::Egress),
+        ),
         Object::Gateway(g) => {
             edge::compile_gateway(g, common, &site, errors).map(Compiled::Gateway)
         }
@@ -187,6 +198,8 @@ pub(crate) struct Tables {
     pub(crate) rate_limits: Vec<rate_limit::RateLimit>,
     pub(crate) edge: edge::EdgeTable,
     pub(crate) egress: Vec<egress::Egress>,
+    /// ServiceEntries, consulted for every namespace they are exported to.
+    pub(crate) service_entries: Vec<egress::Exported>,
 }
 
 pub(crate) fn compile_snapshot(
@@ -208,6 +221,8 @@ pub(crate) fn compile_snapshot(
             Some(Compiled::RateLimit(l)) => tables.rate_limits.push(l),
             Some(Compiled::Gateway(g)) => tables.edge.gateways.push(g),
             Some(Compiled::Egress(e)) => tables.egress.push(e),
+            Some(Compiled::Exported(e)) => tables.service_entries.push(e),
+            Some(Compiled::Inert) => {}
             Some(Compiled::Ingress(i)) => {
                 for (hosts, secret) in i.tls {
                     tables
@@ -230,6 +245,7 @@ pub(crate) fn compile_snapshot(
     tables.netpol.sort_by_key(|n| key(&n.common));
     tables.rate_limits.sort_by_key(|l| key(&l.common));
     tables.egress.sort_by_key(|e| key(&e.common));
+    tables.service_entries.sort_by_key(|e| key(&e.common));
     tables.routes.index();
     tables.edge.gateways.sort_by_key(|g| key(&g.common));
     tables.edge.index(&tables.routes.routes, &tables.namespaces);

@@ -340,6 +340,7 @@ pub(crate) fn parse_value(
         "HTTPRoute" | "GRPCRoute" | "Gateway" => &[GATEWAY_API_VERSION],
         "Ingress" => &[NETWORKING_API_VERSION],
         "RateLimitPolicy" | "EgressPolicy" => &[POLICY_API_VERSION],
+        "ServiceEntry" | "Sidecar" => &crate::resource::istio_egress::ISTIO_NETWORKING_API_VERSIONS,
         other => {
             warnings.push(format!(
                 "{file}: {object}: kind {other} ({api_version}) is not policy; ignored"
@@ -393,6 +394,10 @@ pub(crate) fn parse_value(
             typed(deserialize::<RateLimitPolicy>(value).map(Object::RateLimitPolicy))?
         }
         "EgressPolicy" => typed(deserialize::<EgressPolicy>(value).map(Object::EgressPolicy))?,
+        "ServiceEntry" => {
+            typed(deserialize::<crate::resource::ServiceEntry>(value).map(Object::ServiceEntry))?
+        }
+        "Sidecar" => typed(deserialize::<crate::resource::Sidecar>(value).map(Object::Sidecar))?,
         "Gateway" => typed(deserialize::<Gateway>(value).map(Object::Gateway))?,
         "Ingress" => typed(deserialize::<Ingress>(value).map(Object::Ingress))?,
         _ => typed(deserialize::<Namespace>(value).map(Object::Namespace))?,
@@ -404,6 +409,15 @@ pub(crate) fn parse_value(
         Object::Ingress(i) => Some(i.class().unwrap_or("")),
         _ => None,
     };
+    // A ServiceEntry inside the mesh describes workloads, not egress.
+    if let Object::ServiceEntry(se) = &parsed
+        && !se.is_external()
+    {
+        warnings.push(format!(
+            "{file}: {object}: location MESH_INTERNAL describes workloads of the mesh, not egress; ignored"
+        ));
+        return Ok(Vec::new());
+    }
     if let Some(class) = class
         && class != crate::resource::gateway::GATEWAY_CLASS
     {
@@ -443,7 +457,8 @@ impl<'de> Deserialize<'de> for Object {
             Ok(_) => Err(serde::de::Error::custom(
                 "a snapshot entry must be exactly one policy object (AuthorizationPolicy, \
                  PeerAuthentication, NetworkPolicy, Namespace, HTTPRoute, GRPCRoute, \
-                 RateLimitPolicy, EgressPolicy, Gateway or Ingress of class palisade)",
+                 RateLimitPolicy, EgressPolicy, ServiceEntry, Sidecar, Gateway or Ingress of \
+                 class palisade)",
             )),
             Err(errors) => Err(serde::de::Error::custom(
                 Error::from_list(errors).map_or_else(String::new, |e| e.to_string()),

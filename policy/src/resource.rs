@@ -16,6 +16,7 @@ pub mod gateway;
 pub mod grpc_route;
 pub mod http_route;
 pub mod ingress;
+pub mod istio_egress;
 mod namespace;
 mod network_policy;
 mod peer_authentication;
@@ -38,6 +39,7 @@ pub use gateway::Gateway;
 pub use grpc_route::GrpcRoute;
 pub use http_route::HttpRoute;
 pub use ingress::Ingress;
+pub use istio_egress::{ServiceEntry, Sidecar};
 pub use namespace::Namespace;
 pub use network_policy::{
     EgressRule, IngressRule, IntOrString, IpBlock, LabelSelector, LabelSelectorRequirement,
@@ -152,6 +154,8 @@ pub enum Kind {
     Gateway,
     Ingress,
     EgressPolicy,
+    ServiceEntry,
+    Sidecar,
 }
 
 impl Kind {
@@ -167,6 +171,8 @@ impl Kind {
             Kind::Gateway => "Gateway",
             Kind::Ingress => "Ingress",
             Kind::EgressPolicy => "EgressPolicy",
+            Kind::ServiceEntry => "ServiceEntry",
+            Kind::Sidecar => "Sidecar",
         }
     }
 }
@@ -213,6 +219,8 @@ pub enum Object {
     Gateway(Gateway),
     Ingress(Ingress),
     EgressPolicy(EgressPolicy),
+    ServiceEntry(ServiceEntry),
+    Sidecar(Sidecar),
 }
 
 impl Object {
@@ -228,6 +236,8 @@ impl Object {
             Object::Gateway(_) => Kind::Gateway,
             Object::Ingress(_) => Kind::Ingress,
             Object::EgressPolicy(_) => Kind::EgressPolicy,
+            Object::ServiceEntry(_) => Kind::ServiceEntry,
+            Object::Sidecar(_) => Kind::Sidecar,
         }
     }
 
@@ -243,6 +253,8 @@ impl Object {
             Object::Gateway(o) => &o.metadata,
             Object::Ingress(o) => &o.metadata,
             Object::EgressPolicy(o) => &o.metadata,
+            Object::ServiceEntry(o) => &o.metadata,
+            Object::Sidecar(o) => &o.metadata,
         }
     }
 

@@ -50,7 +50,17 @@ impl Snapshot {
                     in_scope(p.metadata.namespace_or_default())
                         && selects(p.spec.selector.as_ref(), labels)
                 }
-                // Egress is decided by the source's own outbound.
+                // Egress is decided by the source's own outbound: the
+                // ServiceEntries exported to its namespace, the Sidecars
+                // that select it.
+                Object::ServiceEntry(se) => se.exported_to(namespace),
+                Object::Sidecar(s) => {
+                    in_scope(s.metadata.namespace_or_default())
+                        && s.spec
+                            .workload_selector
+                            .as_ref()
+                            .is_none_or(|w| w.labels.iter().all(|(k, v)| labels.get(k) == Some(v)))
+                }
                 Object::EgressPolicy(p) => {
                     in_scope(p.metadata.namespace_or_default())
                         && selects(p.spec.selector.as_ref(), labels)

@@ -335,3 +335,197 @@ fn only_its_own_api_version() {
     let e = parse_yaml("egress.yaml", &yaml).unwrap_err().to_string();
     assert!(e.contains("policy.palisade.dev/v1alpha1"), "{e}");
 }
+
+/// Istio's egress control as users write it (the ServiceEntries of Istio's
+/// "Accessing External Services" and "Egress TCP" tasks, REGISTRY_ONLY set
+/// by a Sidecar): mapped onto the same decision.
+const ISTIO: &str = "apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata:
+  name: default
+  namespace: shop
+spec:
+  egress:
+  - hosts: [\"./*\", \"istio-system/*\"]
+  outboundTrafficPolicy:
+    mode: REGISTRY_ONLY
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata:
+  name: httpbin-ext
+  namespace: shop
+spec:
+  hosts:
+  - httpbin.org
+  ports:
+  - number: 80
+    name: http
+    protocol: HTTP
+  resolution: DNS
+  location: MESH_EXTERNAL
+---
+apiVersion: networking.istio.io/v1beta1
+kind: ServiceEntry
+metadata:
+  name: google
+  namespace: shop
+spec:
+  hosts:
+  - www.google.com
+  ports:
+  - number: 443
+    name: https
+    protocol: HTTPS
+  resolution: DNS
+  location: MESH_EXTERNAL
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: ServiceEntry
+metadata:
+  name: mongo
+  namespace: shop
+spec:
+  hosts:
+  - my-mongo.tcp.svc
+  addresses:
+  - 192.0.2.20/32
+  ports:
+  - number: 27017
+    name: tcp
+    protocol: TCP
+  location: MESH_EXTERNAL
+  resolution: STATIC
+  endpoints:
+  - address: 192.0.2.20
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata:
+  name: private
+  namespace: blog
+spec:
+  hosts: [api.private.example]
+  exportTo: [\".\"]
+  ports:
+  - {number: 443, name: tls, protocol: TLS}
+";
+
+#[test]
+fn istio_service_entries_and_registry_only() {
+    let loaded = parse_yaml("istio.yaml", ISTIO).unwrap();
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    let e = mesh(ISTIO);
+    let d = |ns, host, ip, port, proto| decide(&e, ns, "x", host, ip, port, proto);
+    // REGISTRY_ONLY: what a ServiceEntry names, on its port and protocol.
+    assert_eq!(
+        d("shop", Some("httpbin.org"), "203.0.113.1", 80, Http),
+        (
+            "allow".to_owned(),
+            "ServiceEntry shop/httpbin-ext rule 0".to_owned(),
+            true
+        )
+    );
+    assert_eq!(
+        d("shop", Some("www.google.com"), "203.0.113.2", 443, Tls).1,
+        "ServiceEntry shop/google rule 0"
+    );
+    assert_eq!(
+        d("shop", Some("www.google.com"), "203.0.113.2", 443, Http).0,
+        "deny"
+    );
+    assert_eq!(
+        d("shop", Some("httpbin.org"), "203.0.113.1", 443, Tls).0,
+        "deny"
+    );
+    // TCP by the entry's addresses.
+    assert_eq!(
+        d("shop", None, "192.0.2.20", 27017, Tcp),
+        (
+            "allow".to_owned(),
+            "ServiceEntry shop/mongo rule 0".to_owned(),
+            false
+        )
+    );
+    assert_eq!(d("shop", None, "192.0.2.21", 27017, Tcp).0, "deny");
+    // Anything else: denied, naming the Sidecar.
+    assert_eq!(
+        d("shop", Some("evil.example"), "203.0.113.9", 443, Tls).1,
+        "Sidecar shop/default"
+    );
+    // exportTo ".": blog's own; and without REGISTRY_ONLY blog is open.
+    assert_eq!(
+        d("shop", Some("api.private.example"), "203.0.113.3", 443, Tls).0,
+        "deny"
+    );
+    assert_eq!(
+        d("blog", Some("anything.example"), "203.0.113.3", 443, Tls).1,
+        "default allow"
+    );
+    // Shares: the Sidecar and what is exported to the namespace.
+    let share = |ns: &str| {
+        loaded
+            .snapshot
+            .for_workload(ns, &labels(&[]))
+            .objects
+            .iter()
+            .map(|o| o.object_ref().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        share("shop"),
+        [
+            "Sidecar shop/default",
+            "ServiceEntry shop/httpbin-ext",
+            "ServiceEntry shop/google",
+            "ServiceEntry shop/mongo"
+        ]
+    );
+    assert!(share("blog").contains(&"ServiceEntry blog/private".to_owned()));
+    assert!(!share("blog").contains(&"Sidecar shop/default".to_owned()));
+    // A ServiceEntry exported everywhere (the default) reaches blog too.
+    assert!(share("blog").contains(&"ServiceEntry shop/google".to_owned()));
+    let back = Snapshot::from_json(&loaded.snapshot.to_json()).unwrap();
+    assert_eq!(back, loaded.snapshot);
+}
+
+#[test]
+fn istio_entries_inside_the_mesh_are_skipped_and_mistakes_refused() {
+    let internal = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: vm, namespace: shop}\nspec:\n  hosts: [vm.shop.internal]\n  location: MESH_INTERNAL\n  ports: [{number: 80, protocol: HTTP}]\n";
+    let loaded = parse_yaml("istio.yaml", internal).unwrap();
+    assert!(loaded.snapshot.objects.is_empty());
+    assert!(
+        loaded.warnings[0].contains("MESH_INTERNAL"),
+        "{:?}",
+        loaded.warnings
+    );
+    for (spec, field, message) in [
+        (
+            "  hosts: [db.example]\n  ports: [{number: 5432, protocol: TCP}]",
+            "spec.ports[0].protocol",
+            "give spec.addresses",
+        ),
+        ("  hosts: [a.example]", "spec.ports", "at least one port"),
+        (
+            "  hosts: [a.example]\n  ports: [{number: 70000, protocol: TLS}]",
+            "spec.ports[0].number",
+            "not a port",
+        ),
+        (
+            "  hosts: [\"*\"]\n  ports: [{number: 443, protocol: TLS}]",
+            "spec.hosts[0]",
+            "not a hostname",
+        ),
+    ] {
+        let yaml = format!(
+            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: bad, namespace: shop}}\nspec:\n{spec}\n"
+        );
+        let e = parse_yaml("istio.yaml", &yaml).unwrap_err().to_string();
+        assert!(e.contains("ServiceEntry shop/bad"), "{e}");
+        assert!(e.contains(field), "{e}");
+        assert!(e.contains(message), "{e}");
+    }
+    let bad_mode = "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: s, namespace: shop}\nspec:\n  outboundTrafficPolicy: {mode: DENY_ALL}\n";
+    let e = parse_yaml("istio.yaml", bad_mode).unwrap_err().to_string();
+    assert!(e.contains("spec.outboundTrafficPolicy.mode"), "{e}");
+}

@@ -64,7 +64,7 @@ pub struct Kind {
 
 /// What the control plane reads. Kinds whose CRDs are not installed
 /// (Istio's groups, say) answer 404 and count as empty.
-pub const KINDS: [Kind; 15] = [
+pub const KINDS: [Kind; 17] = [
     Kind {
         api_version: "v1",
         kind: "Namespace",
@@ -125,6 +125,17 @@ pub const KINDS: [Kind; 15] = [
         api_version: "policy.palisade.dev/v1alpha1",
         kind: "EgressPolicy",
         path: "/apis/policy.palisade.dev/v1alpha1/egresspolicies",
+    },
+    // Istio's egress control, mapped onto EgressPolicy (docs/egress.md).
+    Kind {
+        api_version: "networking.istio.io/v1",
+        kind: "ServiceEntry",
+        path: "/apis/networking.istio.io/v1/serviceentries",
+    },
+    Kind {
+        api_version: "networking.istio.io/v1",
+        kind: "Sidecar",
+        path: "/apis/networking.istio.io/v1/sidecars",
     },
     // The edge: served by the ingress (class palisade).
     Kind {

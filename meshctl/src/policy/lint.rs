@@ -280,6 +280,12 @@ impl Lint<'_> {
             ),
             Object::RateLimitPolicy(p) => self.rate_limit(object, p),
             Object::EgressPolicy(p) => self.egress_policy(object, p),
+            Object::ServiceEntry(se) => {
+                for (j, host) in se.spec.hosts.iter().enumerate() {
+                    self.wildcard(object, &format!("spec.hosts[{j}]"), host);
+                }
+            }
+            Object::Sidecar(_) => {}
             Object::Gateway(g) => {
                 let own = object.metadata().namespace_or_default().to_owned();
                 let refs: Vec<(usize, String)> = g
@@ -350,23 +356,26 @@ impl Lint<'_> {
         }
     }
 
+    fn wildcard(&mut self, object: &Object, field: &str, host: &str) {
+        if let Some(suffix) = host.strip_prefix("*.")
+            && is_public_suffix(suffix)
+        {
+            self.about(
+                object,
+                Severity::Warning,
+                "wide-egress-wildcard",
+                format!(
+                    "{field} {host:?} matches every name under the public suffix {suffix:?}, \
+                     not one registrable domain; name the domain (\"*.example.{suffix}\")"
+                ),
+            );
+        }
+    }
+
     fn egress_policy(&mut self, object: &Object, policy: &mesh_policy::resource::EgressPolicy) {
         for (i, rule) in policy.spec.allow.iter().enumerate() {
             for (j, host) in rule.hosts.iter().enumerate() {
-                if let Some(suffix) = host.strip_prefix("*.")
-                    && is_public_suffix(suffix)
-                {
-                    self.about(
-                        object,
-                        Severity::Warning,
-                        "wide-egress-wildcard",
-                        format!(
-                            "spec.allow[{i}].hosts[{j}] {host:?} matches every name under the \
-                             public suffix {suffix:?}, not one registrable domain; name the \
-                             domain (\"*.example.{suffix}\")"
-                        ),
-                    );
-                }
+                self.wildcard(object, &format!("spec.allow[{i}].hosts[{j}]"), host);
             }
             for (j, cidr) in rule.cidrs.iter().enumerate() {
                 if cidr.ends_with("/0") {
@@ -661,6 +670,20 @@ impl Lint<'_> {
                         .as_ref()
                         .and_then(|s| s.match_labels.as_ref())
                         .is_none_or(|l| l.is_empty())
+            }
+            Object::Sidecar(s) => {
+                let ns = o.metadata().namespace_or_default();
+                self.in_force(o)
+                    && (ns == namespace || ns == ROOT_NAMESPACE)
+                    && s.spec
+                        .outbound_traffic_policy
+                        .as_ref()
+                        .and_then(|p| p.mode.as_deref())
+                        == Some("REGISTRY_ONLY")
+                    && s.spec
+                        .workload_selector
+                        .as_ref()
+                        .is_none_or(|w| w.labels.is_empty())
             }
             _ => false,
         });

@@ -122,3 +122,127 @@ pub(crate) fn compile(
         rules,
     })
 }
+
+/// A ServiceEntry's allow rules, for the namespaces it is exported to.
+#[derive(Debug)]
+pub(crate) struct Exported {
+    pub(crate) common: Common,
+    pub(crate) namespace: String,
+    /// Empty or `*`: every namespace; `.`: its own.
+    pub(crate) export_to: Vec<String>,
+    pub(crate) rules: Vec<AllowRule>,
+}
+
+impl Exported {
+    pub(crate) fn exported_to(&self, namespace: &str) -> bool {
+        self.export_to.is_empty()
+            || self
+                .export_to
+                .iter()
+                .any(|e| e == "*" || (e == "." && self.namespace == namespace) || e == namespace)
+    }
+}
+
+/// Istio's port protocol as the egress decision sees the connection.
+fn istio_protocol(p: Option<&str>) -> Option<EgressProtocol> {
+    Some(match p?.to_ascii_uppercase().as_str() {
+        "HTTP" | "HTTP2" | "GRPC" | "GRPC-WEB" => EgressProtocol::Http,
+        "HTTPS" | "TLS" => EgressProtocol::Tls,
+        _ => EgressProtocol::Tcp,
+    })
+}
+
+pub(crate) fn compile_service_entry(
+    se: &crate::resource::ServiceEntry,
+    common: Common,
+    site: &Site<'_>,
+    errors: &mut Vec<crate::Error>,
+) -> Option<Exported> {
+    let start = errors.len();
+    let spec = &se.spec;
+    let mut hosts = Vec::new();
+    for (i, h) in spec.hosts.iter().enumerate() {
+        match Host::parse(h, false) {
+            Ok(h) => hosts.push(h),
+            Err(e) => errors.push(site.field(format!("spec.hosts[{i}]"), e)),
+        }
+    }
+    let mut cidrs = Vec::new();
+    for (i, a) in spec.addresses.iter().enumerate() {
+        match Cidr::parse(a) {
+            Ok(c) => cidrs.push(c),
+            Err(e) => errors.push(site.field(format!("spec.addresses[{i}]"), e)),
+        }
+    }
+    if spec.ports.is_empty() {
+        errors.push(site.field("spec.ports", "at least one port is required"));
+    }
+    let mut rules = Vec::new();
+    for (i, p) in spec.ports.iter().enumerate() {
+        let Some(port) = u16::try_from(p.number).ok().filter(|n| *n != 0) else {
+            errors.push(site.field(
+                format!("spec.ports[{i}].number"),
+                format!("{} is not a port", p.number),
+            ));
+            continue;
+        };
+        let protocol = istio_protocol(p.protocol.as_deref());
+        let by_name = protocol != Some(EgressProtocol::Tcp);
+        if !by_name && cidrs.is_empty() {
+            errors.push(site.field(
+                format!("spec.ports[{i}].protocol"),
+                "plain TCP carries no name to match spec.hosts by: give spec.addresses",
+            ));
+            continue;
+        }
+        rules.push(AllowRule {
+            hosts: if by_name { hosts.clone() } else { Vec::new() },
+            cidrs: cidrs.clone(),
+            ports: vec![port],
+            protocols: protocol.into_iter().collect(),
+        });
+    }
+    if errors.len() > start {
+        return None;
+    }
+    Some(Exported {
+        namespace: common.object.namespace.clone(),
+        common,
+        export_to: spec.export_to.clone(),
+        rules,
+    })
+}
+
+/// A Sidecar's `outboundTrafficPolicy` as a default for the workloads it
+/// selects; `None` when it sets none (then it says nothing about egress).
+pub(crate) fn compile_sidecar(
+    s: &crate::resource::Sidecar,
+    common: Common,
+    site: &Site<'_>,
+    errors: &mut Vec<crate::Error>,
+) -> Option<Egress> {
+    let mode = s.spec.outbound_traffic_policy.as_ref()?.mode.as_deref();
+    let default = match mode {
+        Some("REGISTRY_ONLY") => EgressDefault::Deny,
+        None | Some("ALLOW_ANY") => EgressDefault::AllowAll,
+        Some(other) => {
+            errors.push(site.field(
+                "spec.outboundTrafficPolicy.mode",
+                format!("{other:?} is not REGISTRY_ONLY or ALLOW_ANY"),
+            ));
+            return None;
+        }
+    };
+    let selector = s
+        .spec
+        .workload_selector
+        .as_ref()
+        .filter(|w| !w.labels.is_empty())
+        .map(|w| Selector::from_match_labels(&w.labels));
+    Some(Egress {
+        common,
+        selector,
+        default,
+        rules: Vec::new(),
+    })
+}

@@ -79,6 +79,9 @@ impl Evaluator {
         };
         let mut denying = None;
         let mut passing = None;
+        // The ServiceEntries exported here, looked at once, after the
+        // first applicable policy's own rules.
+        let mut by_entry: Option<Option<(Decision, bool)>> = None;
         for e in own.iter().chain(root).filter(applies) {
             for (i, rule) in e.rules.iter().enumerate() {
                 if let Some(by_name) = rule.takes(r.host, r.ip, r.port, r.protocol) {
@@ -91,6 +94,12 @@ impl Evaluator {
                         by_name,
                     );
                 }
+            }
+            if by_entry.is_none() {
+                by_entry = Some(self.service_entry_allows(r, include_dry_run));
+            }
+            if let Some(Some(found)) = &by_entry {
+                return found.clone();
             }
             let slot = match e.default {
                 EgressDefault::Deny => &mut denying,
@@ -114,5 +123,34 @@ impl Evaluator {
             }
         };
         (decision, false)
+    }
+
+    /// The first rule of a ServiceEntry exported to the source's namespace
+    /// that takes the connection.
+    fn service_entry_allows(
+        &self,
+        r: &EgressRequest<'_>,
+        include_dry_run: bool,
+    ) -> Option<(Decision, bool)> {
+        self.tables
+            .service_entries
+            .iter()
+            .filter(|se| {
+                se.common.active(r.now, include_dry_run) && se.exported_to(r.source.namespace)
+            })
+            .find_map(|se| {
+                se.rules.iter().enumerate().find_map(|(i, rule)| {
+                    rule.takes(r.host, r.ip, r.port, r.protocol).map(|by_name| {
+                        let by = DecidedBy::Rule {
+                            object: se.common.object.clone(),
+                            rule: i,
+                        };
+                        (
+                            Decision::new(Verdict::Allow, Stage::EgressPolicy, by),
+                            by_name,
+                        )
+                    })
+                })
+            })
     }
 }
