@@ -1,5 +1,5 @@
-//! Every YAML example in docs/policy.md and docs/traffic.md loads, and the
-//! examples decide as the text says.
+//! Every YAML example in docs/policy.md, docs/traffic.md and docs/egress.md
+//! loads, and the examples decide as the text says.
 
 #[path = "support/helpers.rs"]
 mod support;
@@ -234,5 +234,82 @@ fn ingress_examples_load_and_route_as_documented() {
     assert_eq!(
         at("other.example", "/login"),
         Some(("Ingress shop/shop".into(), vec!["frontend".into()]))
+    );
+}
+
+/// docs/egress.md: every example loads; the EgressPolicy decides as the
+/// table says, and Istio's example denies what it does not name.
+#[test]
+fn egress_examples_load_and_decide_as_documented() {
+    use mesh_policy::resource::egress::EgressProtocol::{Http, Tcp, Tls};
+    let blocks = examples_of("egress.md");
+    assert!(blocks.len() >= 2, "{}", blocks.len());
+    for block in &blocks {
+        if let Err(e) = mesh_policy::parse_yaml("docs/egress.md", block) {
+            panic!("{e}\n{block}");
+        }
+    }
+    let decide = |yaml: &str, app: &str, host: Option<&str>, ip: &str, port: u16, protocol| {
+        let m = mesh(yaml);
+        let l = support::labels(&[("app", app)]);
+        m.egress(&mesh_policy::EgressRequest {
+            source: mesh_policy::Workload {
+                namespace: "shop",
+                labels: &l,
+            },
+            host,
+            ip: ip.parse().unwrap(),
+            port,
+            protocol,
+            now: support::now(),
+        })
+        .decision
+        .to_string()
+    };
+    let policy = blocks
+        .iter()
+        .find(|b| b.contains("kind: EgressPolicy"))
+        .unwrap();
+    assert_eq!(
+        decide(
+            policy,
+            "checkout",
+            Some("m.stripe.network"),
+            "203.0.113.1",
+            443,
+            Tls
+        ),
+        "allow: EgressPolicy shop/payments rule 0"
+    );
+    assert_eq!(
+        decide(policy, "checkout", None, "192.0.2.9", 5432, Tcp),
+        "allow: EgressPolicy shop/payments rule 2"
+    );
+    assert_eq!(
+        decide(
+            policy,
+            "checkout",
+            Some("evil.example"),
+            "203.0.113.1",
+            443,
+            Tls
+        ),
+        "deny: EgressPolicy shop/payments"
+    );
+    assert_eq!(
+        decide(policy, "web", Some("evil.example"), "203.0.113.1", 443, Tls),
+        "allow: default allow"
+    );
+    let istio = blocks
+        .iter()
+        .find(|b| b.contains("kind: ServiceEntry"))
+        .unwrap();
+    assert_eq!(
+        decide(istio, "x", Some("httpbin.org"), "203.0.113.1", 80, Http),
+        "allow: ServiceEntry shop/httpbin-ext rule 0"
+    );
+    assert_eq!(
+        decide(istio, "x", Some("evil.example"), "203.0.113.1", 80, Http),
+        "deny: Sidecar shop/default"
     );
 }
