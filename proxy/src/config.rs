@@ -105,6 +105,13 @@ pub struct RunArgs {
     )]
     pub service_routes: Vec<ServiceRoute>,
 
+    /// A local port for a destination outside the mesh, for hosts without
+    /// traffic redirection: LISTEN=IP:PORT (repeatable). A connection there
+    /// leaves the mesh to IP:PORT, decided as a redirected one would be
+    /// (NetworkPolicy egress, EgressPolicy by SNI / Host and address).
+    #[arg(long = "egress-route", env = "MESH_EGRESS_ROUTE", value_delimiter = ' ', value_parser = parse_egress_route)]
+    pub egress_routes: Vec<(SocketAddr, SocketAddr)>,
+
     /// Requested certificate lifetime (0 = the control plane's default).
     #[arg(long, env = "MESH_CERT_TTL", value_parser = mesh_identity::duration::parse_duration, default_value = "0")]
     pub cert_ttl: Duration,
@@ -245,6 +252,16 @@ pub struct ServiceRoute {
     pub namespace: String,
     pub name: String,
     pub port: u16,
+}
+
+/// `LISTEN=IP:PORT`.
+fn parse_egress_route(s: &str) -> Result<(SocketAddr, SocketAddr), String> {
+    let bad = || format!("{s:?}: expected LISTEN=IP:PORT, e.g. 127.0.0.1:15002=203.0.113.7:443");
+    let (listen, dst) = s.split_once('=').ok_or_else(bad)?;
+    Ok((
+        listen.parse().map_err(|_| bad())?,
+        dst.parse().map_err(|_| bad())?,
+    ))
 }
 
 impl FromStr for ServiceRoute {

@@ -296,6 +296,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot listen on service route {}", r.listen))?;
         service_listeners.push((r.clone(), l));
     }
+    let mut egress_listeners = Vec::new();
+    for (listen, dst) in &args.egress_routes {
+        let l = TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on egress route {listen}"))?;
+        egress_listeners.push((*dst, l));
+    }
     let Some(started) = start(&args, prepared, admin_listener, args.inbound.port()).await? else {
         return Ok(());
     };
@@ -305,6 +312,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         [args.inbound.port(), args.outbound.port(), args.admin.port()].into();
     own_ports.extend(args.static_routes.iter().map(|r| r.listen.port()));
     own_ports.extend(args.service_routes.iter().map(|r| r.listen.port()));
+    own_ports.extend(args.egress_routes.iter().map(|(l, _)| l.port()));
     let access = Arc::new(
         access::AccessLog::open(&args.access_log)
             .with_context(|| format!("cannot open --access-log {:?}", args.access_log))?,
@@ -352,6 +360,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     for (r, l) in service_listeners {
         tokio::spawn(outbound.clone().serve_service_route(r, l, drain.clone()));
+    }
+    for (dst, l) in egress_listeners {
+        tokio::spawn(outbound.clone().serve_egress_route(dst, l, drain.clone()));
     }
     started.until_drained(args.drain_timeout).await;
     Ok(())

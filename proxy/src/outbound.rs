@@ -123,6 +123,23 @@ impl Outbound {
     }
 
     /// Serves redirected connections (transparent mode) until draining starts.
+    /// `--egress-route`: every connection leaves the mesh to `dst`.
+    pub async fn serve_egress_route(
+        self: Arc<Self>,
+        dst: SocketAddr,
+        listener: TcpListener,
+        drain: Drain,
+    ) {
+        let d = drain.clone();
+        accept::serve(listener, d, "outbound", move |app, client| {
+            let this = self.clone();
+            async move {
+                failed(client, egress::serve(&this, app, dst).await);
+            }
+        })
+        .await;
+    }
+
     pub async fn serve_transparent(self: Arc<Self>, listener: TcpListener, drain: Drain) {
         let own = listener.local_addr().ok();
         let d = drain.clone();
