@@ -6,6 +6,7 @@
 pub mod certs;
 pub mod compare;
 pub mod edge;
+pub mod egress;
 pub mod handshake;
 pub mod http1;
 pub mod latency;

@@ -29,6 +29,8 @@ enum Command {
     /// by side with nginx (HTTPS terminated, upstream TLS to a backend
     /// nginx): keep-alive and new-TLS-connection req/s, latency, CPU.
     Edge(Box<mesh_bench::edge::EdgeArgs>),
+    /// EgressPolicy's cost on connections leaving the mesh: no policy vs policy by address vs by name
+    Egress(Box<mesh_bench::egress::EgressArgs>),
     /// The upstream: 1 KiB HTTP/1.1 responses (keep-alive) and a bulk sink.
     Upstream {
         #[arg(long, default_value = "127.0.0.1:18080")]
@@ -126,6 +128,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", report::ratios(&r));
         }
         Command::Edge(args) => print!("{}", mesh_bench::edge::run(*args)?),
+        Command::Egress(args) => print!("{}", mesh_bench::egress::run(*args)?),
         Command::Upstream { http, sink } => {
             let rt = runtime()?;
             rt.block_on(async {

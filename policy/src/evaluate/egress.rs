@@ -52,7 +52,9 @@ impl Evaluator {
 
     pub fn egress(&self, r: &EgressRequest<'_>) -> EgressDecision {
         let (mut decision, by_name) = self.egress_pass(r, false);
-        if decision.is_allowed() {
+        let any_dry_run = self.tables.egress.iter().any(|e| e.common.dry_run)
+            || self.tables.service_entries.iter().any(|e| e.common.dry_run);
+        if decision.is_allowed() && any_dry_run {
             let (would, _) = self.egress_pass(r, true);
             if !would.is_allowed() {
                 decision.dry_run = Some(DryRunDeny {

@@ -55,11 +55,11 @@ pub const MAX_DESTINATIONS: usize = 1024;
 /// `meshctl egress report` and `suggest`.
 #[derive(Default)]
 pub struct Destinations {
-    table: Mutex<std::collections::BTreeMap<DestinationKey, DestinationStats>>,
+    table: Mutex<std::collections::HashMap<DestinationKey, DestinationStats>>,
     dropped: std::sync::atomic::AtomicU64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct DestinationKey {
     host: Option<String>,
     /// Only for a connection without a name.
@@ -67,7 +67,7 @@ struct DestinationKey {
     port: u16,
     protocol: &'static str,
     decision: &'static str,
-    policy: String,
+    policy: DecidedBy,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -102,7 +102,7 @@ impl Destinations {
 
     /// `/egress`: `{"destinations": [...], "dropped": N}`.
     pub fn to_json(&self, local: &crate::policy::LocalWorkload) -> serde_json::Value {
-        let rows: Vec<serde_json::Value> = self
+        let mut rows: Vec<serde_json::Value> = self
             .table
             .lock()
             .map(|t| {
@@ -114,7 +114,7 @@ impl Destinations {
                             "port": k.port,
                             "protocol": k.protocol,
                             "decision": k.decision,
-                            "policy": k.policy,
+                            "policy": k.policy.to_string(),
                             "connections": s.connections,
                             "first_seen": access::timestamp(s.first_seen),
                             "last_seen": access::timestamp(s.last_seen),
@@ -123,6 +123,7 @@ impl Destinations {
                     .collect()
             })
             .unwrap_or_default();
+        rows.sort_by_key(|r| r.to_string());
         serde_json::json!({
             "namespace": local.namespace,
             "workload": local.name,
@@ -232,10 +233,12 @@ fn record(
     let host = seen.host.as_deref();
     count(&out.gate.hosts, &local.namespace, host, decision.label());
     crate::policy::record("egress", decision);
-    let policy = decision.decided_by.to_string();
-    let dry_run_policy = decision.dry_run.as_ref().map(|d| d.decided_by.to_string());
     let protocol = seen.protocol.as_str();
     let now = SystemTime::now();
+    let by = match &decision.dry_run {
+        Some(dry) => &dry.decided_by,
+        None => &decision.decided_by,
+    };
     out.gate.seen.note(
         DestinationKey {
             host: host.map(str::to_owned),
@@ -243,15 +246,18 @@ fn record(
             port: dst.port(),
             protocol,
             decision: decision.label(),
-            policy: dry_run_policy.clone().unwrap_or_else(|| policy.clone()),
+            policy: by.clone(),
         },
         now,
     );
-    if decision.is_allowed() && decision.dry_run.is_none() {
-        tracing::debug!(access = "egress", %dst, host = host.unwrap_or("-"), protocol, decision = decision.label(), policy, "tcp");
-    } else {
-        tracing::info!(access = "egress", %dst, host = host.unwrap_or("-"), protocol, decision = decision.label(), policy, dry_run = dry_run_policy.as_deref().unwrap_or("-"), reason = reason.unwrap_or("-"), "tcp");
+    if !decision.is_allowed() || decision.dry_run.is_some() {
+        tracing::info!(access = "egress", %dst, host = host.unwrap_or("-"), protocol, decision = decision.label(), policy = %decision.decided_by, dry_run = %by, reason = reason.unwrap_or("-"), "tcp");
     }
+    if !out.access.enabled() {
+        return;
+    }
+    let policy = decision.decided_by.to_string();
+    let dry_run_policy = decision.dry_run.as_ref().map(|d| d.decided_by.to_string());
     out.access.egress(&EgressLine {
         ts: access::timestamp(now),
         direction: "egress",
@@ -270,14 +276,23 @@ fn record(
 
 /// One connection in `mesh_egress_connections_total`.
 fn count(hosts: &HostLabels, namespace: &str, host: Option<&str>, decision: &'static str) {
+    thread_local! {
+        static COUNTERS: crate::handles::Handles<(Arc<str>, &'static str), metrics::Counter> =
+            Default::default();
+    }
     let label = hosts.label(host.unwrap_or("-"));
-    metrics::counter!(
-        "mesh_egress_connections_total",
-        "namespace" => namespace.to_owned(),
-        "host" => label.to_string(),
-        "decision" => decision
-    )
-    .increment(1);
+    COUNTERS
+        .with(|h| {
+            h.get((label, decision), |(label, decision)| {
+                metrics::counter!(
+                    "mesh_egress_connections_total",
+                    "namespace" => namespace.to_owned(),
+                    "host" => label.to_string(),
+                    "decision" => *decision
+                )
+            })
+        })
+        .increment(1);
 }
 
 async fn relay_to(

@@ -5,9 +5,11 @@
 //! Answers are cached for their TTL, in a bounded cache; a failed lookup
 //! admits nothing (fail closed).
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use hickory_resolver::TokioResolver;
 use hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
@@ -20,6 +22,10 @@ pub struct Names {
     resolver: Option<TokioResolver>,
     /// Why there is no resolver (named in every refusal).
     missing: Option<String>,
+    /// Answers until their TTL ends, at most `max` names: a connection
+    /// to a name already looked up costs a map lookup, not a resolver call.
+    answers: std::sync::Mutex<HashMap<String, (Arc<[IpAddr]>, Instant)>>,
+    max: usize,
 }
 
 impl Names {
@@ -63,30 +69,54 @@ impl Names {
             Ok(r) => Names {
                 resolver: Some(r),
                 missing: None,
+                answers: Default::default(),
+                max: usize::try_from(cache).unwrap_or(usize::MAX).max(1),
             },
             Err(e) => {
                 tracing::warn!(error = %e, "no egress resolver: connections allowed by name will be refused");
                 Names {
                     resolver: None,
                     missing: Some(e),
+                    answers: Default::default(),
+                    max: 1,
                 }
             }
         }
     }
 
     /// The addresses `host` resolves to now (A and AAAA).
-    pub async fn addresses(&self, host: &str) -> Result<Vec<IpAddr>, String> {
+    pub async fn addresses(&self, host: &str) -> Result<Arc<[IpAddr]>, String> {
         let Some(resolver) = &self.resolver else {
             return Err(self.missing.clone().unwrap_or_default());
         };
+        let now = Instant::now();
+        if let Ok(answers) = self.answers.lock()
+            && let Some((ips, until)) = answers.get(host)
+            && now < *until
+        {
+            return Ok(ips.clone());
+        }
         // Absolute: the client asked for exactly this name, not one under
         // a search domain.
         let name = format!("{host}.");
-        match tokio::time::timeout(LOOKUP_TIMEOUT, resolver.lookup_ip(name.as_str())).await {
-            Ok(Ok(found)) => Ok(found.iter().collect()),
-            Ok(Err(e)) => Err(format!("{host}: {e}")),
-            Err(_) => Err(format!("{host}: no answer within {LOOKUP_TIMEOUT:?}")),
+        let found = match tokio::time::timeout(LOOKUP_TIMEOUT, resolver.lookup_ip(name.as_str())).await {
+            Ok(Ok(found)) => found,
+            Ok(Err(e)) => return Err(format!("{host}: {e}")),
+            Err(_) => return Err(format!("{host}: no answer within {LOOKUP_TIMEOUT:?}")),
+        };
+        let ips: Arc<[IpAddr]> = found.iter().collect();
+        if let Ok(mut answers) = self.answers.lock() {
+            if answers.len() >= self.max {
+                answers.retain(|_, (_, until)| now < *until);
+                if answers.len() >= self.max
+                    && let Some(k) = answers.keys().next().cloned()
+                {
+                    answers.remove(&k);
+                }
+            }
+            answers.insert(host.to_owned(), (ips.clone(), found.valid_until()));
         }
+        Ok(ips)
     }
 
     /// Whether `host` resolves to `ip`: `Err` says why that is unknown.
@@ -98,7 +128,7 @@ impl Names {
         Ok(self
             .addresses(host)
             .await?
-            .into_iter()
-            .any(|a| canonical(a) == canonical(ip)))
+            .iter()
+            .any(|a| canonical(*a) == canonical(ip)))
     }
 }
