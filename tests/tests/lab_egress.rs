@@ -178,6 +178,19 @@ fn only_the_allowed_host_leaves_the_mesh() {
     assert!(r.2.contains("exfil received"), "{}", r.2);
     assert_eq!(curl(&lab, "intruder", &["https://exfil.example/"]).1, 200);
     assert!(egress_count(&lab, "intruder", "exfil.example", "dry_run_deny") >= before + 2.0);
+    // …and logged: the access log line and the proxy's log name the policy
+    // that would have denied it.
+    let log = lab.state_dir().join("pods/intruder/proxy.log");
+    wait_for("the dry-run denial logged", Duration::from_secs(5), || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        text.lines()
+            .any(|l| {
+                l.contains("\"direction\":\"egress\"")
+                    && l.contains("\"decision\":\"dry_run_deny\"")
+                    && l.contains("\"dry_run_policy\":\"EgressPolicy shop/partner-only\"")
+            })
+            .then_some(())
+    });
 
     // Back to enforce: within a second.
     lab.write_config("egress.yaml", &policy("enforce"));

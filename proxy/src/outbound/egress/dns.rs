@@ -19,9 +19,13 @@ use hickory_resolver::net::runtime::TokioRuntimeProvider;
 pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct Names {
-    resolver: Option<TokioResolver>,
-    /// Why there is no resolver (named in every refusal).
-    missing: Option<String>,
+    resolv_conf: std::path::PathBuf,
+    servers: Vec<SocketAddr>,
+    cache: u64,
+    /// Built at the first name to check (a proxy whose egress is never
+    /// decided by name keeps none): the resolver, or why there is none
+    /// (named in every refusal).
+    resolver: std::sync::OnceLock<Result<TokioResolver, String>>,
     /// Answers until their TTL ends, at most `max` names: a connection
     /// to a name already looked up costs a map lookup, not a resolver call.
     answers: std::sync::Mutex<HashMap<String, (Arc<[IpAddr]>, Instant)>>,
@@ -33,7 +37,19 @@ impl Names {
     /// `cache` names at most. A configuration that cannot be read leaves a
     /// resolver that resolves nothing, and says why.
     pub fn new(resolv_conf: &Path, servers: &[SocketAddr], cache: u64) -> Self {
-        let parsed = if servers.is_empty() {
+        Names {
+            resolv_conf: resolv_conf.to_path_buf(),
+            servers: servers.to_vec(),
+            cache,
+            resolver: std::sync::OnceLock::new(),
+            answers: Default::default(),
+            max: usize::try_from(cache).unwrap_or(usize::MAX).max(1),
+        }
+    }
+
+    fn build(&self) -> Result<TokioResolver, String> {
+        let resolv_conf = &self.resolv_conf;
+        let parsed = if self.servers.is_empty() {
             std::fs::read(resolv_conf)
                 .map_err(|e| format!("{}: {e}", resolv_conf.display()))
                 .and_then(|bytes| {
@@ -41,7 +57,8 @@ impl Names {
                         .map_err(|e| format!("{}: {e}", resolv_conf.display()))
                 })
         } else {
-            let servers = servers
+            let servers = self
+                .servers
                 .iter()
                 .map(|s| {
                     let mut ns = NameServerConfig::udp_and_tcp(s.ip());
@@ -57,7 +74,7 @@ impl Names {
             ))
         };
         let built = parsed.and_then(|(config, mut opts)| {
-            opts.cache_size = cache.max(1);
+            opts.cache_size = self.cache.max(1);
             opts.timeout = Duration::from_secs(2);
             opts.attempts = 2;
             hickory_resolver::Resolver::builder_with_config(config, TokioRuntimeProvider::default())
@@ -65,29 +82,17 @@ impl Names {
                 .build()
                 .map_err(|e| e.to_string())
         });
-        match built {
-            Ok(r) => Names {
-                resolver: Some(r),
-                missing: None,
-                answers: Default::default(),
-                max: usize::try_from(cache).unwrap_or(usize::MAX).max(1),
-            },
-            Err(e) => {
-                tracing::warn!(error = %e, "no egress resolver: connections allowed by name will be refused");
-                Names {
-                    resolver: None,
-                    missing: Some(e),
-                    answers: Default::default(),
-                    max: 1,
-                }
-            }
+        if let Err(e) = &built {
+            tracing::warn!(error = %e, "no egress resolver: connections allowed by name are refused");
         }
+        built
     }
 
     /// The addresses `host` resolves to now (A and AAAA).
     pub async fn addresses(&self, host: &str) -> Result<Arc<[IpAddr]>, String> {
-        let Some(resolver) = &self.resolver else {
-            return Err(self.missing.clone().unwrap_or_default());
+        let resolver = match self.resolver.get_or_init(|| self.build()) {
+            Ok(r) => r,
+            Err(e) => return Err(e.clone()),
         };
         let now = Instant::now();
         if let Ok(answers) = self.answers.lock()
