@@ -252,7 +252,13 @@ pub fn run(args: EgressArgs) -> anyhow::Result<String> {
                 let r = measure(&rt, sys, &args, reuse, rep)?;
                 eprintln!(
                     "rep {rep} {:<10} {:<15} {:>9.0} req/s  p50 {:.3} ms  p99 {:.3} ms  {:.4} CPU ms/req  errors {}",
-                    r.system, r.load, r.throughput, r.p50_ms, r.p99_ms, r.cpu_ms_per_request, r.errors
+                    r.system,
+                    r.load,
+                    r.throughput,
+                    r.p50_ms,
+                    r.p99_ms,
+                    r.cpu_ms_per_request,
+                    r.errors
                 );
                 runs.push(r);
             }
@@ -287,7 +293,10 @@ pub fn run(args: EgressArgs) -> anyhow::Result<String> {
     if let Some(out) = &args.out {
         std::fs::create_dir_all(out)?;
         std::fs::write(out.join("egress.md"), &md)?;
-        std::fs::write(out.join("egress.json"), serde_json::to_string_pretty(&runs)?)?;
+        std::fs::write(
+            out.join("egress.json"),
+            serde_json::to_string_pretty(&runs)?,
+        )?;
     }
     for mut s in systems {
         s.proc.stop();

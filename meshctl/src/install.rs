@@ -18,7 +18,7 @@ use crate::yaml;
 /// The manifests, in the order they must be applied (namespace and CRDs
 /// before what lives in them; the webhook configuration last, so pods are
 /// not sent to an injector that is not running yet).
-pub const MANIFESTS: [(&str, &str); 5] = [
+pub const MANIFESTS: [(&str, &str); 6] = [
     (
         "deploy/00-namespace.yaml",
         include_str!("../../deploy/00-namespace.yaml"),
@@ -34,6 +34,10 @@ pub const MANIFESTS: [(&str, &str); 5] = [
     (
         "deploy/30-control-plane.yaml",
         include_str!("../../deploy/30-control-plane.yaml"),
+    ),
+    (
+        "deploy/35-ingress.yaml",
+        include_str!("../../deploy/35-ingress.yaml"),
     ),
     (
         "deploy/40-injector.yaml",
@@ -185,6 +189,12 @@ pub fn manifests(values: &Values, material: &Material) -> Result<Vec<Value>, Err
         c["image"] = json!(values.control_plane_image);
         set_env(c, "MESH_TRUST_DOMAIN", &values.trust_domain)?;
         set_env(c, "MESH_CERT_TTL", &values.cert_ttl)?;
+    }
+    {
+        let ingress = find(&mut docs, "Deployment", "mesh-ingress")?;
+        let c = container(ingress)?;
+        c["image"] = json!(values.proxy_image);
+        set_env(c, "MESH_TRUST_DOMAIN", &values.trust_domain)?;
     }
     {
         let inj = find(&mut docs, "Deployment", "mesh-injector")?;

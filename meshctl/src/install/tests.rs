@@ -71,7 +71,7 @@ fn every_manifest_parses_into_its_kubernetes_type_exactly() {
     let docs = installed(dir.path());
     // Through YAML as printed, as kubectl reads it.
     let docs = yaml::parse("<install>", &yaml::render(&docs)).unwrap();
-    assert_eq!(docs.len(), 22);
+    assert_eq!(docs.len(), 26);
     for doc in &docs {
         typed(doc);
     }
@@ -302,4 +302,60 @@ fn uninstall_names_every_object_and_keeps_the_crds_unless_asked() {
             .count(),
         5
     );
+}
+
+#[test]
+fn the_ingress_runs_twice_as_the_ingress_identity_and_keeps_client_addresses() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut values = Values::default();
+    values.set("trustDomain=example.org").unwrap();
+    let docs = manifests(&values, &material(Some(dir.path()), "example.org").unwrap()).unwrap();
+    let d: Deployment = round_trip(get(&docs, "Deployment", "mesh-ingress"));
+    let spec = d.spec.unwrap();
+    assert_eq!(spec.replicas, Some(2));
+    let pod = spec.template.spec.unwrap();
+    // Its identity is the one the control plane gives the edge to.
+    assert_eq!(pod.service_account_name.as_deref(), Some("ingress"));
+    assert_eq!(d.metadata.namespace.as_deref(), Some("mesh-system"));
+    let labels = spec.template.metadata.unwrap().labels.unwrap();
+    assert_eq!(labels.get("app").map(String::as_str), Some("ingress"));
+    let c = &pod.containers[0];
+    assert_eq!(c.image.as_deref(), Some(values.proxy_image.as_str()));
+    assert_eq!(c.args.as_deref(), Some(&["ingress".to_string()][..]));
+    let env = |name: &str| {
+        c.env
+            .iter()
+            .flatten()
+            .find(|e| e.name == name)
+            .and_then(|e| e.value.clone())
+    };
+    assert_eq!(env("MESH_TRUST_DOMAIN").as_deref(), Some("example.org"));
+    assert_eq!(env("MESH_LABELS").as_deref(), Some("app=ingress"));
+    // Hardened as the other proxies, and able to bind 443 without a capability.
+    let sc = c.security_context.as_ref().unwrap();
+    assert_eq!(sc.allow_privilege_escalation, Some(false));
+    assert_eq!(sc.read_only_root_filesystem, Some(true));
+    let sysctls = pod.security_context.unwrap().sysctls.unwrap();
+    assert!(
+        sysctls
+            .iter()
+            .any(|s| s.name == "net.ipv4.ip_unprivileged_port_start" && s.value == "0")
+    );
+    // The token it proves itself with is for the control plane only.
+    let token = pod
+        .volumes
+        .unwrap()
+        .into_iter()
+        .find(|v| v.name == "token")
+        .and_then(|v| v.projected)
+        .and_then(|p| p.sources)
+        .and_then(|s| s.into_iter().find_map(|s| s.service_account_token))
+        .unwrap();
+    assert_eq!(token.audience.as_deref(), Some("mesh-control-plane"));
+    // The Service keeps the client's address for edge policy.
+    let svc: Service = round_trip(get(&docs, "Service", "mesh-ingress"));
+    let svc = svc.spec.unwrap();
+    assert_eq!(svc.type_.as_deref(), Some("LoadBalancer"));
+    assert_eq!(svc.external_traffic_policy.as_deref(), Some("Local"));
+    let _: PodDisruptionBudget = round_trip(get(&docs, "PodDisruptionBudget", "mesh-ingress"));
 }

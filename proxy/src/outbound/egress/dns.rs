@@ -104,11 +104,12 @@ impl Names {
         // Absolute: the client asked for exactly this name, not one under
         // a search domain.
         let name = format!("{host}.");
-        let found = match tokio::time::timeout(LOOKUP_TIMEOUT, resolver.lookup_ip(name.as_str())).await {
-            Ok(Ok(found)) => found,
-            Ok(Err(e)) => return Err(format!("{host}: {e}")),
-            Err(_) => return Err(format!("{host}: no answer within {LOOKUP_TIMEOUT:?}")),
-        };
+        let found =
+            match tokio::time::timeout(LOOKUP_TIMEOUT, resolver.lookup_ip(name.as_str())).await {
+                Ok(Ok(found)) => found,
+                Ok(Err(e)) => return Err(format!("{host}: {e}")),
+                Err(_) => return Err(format!("{host}: no answer within {LOOKUP_TIMEOUT:?}")),
+            };
         let ips: Arc<[IpAddr]> = found.iter().collect();
         if let Ok(mut answers) = self.answers.lock() {
             if answers.len() >= self.max {
