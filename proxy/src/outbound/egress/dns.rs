@@ -18,6 +18,9 @@ use hickory_resolver::net::runtime::TokioRuntimeProvider;
 /// One lookup, all servers and attempts included, takes at most this.
 pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// A name's addresses and until when they hold (their TTL).
+type Answer = (Arc<[IpAddr]>, Instant);
+
 pub struct Names {
     resolv_conf: std::path::PathBuf,
     servers: Vec<SocketAddr>,
@@ -28,7 +31,7 @@ pub struct Names {
     resolver: std::sync::OnceLock<Result<TokioResolver, String>>,
     /// Answers until their TTL ends, at most `max` names: a connection
     /// to a name already looked up costs a map lookup, not a resolver call.
-    answers: std::sync::Mutex<HashMap<String, (Arc<[IpAddr]>, Instant)>>,
+    answers: std::sync::Mutex<HashMap<String, Answer>>,
     max: usize,
 }
 
