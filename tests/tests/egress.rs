@@ -86,6 +86,24 @@ fn egress_routes_are_decided_by_host_address_and_dns() {
     let (status, body) = get(to_one, "allowed.example");
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("partner received"), "{body}");
+    // A kept-alive connection cannot carry a second request for another
+    // host: the first is sent with Connection: close, and the server
+    // answers it alone.
+    let mut s = TcpStream::connect(to_one).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /first HTTP/1.1\r\nHost: allowed.example\r\n\r\nGET /second HTTP/1.1\r\nHost: exfil.example\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    assert!(out.contains("/first"), "{out}");
+    assert!(
+        out.contains("connection: close") || out.contains("Connection: close"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("/second"),
+        "a second request rode the decided connection: {out}"
+    );
     // The allowed name at another address: fronting.
     let (status, body) = get(to_other, "allowed.example");
     assert_eq!(status, 403, "{body}");

@@ -206,7 +206,16 @@ pub async fn serve(out: &Outbound, mut app: TcpStream, dst: SocketAddr) -> Resul
     }
     record(out, &seen, dst, &decision, reason.as_deref());
     if decision.is_allowed() {
-        return relay_to(out, app, dst, seen.prefix).await;
+        let mut prefix = seen.prefix;
+        // One request per plaintext connection: the next one, maybe for
+        // another Host, comes on a new connection and is decided again.
+        if seen.protocol == EgressProtocol::Http
+            && seen.host.is_some()
+            && decision.decided_by != DecidedBy::DefaultAllow
+        {
+            peek::close_after_first(&mut prefix);
+        }
+        return relay_to(out, app, dst, prefix).await;
     }
     refuse(app, seen.protocol, &decision, reason.as_deref()).await;
     Err(AuthzError::Denied(decision.decided_by.to_string()).into())

@@ -132,6 +132,28 @@ fn http1(buf: &[u8]) -> Step {
     }
 }
 
+/// Adds `Connection: close` to the first request head of `prefix` (an
+/// HTTP/1.1 head `peek` parsed), so the server answers that one request
+/// and closes (RFC 9112 §9.6): every request on a plaintext egress
+/// connection is then decided by its own Host, on a connection of its own.
+/// Returns whether the head was found.
+pub fn close_after_first(prefix: &mut Vec<u8>) -> bool {
+    let at = |needle: &[u8]| prefix.windows(needle.len()).position(|w| w == needle);
+    let insert = match (at(b"\r\n\r\n"), at(b"\n\n")) {
+        // Before the empty line that ends the head.
+        (Some(i), lf) if lf.is_none_or(|l| i < l) => Some((i + 2, &b"Connection: close\r\n"[..])),
+        (_, Some(l)) => Some((l + 1, &b"Connection: close\n"[..])),
+        _ => None,
+    };
+    match insert {
+        Some((i, header)) => {
+            prefix.splice(i..i, header.iter().copied());
+            true
+        }
+        None => false,
+    }
+}
+
 /// Reads until the first bytes say what they are (at most [`MAX_PEEK`],
 /// within `timeout`).
 pub async fn peek<S: AsyncRead + Unpin>(stream: &mut S, timeout: Duration) -> io::Result<Seen> {
@@ -258,6 +280,24 @@ mod tests {
             endless.extend_from_slice(b"X-Pad: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n");
         }
         assert!(seen(&endless).await.malformed.is_some());
+    }
+
+    #[test]
+    fn the_first_request_asks_the_server_to_close() {
+        let mut p = b"GET /a HTTP/1.1\r\nHost: a.example\r\nConnection: keep-alive\r\n\r\nGET /b HTTP/1.1\r\nHost: b.example\r\n\r\n".to_vec();
+        assert!(close_after_first(&mut p));
+        assert_eq!(
+            p,
+            b"GET /a HTTP/1.1\r\nHost: a.example\r\nConnection: keep-alive\r\nConnection: close\r\n\r\nGET /b HTTP/1.1\r\nHost: b.example\r\n\r\n"
+        );
+        // A body after the head is left as it is.
+        let mut p = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\n\n\nab".to_vec();
+        assert!(close_after_first(&mut p));
+        assert!(p.ends_with(b"Connection: close\r\n\r\n\n\nab"));
+        let mut bare = b"GET / HTTP/1.1\nHost: a\n\n".to_vec();
+        assert!(close_after_first(&mut bare));
+        assert_eq!(bare, b"GET / HTTP/1.1\nHost: a\nConnection: close\n\n");
+        assert!(!close_after_first(&mut b"GET / HTTP/1.1\r\n".to_vec()));
     }
 
     #[tokio::test]
