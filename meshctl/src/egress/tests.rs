@@ -65,7 +65,7 @@ fn the_report_sums_by_destination() {
 fn from_admin_documents_and_refusals() {
     let doc = r#"{"namespace":"shop","workload":"checkout","dropped":0,"destinations":[
         {"host":"api.partner.example","ip":null,"port":443,"protocol":"TLS","decision":"allow","policy":"EgressPolicy shop/p rule 0","connections":7,"first_seen":"2026-12-03T10:00:00.000Z","last_seen":"2026-12-03T10:05:00.000Z"}]}"#;
-    let seen = from_admin(doc, None).unwrap();
+    let seen = from_admin(doc, None).expect("the test document is an /egress document");
     assert_eq!(seen.len(), 1);
     assert_eq!(
         (seen[0].connections, seen[0].workload.as_str()),
@@ -88,7 +88,8 @@ fn the_suggestion_allows_exactly_what_was_seen() {
     let loaded =
         mesh_policy::parse_yaml("suggested.yaml", &yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
     assert_eq!(loaded.snapshot.objects.len(), 2, "{yaml}");
-    let e = mesh_policy::Evaluator::compile(&loaded.snapshot, "cluster.local").unwrap();
+    let e = mesh_policy::Evaluator::compile(&loaded.snapshot, "cluster.local")
+        .expect("a loaded suggestion compiles");
     let labels = Default::default();
     let decide = |ns: &str, host: Option<&str>, ip: &str, port: u16, protocol| {
         e.egress(&EgressRequest {
@@ -97,7 +98,7 @@ fn the_suggestion_allows_exactly_what_was_seen() {
                 labels: &labels,
             },
             host,
-            ip: ip.parse().unwrap(),
+            ip: ip.parse().expect("test addresses are addresses"),
             port,
             protocol,
             now: SystemTime::now(),

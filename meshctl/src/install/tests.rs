@@ -306,18 +306,23 @@ fn uninstall_names_every_object_and_keeps_the_crds_unless_asked() {
 
 #[test]
 fn the_ingress_runs_twice_as_the_ingress_identity_and_keeps_client_addresses() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().expect("a temporary dir");
     let mut values = Values::default();
-    values.set("trustDomain=example.org").unwrap();
-    let docs = manifests(&values, &material(Some(dir.path()), "example.org").unwrap()).unwrap();
+    values.set("trustDomain=example.org").expect("a known key");
+    let material = material(Some(dir.path()), "example.org").expect("generated material");
+    let docs = manifests(&values, &material).expect("the shipped manifests");
     let d: Deployment = round_trip(get(&docs, "Deployment", "mesh-ingress"));
-    let spec = d.spec.unwrap();
+    let spec = d.spec.expect("the Deployment has a spec");
     assert_eq!(spec.replicas, Some(2));
-    let pod = spec.template.spec.unwrap();
+    let pod = spec.template.spec.expect("the template has a pod spec");
     // Its identity is the one the control plane gives the edge to.
     assert_eq!(pod.service_account_name.as_deref(), Some("ingress"));
     assert_eq!(d.metadata.namespace.as_deref(), Some("mesh-system"));
-    let labels = spec.template.metadata.unwrap().labels.unwrap();
+    let labels = spec
+        .template
+        .metadata
+        .and_then(|m| m.labels)
+        .expect("the template has labels");
     assert_eq!(labels.get("app").map(String::as_str), Some("ingress"));
     let c = &pod.containers[0];
     assert_eq!(c.image.as_deref(), Some(values.proxy_image.as_str()));
@@ -332,10 +337,16 @@ fn the_ingress_runs_twice_as_the_ingress_identity_and_keeps_client_addresses() {
     assert_eq!(env("MESH_TRUST_DOMAIN").as_deref(), Some("example.org"));
     assert_eq!(env("MESH_LABELS").as_deref(), Some("app=ingress"));
     // Hardened as the other proxies, and able to bind 443 without a capability.
-    let sc = c.security_context.as_ref().unwrap();
+    let sc = c
+        .security_context
+        .as_ref()
+        .expect("a container security context");
     assert_eq!(sc.allow_privilege_escalation, Some(false));
     assert_eq!(sc.read_only_root_filesystem, Some(true));
-    let sysctls = pod.security_context.unwrap().sysctls.unwrap();
+    let sysctls = pod
+        .security_context
+        .and_then(|s| s.sysctls)
+        .expect("pod sysctls");
     assert!(
         sysctls
             .iter()
@@ -344,17 +355,17 @@ fn the_ingress_runs_twice_as_the_ingress_identity_and_keeps_client_addresses() {
     // The token it proves itself with is for the control plane only.
     let token = pod
         .volumes
-        .unwrap()
         .into_iter()
+        .flatten()
         .find(|v| v.name == "token")
         .and_then(|v| v.projected)
         .and_then(|p| p.sources)
         .and_then(|s| s.into_iter().find_map(|s| s.service_account_token))
-        .unwrap();
+        .expect("a projected ServiceAccount token");
     assert_eq!(token.audience.as_deref(), Some("mesh-control-plane"));
     // The Service keeps the client's address for edge policy.
     let svc: Service = round_trip(get(&docs, "Service", "mesh-ingress"));
-    let svc = svc.spec.unwrap();
+    let svc = svc.spec.expect("the Service has a spec");
     assert_eq!(svc.type_.as_deref(), Some("LoadBalancer"));
     assert_eq!(svc.external_traffic_policy.as_deref(), Some("Local"));
     let _: PodDisruptionBudget = round_trip(get(&docs, "PodDisruptionBudget", "mesh-ingress"));

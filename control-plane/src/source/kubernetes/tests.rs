@@ -181,7 +181,10 @@ fn namespaces_labelled_or_with_proxies_need_the_trust_bundle() {
 /// own fields dropped.
 #[test]
 fn tls_secrets_and_gateways_from_the_cluster() {
-    let secret_kind = KINDS.iter().position(|k| k.kind == "Secret").unwrap();
+    let secret_kind = KINDS
+        .iter()
+        .position(|k| k.kind == "Secret")
+        .expect("KINDS lists Secret");
     assert!(
         KINDS[secret_kind]
             .path
@@ -191,7 +194,10 @@ fn tls_secrets_and_gateways_from_the_cluster() {
         with_query(KINDS[secret_kind].path, "limit=500"),
         "/api/v1/secrets?fieldSelector=type%3Dkubernetes.io%2Ftls&limit=500"
     );
-    let gateway_kind = KINDS.iter().position(|k| k.kind == "Gateway").unwrap();
+    let gateway_kind = KINDS
+        .iter()
+        .position(|k| k.kind == "Gateway")
+        .expect("KINDS lists Gateway");
     let mut objects = vec![BTreeMap::new(); KINDS.len()];
     let pem = |label: &str| {
         use base64::Engine;
