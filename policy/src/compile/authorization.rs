@@ -144,12 +144,7 @@ pub(crate) fn compile(
             ));
         }
     }
-    let selector = spec
-        .selector
-        .as_ref()
-        .and_then(|s| s.match_labels.as_ref())
-        .filter(|labels| !labels.is_empty())
-        .map(Selector::from_match_labels);
+    let selector = Selector::of_workloads(spec.selector.as_ref());
 
     let mut rules = Vec::new();
     for (r, rule) in spec.rules.iter().flatten().enumerate() {

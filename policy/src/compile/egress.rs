@@ -64,12 +64,7 @@ pub(crate) fn compile(
     let start = errors.len();
     let spec = &policy.spec;
     common.dry_run |= spec.mode == EgressMode::DryRun;
-    let selector = spec
-        .selector
-        .as_ref()
-        .and_then(|s| s.match_labels.as_ref())
-        .filter(|labels| !labels.is_empty())
-        .map(Selector::from_match_labels);
+    let selector = Selector::of_workloads(spec.selector.as_ref());
     let mut rules = Vec::new();
     for (i, r) in spec.allow.iter().enumerate() {
         let path = format!("spec.allow[{i}]");

@@ -31,12 +31,7 @@ pub(crate) fn compile(
 ) -> Option<PeerAuth> {
     let start = errors.len();
     let spec = &policy.spec;
-    let selector = spec
-        .selector
-        .as_ref()
-        .and_then(|s| s.match_labels.as_ref())
-        .filter(|labels| !labels.is_empty())
-        .map(Selector::from_match_labels);
+    let selector = Selector::of_workloads(spec.selector.as_ref());
     let mut ports = Vec::new();
     if let Some(levels) = &spec.port_level_mtls {
         // Istio applies port-level settings only to a selected workload: a

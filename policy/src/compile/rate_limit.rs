@@ -96,12 +96,7 @@ pub(crate) fn compile(
 ) -> Option<RateLimit> {
     let start = errors.len();
     let spec = &policy.spec;
-    let selector = spec
-        .selector
-        .as_ref()
-        .and_then(|s| s.match_labels.as_ref())
-        .filter(|labels| !labels.is_empty())
-        .map(Selector::from_match_labels);
+    let selector = Selector::of_workloads(spec.selector.as_ref());
     for (i, port) in spec.ports.iter().enumerate() {
         if *port == 0 {
             errors.push(site.field(format!("spec.ports[{i}]"), "0 is not a port"));

@@ -49,6 +49,17 @@ pub(crate) struct Selector {
 }
 
 impl Selector {
+    /// The `selector` of a policy kind (Istio's WorkloadSelector): `None`
+    /// when absent or empty (every workload of the namespace).
+    pub(crate) fn of_workloads(
+        selector: Option<&crate::resource::WorkloadSelector>,
+    ) -> Option<Selector> {
+        selector
+            .and_then(|s| s.match_labels.as_ref())
+            .filter(|labels| !labels.is_empty())
+            .map(Selector::from_match_labels)
+    }
+
     /// Istio's WorkloadSelector: `matchLabels` only.
     pub(crate) fn from_match_labels<'a>(
         labels: impl IntoIterator<Item = (&'a String, &'a String)>,
