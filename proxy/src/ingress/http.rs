@@ -180,7 +180,13 @@ impl Edge {
             &host,
             self.trusted_hops > 0,
         );
-        // A body without a length is counted as it streams.
+        // A body without a length is counted as it streams; one with a
+        // length was checked above (and hyper holds it to that length),
+        // and an empty one needs nothing.
+        use http_body::Body as _;
+        if req.body().is_end_stream() || req.headers().contains_key(header::CONTENT_LENGTH) {
+            return self.out.forward_edge(route, req, ex).await;
+        }
         let cap = ex.cap_request_body(self.max_request_body_bytes);
         tokio::select! {
             r = self.out.forward_edge(route, req, ex) => r,
