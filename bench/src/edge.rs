@@ -332,29 +332,71 @@ fn measure(
         args.duration,
     ))?;
     let cpu = sys.cpu_secs() - before;
-    Ok(Run {
-        system: sys.name,
-        load: match reuse {
-            Reuse::KeepAlive => "keep-alive",
-            Reuse::NewConnection => "new TLS connection",
-        },
-        rep,
-        throughput: r.throughput,
-        p50_ms: r.latency.p50_ms,
-        p99_ms: r.latency.p99_ms,
-        errors: r.errors,
-        cpu_ms_per_request: if r.completed > 0 {
-            cpu * 1000.0 / r.completed as f64
-        } else {
-            0.0
-        },
-    })
+    let load = match reuse {
+        Reuse::KeepAlive => "keep-alive",
+        Reuse::NewConnection => "new TLS connection",
+    };
+    Ok(Run::of(sys.name, load, rep, &r, cpu))
 }
 
-/// Median of `v` (not empty).
-fn median(mut v: Vec<f64>) -> f64 {
+/// Median of `v` (0 when empty).
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+impl Run {
+    /// One measured load, with the CPU (seconds) its proxies spent.
+    pub(crate) fn of(
+        system: &'static str,
+        load: &'static str,
+        rep: usize,
+        r: &LoadReport,
+        cpu: f64,
+    ) -> Run {
+        Run {
+            system,
+            load,
+            rep,
+            throughput: r.throughput,
+            p50_ms: r.latency.p50_ms,
+            p99_ms: r.latency.p99_ms,
+            errors: r.errors,
+            cpu_ms_per_request: if r.completed > 0 {
+                cpu * 1000.0 / r.completed as f64
+            } else {
+                0.0
+            },
+        }
+    }
+}
+
+/// The upstream, the control plane and the setup a side-by-side run
+/// starts from, in `work`; `policy(upstream)` goes into the control
+/// plane's folder as `name`.
+pub(crate) fn side_by_side(
+    bin_dir: &Path,
+    work: &Path,
+    proxy_cpu: usize,
+    name: &str,
+    policy: impl FnOnce(SocketAddr) -> String,
+) -> anyhow::Result<(compare::Upstream, Setup)> {
+    let upstream = compare::start_upstream(work, proxy_cpu)?;
+    let control_plane = ControlPlane::start(bin_dir, work, Some(proxy_cpu))?;
+    let issuer = PalisadeIssuer::load(&control_plane.data_dir)?;
+    std::fs::write(work.join("cp-policy").join(name), policy(upstream.http))?;
+    let setup = Setup {
+        work: work.to_path_buf(),
+        bin_dir: bin_dir.to_path_buf(),
+        baseline_bin_dir: None,
+        upstream_http: upstream.http,
+        upstream_sink: upstream.sink,
+        cpu: Some(proxy_cpu),
+        control_plane,
+        issuer,
+        max_conns: 1024,
+    };
+    Ok((upstream, setup))
 }
 
 /// Runs the comparison; returns the markdown table.
@@ -368,26 +410,15 @@ pub fn run(args: EdgeArgs) -> anyhow::Result<String> {
     let work = tempfile::Builder::new()
         .prefix("mesh-bench-edge-")
         .tempdir()?;
-    let upstream = compare::start_upstream(work.path(), args.proxy_cpu)?;
-    let control_plane = ControlPlane::start(&bin_dir, work.path(), Some(args.proxy_cpu))?;
-    let issuer = PalisadeIssuer::load(&control_plane.data_dir)?;
     let (ca, chain, key) = edge_certificate()?;
     let ingress_port = free_port()?;
-    std::fs::write(
-        work.path().join("cp-policy").join("bench-edge.yaml"),
-        edge_policy(ingress_port, upstream.http.port(), &chain, &key),
+    let (upstream, setup) = side_by_side(
+        &bin_dir,
+        work.path(),
+        args.proxy_cpu,
+        "bench-edge.yaml",
+        |up| edge_policy(ingress_port, up.port(), &chain, &key),
     )?;
-    let setup = Setup {
-        work: work.path().to_path_buf(),
-        bin_dir: bin_dir.clone(),
-        baseline_bin_dir: None,
-        upstream_http: upstream.http,
-        upstream_sink: upstream.sink,
-        cpu: Some(args.proxy_cpu),
-        control_plane,
-        issuer,
-        max_conns: 1024,
-    };
     let cfg = client_tls(&ca)?;
     let mut systems = vec![start_palisade(&setup, work.path(), ingress_port)?];
     match start_nginx(&setup, work.path(), &chain, &key) {

@@ -23,14 +23,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::Context;
-use serde::Serialize;
-
-use crate::certs::PalisadeIssuer;
 use crate::compare;
+use crate::edge::{Run, median, side_by_side};
 use crate::load::{self, LoadReport, Reuse};
-use crate::pairs::{self, ControlPlane, NAMESPACE, ProxySpec, Setup};
+use crate::pairs::{self, NAMESPACE, ProxySpec, Setup};
 use crate::procs::{self, Child, free_port, loopback};
+use anyhow::Context;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct EgressArgs {
@@ -54,18 +52,6 @@ pub struct EgressArgs {
     /// Where egress.md and egress.json go.
     #[arg(long)]
     pub out: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Run {
-    pub system: &'static str,
-    pub load: &'static str,
-    pub rep: usize,
-    pub throughput: f64,
-    pub p50_ms: f64,
-    pub p99_ms: f64,
-    pub errors: u64,
-    pub cpu_ms_per_request: f64,
 }
 
 struct System {
@@ -146,28 +132,11 @@ fn measure(
         args.duration,
     ))?;
     let cpu = procs::tree_cpu_secs(sys.proc.pid()) - before;
-    Ok(Run {
-        system: sys.name,
-        load: match reuse {
-            Reuse::KeepAlive => "keep-alive",
-            Reuse::NewConnection => "new connection",
-        },
-        rep,
-        throughput: r.throughput,
-        p50_ms: r.latency.p50_ms,
-        p99_ms: r.latency.p99_ms,
-        errors: r.errors,
-        cpu_ms_per_request: if r.completed > 0 {
-            cpu * 1000.0 / r.completed as f64
-        } else {
-            0.0
-        },
-    })
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v.get(v.len() / 2).copied().unwrap_or(0.0)
+    let load = match reuse {
+        Reuse::KeepAlive => "keep-alive",
+        Reuse::NewConnection => "new connection",
+    };
+    Ok(Run::of(sys.name, load, rep, &r, cpu))
 }
 
 /// Runs the comparison; returns the markdown table.
@@ -181,24 +150,13 @@ pub fn run(args: EgressArgs) -> anyhow::Result<String> {
     let work = tempfile::Builder::new()
         .prefix("mesh-bench-egress-")
         .tempdir()?;
-    let upstream = compare::start_upstream(work.path(), args.proxy_cpu)?;
-    let control_plane = ControlPlane::start(&bin_dir, work.path(), Some(args.proxy_cpu))?;
-    let issuer = PalisadeIssuer::load(&control_plane.data_dir)?;
-    std::fs::write(
-        work.path().join("cp-policy").join("bench-egress.yaml"),
-        policy(upstream.http.port()),
+    let (upstream, setup) = side_by_side(
+        &bin_dir,
+        work.path(),
+        args.proxy_cpu,
+        "bench-egress.yaml",
+        |up| policy(up.port()),
     )?;
-    let setup = Setup {
-        work: work.path().to_path_buf(),
-        bin_dir: bin_dir.clone(),
-        baseline_bin_dir: None,
-        upstream_http: upstream.http,
-        upstream_sink: upstream.sink,
-        cpu: Some(args.proxy_cpu),
-        control_plane,
-        issuer,
-        max_conns: 1024,
-    };
     // The name `upstream` (the generator's Host) resolves to the upstream.
     let dns_addr = loopback(free_port()?);
     let mut dns = procs::spawn(
