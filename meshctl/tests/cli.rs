@@ -646,3 +646,35 @@ fn policy_get_from_a_proxy_admin() {
         stderr(&o)
     );
 }
+
+/// `meshctl egress report | suggest` from an access log, table and JSON;
+/// no source at all is a usage error.
+#[test]
+fn egress_report_and_suggest_from_a_log() {
+    let dir = tempfile::tempdir().expect("a temporary dir");
+    let log = dir.path().join("access.log");
+    std::fs::write(
+        &log,
+        "{\"ts\":\"2026-12-03T10:00:01.000Z\",\"direction\":\"egress\",\"namespace\":\"shop\",\"workload\":\"checkout\",\"dst\":\"203.0.113.5:443\",\"host\":\"api.partner.example\",\"port\":443,\"protocol\":\"TLS\",\"decision\":\"allow\",\"policy\":\"default allow\"}\n",
+    )
+    .expect("write the log");
+    let log = log.display().to_string();
+    let report = meshctl(&["egress", "report", "--log", &log], &[]);
+    assert!(report.status.success(), "{report:?}");
+    assert!(
+        stdout(&report).contains("api.partner.example"),
+        "{}",
+        stdout(&report)
+    );
+    let json = meshctl(&["egress", "suggest", "--log", &log, "-o", "json"], &[]);
+    assert!(json.status.success(), "{json:?}");
+    let docs: serde_json::Value = serde_json::from_str(&stdout(&json)).expect("JSON");
+    assert_eq!(docs[0]["kind"], "EgressPolicy");
+    assert_eq!(
+        docs[0]["spec"]["allow"][0]["hosts"][0],
+        "api.partner.example"
+    );
+    let none = meshctl(&["egress", "report"], &[]);
+    assert!(!none.status.success());
+    assert!(String::from_utf8_lossy(&none.stderr).contains("--admin URL or --log FILE"));
+}

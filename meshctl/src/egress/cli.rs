@@ -34,6 +34,7 @@ pub enum EgressCommand {
         a name), whatever those connections were decided then. Applied, it allows exactly \
         the seen destinations. Read from the same sources as report; roll it out with \
         --mode dry-run first and watch `meshctl egress report`.\n\n\
+        YAML by default; -o json prints the same objects as a JSON list.\n\n\
         Example:\n  \
         meshctl egress suggest --log access.log --since 7d --mode dry-run > egress.yaml")]
     Suggest(SuggestArgs),
@@ -115,7 +116,17 @@ pub fn run(command: EgressCommand) -> anyhow::Result<ExitCode> {
             if let Some(ns) = &a.namespace {
                 seen.retain(|s| &s.namespace == ns);
             }
-            write_stdout(&super::suggest(&seen, &a.name, a.mode))?;
+            let yaml = super::suggest(&seen, &a.name, a.mode);
+            write_stdout(&match a.source.output {
+                Output::Table => yaml,
+                // The same objects as Kubernetes JSON, one list.
+                Output::Json => {
+                    let docs = crate::yaml::parse("<suggestion>", &yaml)?;
+                    let mut s = serde_json::to_string_pretty(&docs)?;
+                    s.push('\n');
+                    s
+                }
+            })?;
         }
     }
     Ok(ExitCode::SUCCESS)
