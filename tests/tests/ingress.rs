@@ -252,6 +252,19 @@ fn edge() -> Edge {
     }
 }
 
+/// The shop behind an ingress whose Gateway listener is a fresh port:
+/// the edge, the ingress (started with `extra` flags) and its address.
+fn shop_edge(extra: &[&str]) -> (Edge, Ingress, SocketAddr) {
+    let e = edge();
+    let port = free_port();
+    shop(&e.cp, &e.ca, e.app.port(), port);
+    let port_arg = port.to_string();
+    let mut args = vec!["--https-port", port_arg.as_str()];
+    args.extend_from_slice(extra);
+    let ingress = Ingress::start(&e.cp, &args);
+    (e, ingress, SocketAddr::from(([127, 0, 0, 1], port)))
+}
+
 /// A connection once the ingress serves `sni` (its certificates arrive
 /// with the policy, a moment after it is ready).
 fn connect_when_served(cfg: &Arc<ClientConfig>, addr: SocketAddr, sni: &str) -> Client {
@@ -397,11 +410,7 @@ fn https_is_terminated_routed_and_re_encrypted_to_the_backend() {
 
 #[test]
 fn a_replaced_certificate_serves_new_connections_while_open_ones_continue() {
-    let e = edge();
-    let port = free_port();
-    shop(&e.cp, &e.ca, e.app.port(), port);
-    let _ingress = Ingress::start(&e.cp, &["--https-port", &port.to_string()]);
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let (e, _ingress, addr) = shop_edge(&[]);
     let cfg = e.ca.client();
     let mut open = connect_when_served(&cfg, addr, "shop.example");
     let r = first_answer(&mut || open.get("shop.example", "/before", &[]));
@@ -436,23 +445,14 @@ fn a_replaced_certificate_serves_new_connections_while_open_ones_continue() {
 
 #[test]
 fn the_default_certificate_and_trusted_hops() {
-    let e = edge();
-    let port = free_port();
-    shop(&e.cp, &e.ca, e.app.port(), port);
-    let ingress = Ingress::start(
-        &e.cp,
-        &[
-            "--https-port",
-            &port.to_string(),
-            "--default-certificate",
-            "mesh-system/shop-tls",
-            "--trusted-hops",
-            "1",
-            "--hsts-max-age",
-            "31536000",
-        ],
-    );
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let (e, ingress, addr) = shop_edge(&[
+        "--default-certificate",
+        "mesh-system/shop-tls",
+        "--trusted-hops",
+        "1",
+        "--hsts-max-age",
+        "31536000",
+    ]);
     let cfg = e.ca.client();
     // An unknown name gets the default certificate (shop.example's), so a
     // client that checks names refuses it, and one asking for shop.example
@@ -789,19 +789,7 @@ fn a_balancers_proxy_header_names_the_client_and_limits_go_by_host_and_route() {
 /// under the limit arrives whole.
 #[test]
 fn bodies_without_a_length_are_limited_as_they_stream() {
-    let e = edge();
-    let port = free_port();
-    shop(&e.cp, &e.ca, e.app.port(), port);
-    let _ingress = Ingress::start(
-        &e.cp,
-        &[
-            "--https-port",
-            &port.to_string(),
-            "--max-request-body-bytes",
-            "1024",
-        ],
-    );
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let (e, _ingress, addr) = shop_edge(&["--max-request-body-bytes", "1024"]);
     let cfg = e.ca.client();
     let mut c = connect_when_served(&cfg, addr, "shop.example");
     assert_eq!(
