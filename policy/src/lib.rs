@@ -26,8 +26,8 @@ mod validate;
 
 pub use compile::edge::{EdgeProtocol, Host};
 pub use compile::http_route::{
-    Backend, DEFAULT_RETRY_BACKOFF, DEFAULT_RETRY_CODES, HeaderEdits, MAX_RETRY_ATTEMPTS, Retry,
-    Timeouts,
+    Backend, BackendPort, DEFAULT_RETRY_BACKOFF, DEFAULT_RETRY_CODES, HeaderEdits,
+    MAX_RETRY_ATTEMPTS, Retry, Timeouts,
 };
 pub use compile::rate_limit::{MAX_REQUESTS_PER_SECOND, Quota};
 pub use error::Error;

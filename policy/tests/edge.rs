@@ -213,6 +213,17 @@ spec:
 ---
 ";
 
+// A backend may name the Service port instead of numbering it; the proxy
+// finds the port by that name in the Service it discovers.
+#[test]
+fn ingress_backends_by_port_name() {
+    let m = mesh(&INGRESS.replacen("port: {number: 8080}", "port: {name: http}", 1));
+    assert_eq!(
+        at(&m, 443, "shop.example", "/api/x"),
+        Some("Ingress shop/shop rule 1 -> shop/api:http".into())
+    );
+}
+
 #[test]
 fn ingress_rules_by_host_and_path_type() {
     let m = mesh(INGRESS);
@@ -317,7 +328,8 @@ fn bad_gateways_are_refused_with_the_field(from: &str, to: &str, field: &str) {
 }
 
 #[test_case("{service: {name: api, port: {number: 8080}}}", "{resource: {kind: Bucket, name: b}}", "spec.rules[0].http.paths[1].backend.resource" ; "resource backend")]
-#[test_case("port: {number: 8080}", "port: {name: http}", "spec.rules[0].http.paths[1].backend.service.port.name" ; "named port")]
+#[test_case("port: {number: 8080}", "port: {name: Http_1}", "spec.rules[0].http.paths[1].backend.service.port.name" ; "bad port name")]
+#[test_case("port: {number: 8080}", "port: {number: 8080, name: http}", "spec.rules[0].http.paths[1].backend.service.port" ; "number and name")]
 #[test_case("pathType: Exact", "pathType: Regex", "spec.rules[0].http.paths[2].pathType" ; "path type")]
 #[test_case("host: shop.example", "host: Shop.Example", "spec.rules[0].host" ; "bad host")]
 #[test_case("secretName: shop-tls", "secretName: \"\"", "spec.tls[0].secretName" ; "tls without secret")]

@@ -7,7 +7,7 @@ mod support;
 
 use std::time::Duration;
 
-use mesh_policy::{Backend, RouteDecision, RouteRequest, Snapshot, parse_yaml};
+use mesh_policy::{Backend, BackendPort, RouteDecision, RouteRequest, Snapshot, parse_yaml};
 use support::{mesh, now};
 use test_case::test_case;
 
@@ -89,13 +89,13 @@ fn a_canary_route_loads_with_its_backends_timeouts_and_retry() {
             Backend {
                 namespace: "shop".into(),
                 name: "api-v1".into(),
-                port: 8080,
+                port: BackendPort::Number(8080),
                 weight: 90
             },
             Backend {
                 namespace: "shop".into(),
                 name: "api-v2".into(),
-                port: 8080,
+                port: BackendPort::Number(8080),
                 weight: 10
             },
         ]

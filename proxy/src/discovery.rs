@@ -38,6 +38,9 @@ pub struct ServiceTarget {
     pub name: String,
     pub namespace: String,
     pub target_port: u16,
+    /// The Service port's name (empty when unnamed): an Ingress backend may
+    /// name the port instead of numbering it.
+    pub port_name: String,
     pub endpoints: Vec<Endpoint>,
     next: AtomicUsize,
 }
@@ -48,6 +51,7 @@ impl ServiceTarget {
             name: name.to_string(),
             namespace: namespace.to_string(),
             target_port,
+            port_name: String::new(),
             endpoints,
             next: AtomicUsize::new(0),
         }
@@ -150,6 +154,7 @@ fn to_view(msg: mesh_proto::discovery::DiscoverySnapshot) -> DiscoveryView {
                     name: s.name.clone(),
                     namespace: s.namespace.clone(),
                     target_port,
+                    port_name: p.name.clone(),
                     endpoints: endpoints.clone(),
                     next: AtomicUsize::new(0),
                 },

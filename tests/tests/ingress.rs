@@ -547,7 +547,7 @@ fn the_documented_ingress_serves_as_written() {
             "{}apiVersion: v1\nkind: Service\nmetadata: {{name: frontend, namespace: shop}}\n\
              spec: {{clusterIP: 10.96.0.60, selector: {{app: frontend}}, ports: [{{port: 80, targetPort: {}}}]}}\n---\n\
              apiVersion: v1\nkind: Service\nmetadata: {{name: auth, namespace: shop}}\n\
-             spec: {{clusterIP: 10.96.0.61, selector: {{app: auth}}, ports: [{{port: 80, targetPort: {}}}]}}\n---\n{example}",
+             spec: {{clusterIP: 10.96.0.61, selector: {{app: auth}}, ports: [{{name: http, port: 80, targetPort: {}}}]}}\n---\n{example}",
             e.ca.secret("shop", "shop-tls", &["shop.example"]),
             e.app.port(),
             auth.port()

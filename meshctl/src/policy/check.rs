@@ -148,7 +148,8 @@ pub struct RouteReport {
 pub struct BackendReport {
     /// `namespace/name`.
     pub service: String,
-    pub port: u16,
+    /// A number, or the Service port's name (an Ingress `port.name`).
+    pub port: mesh_policy::BackendPort,
     pub weight: u32,
 }
 
@@ -566,7 +567,7 @@ fn route(
             .filter(|b| b.weight > 0)
             .map(|b| BackendReport {
                 service: format!("{}/{}", b.namespace, b.name),
-                port: b.port,
+                port: b.port.clone(),
                 weight: b.weight,
             })
             .collect(),

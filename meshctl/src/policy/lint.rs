@@ -137,6 +137,16 @@ pub fn lint(
                 )
             })
             .collect(),
+        port_names: loaded
+            .services
+            .iter()
+            .flat_map(|s| {
+                let ns = s.metadata.namespace_or_default();
+                s.spec.ports.iter().filter_map(move |p| {
+                    Some((ns.to_owned(), s.metadata.name.clone(), p.name.clone()?))
+                })
+            })
+            .collect(),
         gateways: snapshot
             .objects
             .iter()
@@ -176,6 +186,8 @@ struct Lint<'a> {
     now: SystemTime,
     /// (namespace, name) of every Service in the folder.
     services: std::collections::BTreeSet<(String, String)>,
+    /// (namespace, name, port name) of every named Service port.
+    port_names: std::collections::BTreeSet<(String, String, String)>,
     /// (namespace, name) of every Gateway of class palisade.
     gateways: std::collections::BTreeSet<(String, String)>,
     /// (namespace, name) of every kubernetes.io/tls Secret.
@@ -306,16 +318,20 @@ impl Lint<'_> {
             }
             Object::Ingress(ing) => {
                 let own = object.metadata().namespace_or_default().to_owned();
-                let backends: Vec<String> = ing
+                let backends: Vec<(String, Option<String>)> = ing
                     .spec
                     .rules
                     .iter()
                     .flat_map(|r| r.http.iter().flat_map(|h| h.paths.iter()))
                     .map(|p| &p.backend)
                     .chain(ing.spec.default_backend.iter())
-                    .filter_map(|b| b.service.as_ref().map(|s| s.name.clone()))
+                    .filter_map(|b| {
+                        b.service
+                            .as_ref()
+                            .map(|s| (s.name.clone(), s.port.name.clone()))
+                    })
                     .collect();
-                for name in backends {
+                for (name, port_name) in backends {
                     if !self.services.contains(&(own.clone(), name.clone())) {
                         self.about(
                             object,
@@ -323,6 +339,19 @@ impl Lint<'_> {
                             "unknown-backend",
                             format!(
                                 "backend Service {own}/{name} does not exist: its requests get 503"
+                            ),
+                        );
+                    } else if let Some(port) = port_name
+                        && !self
+                            .port_names
+                            .contains(&(own.clone(), name.clone(), port.clone()))
+                    {
+                        self.about(
+                            object,
+                            Severity::Error,
+                            "unknown-backend",
+                            format!(
+                                "backend Service {own}/{name} has no port named {port:?}: its requests get 503"
                             ),
                         );
                     }

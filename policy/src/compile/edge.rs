@@ -12,7 +12,7 @@ use std::cmp::Reverse;
 use std::sync::Arc;
 
 use super::http_route::{
-    Backend, HeaderEdits, Match, Parent, PathRule, Route, RouteRule, Timeouts,
+    Backend, BackendPort, HeaderEdits, Match, Parent, PathRule, Route, RouteRule, Timeouts,
 };
 use super::selector::{NamespaceLabels, Selector};
 use super::{Common, Site};
@@ -352,13 +352,14 @@ fn ingress_backend(
         return None;
     }
     let port = match (s.port.number, &s.port.name) {
-        (Some(p), None) if p != 0 => p,
-        (None, Some(_)) => {
-            errors.push(site.field(
-                format!("{at}.service.port.name"),
-                "named Service ports are not supported yet; use port.number",
-            ));
-            return None;
+        (Some(p), None) if p != 0 => BackendPort::Number(p),
+        (None, Some(name)) => {
+            // A Service port name is a DNS label (IANA_SVC_NAME: at most 15).
+            if let Err(m) = crate::validate::check_name(name, 15, false) {
+                errors.push(site.field(format!("{at}.service.port.name"), m));
+                return None;
+            }
+            BackendPort::Name(name.clone())
         }
         _ => {
             errors.push(site.field(

@@ -122,8 +122,27 @@ impl Match {
 pub struct Backend {
     pub namespace: String,
     pub name: String,
-    pub port: u16,
+    pub port: BackendPort,
     pub weight: u32,
+}
+
+/// The Service port a backend names: by number (route `backendRefs`, an
+/// Ingress's `port.number`) or by the Service port's name (an Ingress's
+/// `port.name`), which the proxy looks up in the Service it discovers.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(untagged)]
+pub enum BackendPort {
+    Number(u16),
+    Name(String),
+}
+
+impl std::fmt::Display for BackendPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BackendPort::Number(n) => write!(f, "{n}"),
+            BackendPort::Name(name) => f.write_str(name),
+        }
+    }
 }
 
 /// `RequestHeaderModifier`: set (replace), add (append), remove.
@@ -525,7 +544,7 @@ pub(crate) fn backends(
                 .clone()
                 .unwrap_or_else(|| own_ns.to_owned()),
             name: backend.name.clone(),
-            port,
+            port: BackendPort::Number(port),
             weight,
         });
     }

@@ -209,7 +209,7 @@ mod tests {
         Backend {
             namespace: "shop".into(),
             name: name.into(),
-            port: 80,
+            port: mesh_policy::BackendPort::Number(80),
             weight,
         }
     }

@@ -217,7 +217,7 @@ impl NewRoute for MeshRoutes<'_> {
                         self.view.clone(),
                         &backend.namespace,
                         &backend.name,
-                        backend.port,
+                        &backend.port,
                     )
                     .map_err(|e| match e {
                         Error::Route(RouteError::NoBackend(m)) => {

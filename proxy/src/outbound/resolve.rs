@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use mesh_identity::SpiffeId;
+use mesh_policy::BackendPort;
 
 use crate::config::StaticRoute;
 use crate::discovery::{Destination, DiscoveryView, KnownWorkload};
@@ -90,13 +91,20 @@ pub fn service(
     view: Arc<DiscoveryView>,
     namespace: &str,
     name: &str,
-    port: u16,
+    port: &BackendPort,
 ) -> Result<Resolved, Error> {
     // Services are keyed by VIP; a pod has few enough that a scan is cheap.
     let vip = view
         .services
         .iter()
-        .find(|(vip, s)| vip.port() == port && s.name == name && s.namespace == namespace)
+        .find(|(vip, s)| {
+            s.name == name
+                && s.namespace == namespace
+                && match port {
+                    BackendPort::Number(n) => vip.port() == *n,
+                    BackendPort::Name(n) => s.port_name == *n,
+                }
+        })
         .map(|(vip, _)| *vip)
         .ok_or_else(|| {
             RouteError::NoBackend(format!(
@@ -186,10 +194,9 @@ mod tests {
                 identity: id("api"),
             })
             .collect();
-        v.services.insert(
-            "10.96.0.10:80".parse().unwrap(),
-            ServiceTarget::new("api", "shop", 8080, eps),
-        );
+        let mut api = ServiceTarget::new("api", "shop", 8080, eps);
+        api.port_name = "http".into();
+        v.services.insert("10.96.0.10:80".parse().unwrap(), api);
         v.workloads.insert(
             "10.0.0.3".parse().unwrap(),
             KnownWorkload {
@@ -268,25 +275,30 @@ mod tests {
         assert!(service_at(&v, "10.0.0.3:5432".parse().unwrap(), |_, _| true).is_none());
     }
 
-    // A route's backend is found by Service name and port.
+    // A route's backend is found by Service name and port, the port by its
+    // number or (an Ingress `port.name`) by the Service port's name.
     #[test]
     fn backends_by_name() {
         let v = view();
-        let r = service(v.clone(), "shop", "api", 80).unwrap();
-        let Resolved::Mesh {
-            target_port,
-            service: Some(key),
-            ..
-        } = r
-        else {
-            panic!("mesh")
-        };
-        assert_eq!(
-            (target_port, key.name.as_str(), key.port),
-            (8080, "api", 80)
-        );
-        let e = service(v, "shop", "api", 81).err().unwrap();
-        assert_eq!(e.reason(), "no_backend");
+        for port in [BackendPort::Number(80), BackendPort::Name("http".into())] {
+            let r = service(v.clone(), "shop", "api", &port).unwrap();
+            let Resolved::Mesh {
+                target_port,
+                service: Some(key),
+                ..
+            } = r
+            else {
+                panic!("mesh")
+            };
+            assert_eq!(
+                (target_port, key.name.as_str(), key.port),
+                (8080, "api", 80)
+            );
+        }
+        for port in [BackendPort::Number(81), BackendPort::Name("grpc".into())] {
+            let e = service(v.clone(), "shop", "api", &port).err().unwrap();
+            assert_eq!(e.reason(), "no_backend");
+        }
     }
 
     #[test]

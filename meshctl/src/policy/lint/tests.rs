@@ -562,6 +562,35 @@ spec: {clusterIP: 10.96.0.11, ports: [{port: 8080}], selector: {app: api-v2}}
     assert!(report.failed());
 }
 
+#[test]
+fn ingress_backends_that_cannot_serve() {
+    let ingress = |name: &str, backend: &str| {
+        format!(
+            "---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: {name}, namespace: shop}}\nspec:\n  ingressClassName: palisade\n  defaultBackend: {{service: {backend}}}\n"
+        )
+    };
+    let yaml = format!(
+        "{CLEAN}---\napiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: shop}}\nspec: {{clusterIP: 10.96.0.20, ports: [{{name: http, port: 80}}], selector: {{app: web}}}}\n{}{}{}{}",
+        ingress("by-number", "{name: web, port: {number: 80}}"),
+        ingress("by-name", "{name: web, port: {name: http}}"),
+        ingress("bad-name", "{name: web, port: {name: grpc}}"),
+        ingress("no-service", "{name: gone, port: {number: 80}}"),
+    );
+    let report = lint_yaml(&yaml);
+    assert_eq!(about(&report, "Ingress shop/by-number"), []);
+    assert_eq!(about(&report, "Ingress shop/by-name"), []);
+    for (object, says) in [
+        ("Ingress shop/bad-name", "no port named \"grpc\""),
+        ("Ingress shop/no-service", "shop/gone does not exist"),
+    ] {
+        assert_eq!(
+            about(&report, object),
+            [(Severity::Error, "unknown-backend")]
+        );
+        assert!(message(&report, object, "unknown-backend").contains(says));
+    }
+}
+
 /// A namespace with Authorization defaults but no egress restriction of
 /// any kind, for the EgressPolicy cases.
 const OPEN_EGRESS: &str = r#"
