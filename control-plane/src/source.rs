@@ -29,8 +29,46 @@ pub struct Config {
     /// Workloads the source itself knows about (Kubernetes Pods). Local-mode
     /// workloads are not here: they register themselves over `Policy.Watch`.
     pub workloads: Vec<Workload>,
+    /// Where the Services' endpoints come from.
+    pub endpoints: Endpoints,
     /// Objects read but not used, one line each naming where they came from.
     pub warnings: Vec<String>,
+}
+
+/// Where the Services' endpoints come from. Either way discovery turns
+/// them into the same `Service.endpoints` (grpc/discovery.rs).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub enum Endpoints {
+    /// The workloads each Service's selector matches, in its namespace
+    /// (local mode; a Service without a selector has none).
+    #[default]
+    Selected,
+    /// As the source lists them, already resolved to meshed workloads
+    /// (Kubernetes: the Services' EndpointSlices). A Service missing here
+    /// has no endpoints.
+    Listed(Vec<ServiceEndpoints>),
+}
+
+/// The endpoints of one Service, as the source lists them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ServiceEndpoints {
+    pub namespace: String,
+    pub service: String,
+    pub endpoints: Vec<ServiceEndpoint>,
+    /// The target port of each Service port, by the port's name (`""` for
+    /// an unnamed port). A Service port not named here keeps the Service's
+    /// own (numeric) `targetPort`.
+    pub target_ports: std::collections::BTreeMap<String, u16>,
+}
+
+/// One endpoint: a meshed workload's address and the identity its proxy
+/// must present.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ServiceEndpoint {
+    pub ip: String,
+    pub identity: String,
+    pub workload: String,
+    pub inbound_port: u32,
 }
 
 /// What a source last saw.

@@ -9,7 +9,7 @@ use mesh_policy::{Evaluator, Snapshot};
 use tokio::sync::watch;
 
 use crate::registry::Workload;
-use crate::source::{Config, Update};
+use crate::source::{Config, Endpoints, Update};
 
 /// The configuration in force.
 #[derive(Debug, Clone, Default)]
@@ -23,6 +23,8 @@ pub struct PolicyState {
     pub services: Arc<Vec<Service>>,
     /// Workloads the source knows (not the ones that registered).
     pub workloads: Arc<Vec<Workload>>,
+    /// Where the Services' endpoints come from.
+    pub endpoints: Arc<Endpoints>,
     /// TLS Secrets, for the ingress only.
     pub secrets: Arc<Vec<TlsSecret>>,
     /// Why the latest load failed (the last good snapshot stays in force).
@@ -117,6 +119,7 @@ impl State {
             snapshot: Arc::new(config.snapshot.clone()),
             services: Arc::new(config.services.clone()),
             workloads: Arc::new(config.workloads.clone()),
+            endpoints: Arc::new(config.endpoints.clone()),
             secrets: Arc::new(config.secrets.clone()),
             error: None,
             warnings: config.warnings.clone(),
@@ -126,7 +129,7 @@ impl State {
 }
 
 /// The version of a configuration: an FNV-1a hash of its policy objects,
-/// Services, workloads and TLS Secrets as they are pushed, cut to 53 bits so that the
+/// Services, workloads, listed endpoints and TLS Secrets as they are pushed, cut to 53 bits so that the
 /// `mesh_policy_version` gauge shows it exactly; never 0.
 pub fn version_of(config: &Config) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
@@ -134,6 +137,7 @@ pub fn version_of(config: &Config) -> u64 {
         config.snapshot.to_json(),
         serde_json::to_string(&config.services).unwrap_or_default(),
         serde_json::to_string(&config.workloads).unwrap_or_default(),
+        serde_json::to_string(&config.endpoints).unwrap_or_default(),
         config
             .secrets
             .iter()

@@ -1,7 +1,8 @@
-//! `Discovery.Watch`: Services (from the source) with their endpoints
-//! (workloads matching the selector: those the source knows and those
-//! connected) and every workload, built once per change and shared by all
-//! streams.
+//! `Discovery.Watch`: Services (from the source) with their endpoints and
+//! every workload, built once per change and shared by all streams. A
+//! Service's endpoints are the workloads its selector matches (those the
+//! source knows and those registered, local mode), or the ones the source
+//! lists for it (Kubernetes: EndpointSlices, resolved to meshed Pods).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use tokio::sync::{mpsc, watch};
 use tonic::{Request, Response, Status};
 
 use crate::registry::Registry;
+use crate::source::Endpoints;
 use crate::state::State;
 
 /// Changes arriving within this window are pushed together: a fleet of
@@ -39,23 +41,24 @@ pub fn build(state: &State, registry: &Registry, version: u64) -> DiscoverySnaps
         .iter()
         .map(|s| {
             let ns = s.metadata.namespace_or_default();
-            let endpoints = match &s.spec.selector {
-                // Kubernetes: a Service without a selector has no automatic endpoints.
-                None => Vec::new(),
-                Some(sel) => workloads
-                    .iter()
-                    .filter(|w| {
-                        w.namespace == ns && sel.iter().all(|(k, v)| w.labels.get(k) == Some(v))
-                    })
-                    .flat_map(|w| {
-                        w.ips.iter().map(move |ip| Endpoint {
-                            ip: ip.clone(),
-                            identity: w.identity.clone(),
-                            inbound_port: w.inbound_port,
-                            workload: w.workload.clone(),
+            let (endpoints, target_ports) = match &*state.endpoints {
+                Endpoints::Selected => (selected(s, ns, &workloads), None),
+                Endpoints::Listed(listed) => {
+                    let of = listed
+                        .iter()
+                        .find(|l| l.namespace == ns && l.service == s.metadata.name);
+                    let endpoints = of
+                        .into_iter()
+                        .flat_map(|l| l.endpoints.iter())
+                        .map(|e| Endpoint {
+                            ip: e.ip.clone(),
+                            identity: e.identity.clone(),
+                            inbound_port: e.inbound_port,
+                            workload: e.workload.clone(),
                         })
-                    })
-                    .collect(),
+                        .collect();
+                    (endpoints, of.map(|l| &l.target_ports))
+                }
             };
             Service {
                 name: s.metadata.name.clone(),
@@ -65,10 +68,16 @@ pub fn build(state: &State, registry: &Registry, version: u64) -> DiscoverySnaps
                     .spec
                     .ports
                     .iter()
-                    .map(|p| ServicePort {
-                        port: u32::from(p.port),
-                        target_port: u32::from(p.target_port.unwrap_or(p.port)),
-                        name: p.name.clone().unwrap_or_default(),
+                    .map(|p| {
+                        let name = p.name.clone().unwrap_or_default();
+                        // Listed endpoints say which port their pods serve
+                        // (an EndpointSlice resolves named target ports).
+                        let listed = target_ports.and_then(|t| t.get(&name)).copied();
+                        ServicePort {
+                            port: u32::from(p.port),
+                            target_port: u32::from(listed.or(p.target_port).unwrap_or(p.port)),
+                            name,
+                        }
                     })
                     .collect(),
                 endpoints,
@@ -91,6 +100,30 @@ pub fn build(state: &State, registry: &Registry, version: u64) -> DiscoverySnaps
         services,
         workloads,
     }
+}
+
+/// The workloads `service`'s selector matches in its namespace.
+fn selected(
+    service: &mesh_policy::resource::Service,
+    ns: &str,
+    workloads: &[crate::registry::Workload],
+) -> Vec<Endpoint> {
+    // Kubernetes: a Service without a selector has no automatic endpoints.
+    let Some(sel) = &service.spec.selector else {
+        return Vec::new();
+    };
+    workloads
+        .iter()
+        .filter(|w| w.namespace == ns && sel.iter().all(|(k, v)| w.labels.get(k) == Some(v)))
+        .flat_map(|w| {
+            w.ips.iter().map(move |ip| Endpoint {
+                ip: ip.clone(),
+                identity: w.identity.clone(),
+                inbound_port: w.inbound_port,
+                workload: w.workload.clone(),
+            })
+        })
+        .collect()
 }
 
 /// Rebuilds the shared view after every (debounced) change.

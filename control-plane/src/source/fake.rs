@@ -37,6 +37,7 @@ impl Fake {
                 services: l.services,
                 secrets: l.secrets,
                 workloads: Vec::new(),
+                endpoints: Default::default(),
                 warnings: l.warnings,
             },
             Err(e) => panic!("test YAML does not parse: {e}"),

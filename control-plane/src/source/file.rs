@@ -34,6 +34,7 @@ pub fn read(dir: &Path) -> Update {
             services: l.services,
             secrets: l.secrets,
             workloads: Vec::new(),
+            endpoints: Default::default(),
             warnings: l.warnings,
         })),
         Err(e) => Update::Failed(e.to_string()),

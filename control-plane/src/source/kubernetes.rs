@@ -7,8 +7,11 @@
 //!
 //! Pods are not policy: running pods that carry the Palisade proxy become
 //! the [`Workload`]s discovery publishes, with labels and IPs from the Pod.
+//! Neither are EndpointSlices: they give each Service its endpoints,
+//! resolved to those Pods ([`endpoint_slice`]).
 
 pub mod ca_secret;
+pub mod endpoint_slice;
 pub mod trust_bundle;
 
 /// The recorded API responses of this crate's tests.
@@ -64,7 +67,7 @@ pub struct Kind {
 
 /// What the control plane reads. Kinds whose CRDs are not installed
 /// (Istio's groups, say) answer 404 and count as empty.
-pub const KINDS: [Kind; 17] = [
+pub const KINDS: [Kind; 18] = [
     Kind {
         api_version: "v1",
         kind: "Namespace",
@@ -155,6 +158,12 @@ pub const KINDS: [Kind; 17] = [
         kind: "Secret",
         path: "/api/v1/secrets?fieldSelector=type%3Dkubernetes.io%2Ftls",
     },
+    // The Services' endpoints (discovery, not policy).
+    Kind {
+        api_version: "discovery.k8s.io/v1",
+        kind: "EndpointSlice",
+        path: "/apis/discovery.k8s.io/v1/endpointslices",
+    },
 ];
 
 /// `path` with more query parameters.
@@ -242,10 +251,21 @@ pub fn translate(objects: &[BTreeMap<String, Value>], trust_domain: &str) -> Upd
     let mut workloads = Vec::new();
     let mut secrets = Vec::new();
     let mut secret_warnings = Vec::new();
+    let mut pods = Vec::new();
+    let mut slices = Vec::new();
     for (i, kind) in KINDS.iter().enumerate() {
         for object in objects.get(i).into_iter().flat_map(BTreeMap::values) {
             if kind.kind == "Pod" {
-                workloads.extend(workload(object, trust_domain));
+                if let Some(pod) = meshed_pod(object, trust_domain) {
+                    if !terminating(object) {
+                        workloads.push(pod.clone());
+                    }
+                    pods.push(pod);
+                }
+                continue;
+            }
+            if kind.kind == "EndpointSlice" {
+                slices.push(object);
                 continue;
             }
             if kind.kind == "Secret" {
@@ -265,13 +285,26 @@ pub fn translate(objects: &[BTreeMap<String, Value>], trust_domain: &str) -> Upd
             text.push('\n');
         }
     }
+    let endpoints = endpoint_slice::resolve(slices.into_iter(), &pods);
+    for (reason, n) in [
+        ("unmeshed", endpoints.unmeshed),
+        ("port_mismatch", endpoints.port_mismatch),
+    ] {
+        metrics::gauge!("mesh_endpointslice_endpoints_dropped", "reason" => reason).set(n as f64);
+    }
     match mesh_policy::parse_yaml("<kubernetes>", &text) {
         Ok(l) => Update::Loaded(Arc::new(Config {
             snapshot: l.snapshot,
             services: l.services,
             secrets,
             workloads,
-            warnings: l.warnings.into_iter().chain(secret_warnings).collect(),
+            endpoints: super::Endpoints::Listed(endpoints.services),
+            warnings: l
+                .warnings
+                .into_iter()
+                .chain(secret_warnings)
+                .chain(endpoints.warnings)
+                .collect(),
         })),
         Err(e) => Update::Failed(e.to_string()),
     }
@@ -347,6 +380,11 @@ fn clean(object: &Value) -> Value {
                         p.retain(|k, _| {
                             ["name", "port", "targetPort", "protocol"].contains(&k.as_str())
                         });
+                        // A named target port is the pods' to resolve: the
+                        // EndpointSlices carry its number (endpoint_slice.rs).
+                        if p.get("targetPort").is_some_and(Value::is_string) {
+                            p.remove("targetPort");
+                        }
                     }
                 }
             }
@@ -356,11 +394,16 @@ fn clean(object: &Value) -> Value {
     Value::Object(out)
 }
 
+/// Being deleted: still a Pod (an EndpointSlice may list it as
+/// terminating), no longer a workload proxies are told about.
+fn terminating(pod: &Value) -> bool {
+    pod.pointer("/metadata/deletionTimestamp").is_some()
+}
+
 /// A running, meshed pod with an IP, as discovery sees it.
-fn workload(pod: &Value, trust_domain: &str) -> Option<Workload> {
+fn meshed_pod(pod: &Value, trust_domain: &str) -> Option<Workload> {
     let s = |p: &str| pod.pointer(p).and_then(Value::as_str);
-    if s("/status/phase") != Some("Running") || pod.pointer("/metadata/deletionTimestamp").is_some()
-    {
+    if s("/status/phase") != Some("Running") {
         return None;
     }
     let spec = pod.get("spec")?;

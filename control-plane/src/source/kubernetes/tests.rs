@@ -53,6 +53,7 @@ fn file_view(name: &str) -> Config {
         services: l.services,
         secrets: l.secrets,
         workloads: Vec::new(),
+        endpoints: Default::default(),
         warnings: l.warnings,
     }
 }
@@ -61,7 +62,9 @@ fn sorted(mut c: Config) -> Config {
     c.snapshot
         .objects
         .sort_by_key(|o| o.object_ref().to_string());
+    // Pods and EndpointSlices are the cluster's, not a folder's.
     c.workloads.clear();
+    c.endpoints = Default::default();
     c
 }
 
@@ -250,4 +253,124 @@ fn tls_secrets_and_gateways_from_the_cluster() {
         "{:?}",
         config.warnings
     );
+}
+
+fn listed(config: &Config) -> &[crate::source::ServiceEndpoints] {
+    match &config.endpoints {
+        crate::source::Endpoints::Listed(l) => l,
+        crate::source::Endpoints::Selected => panic!("the kube source lists endpoints"),
+    }
+}
+
+/// EndpointSlices listed, then watched (ADDED, BOOKMARK, MODIFIED,
+/// DELETED), recorded: the Service's endpoints follow them, resolved to
+/// meshed Pods, and discovery serves exactly those.
+#[tokio::test]
+async fn endpoint_slices_give_the_services_endpoints_and_discovery_serves_them() {
+    let (mut rx, replay) = start("endpoint-slices.json").await;
+    // The end of the watch: api-1 is no longer ready, so the terminating
+    // api-2 (still serving) takes the traffic; the FQDN slice is deleted.
+    let end = until(&mut rx, |c| {
+        listed(c)
+            .iter()
+            .any(|s| s.endpoints.iter().any(|e| e.workload == "api-2"))
+            && !c.warnings.iter().any(|w| w.contains("api-fqdn"))
+    })
+    .await;
+    let api = &listed(&end)[0];
+    assert_eq!(
+        (api.namespace.as_str(), api.service.as_str()),
+        ("shop", "api")
+    );
+    // Terminating-but-serving is used only because nothing ready is left;
+    // api-3 (not ready) and legacy-1 (ready, but no proxy) are not endpoints.
+    assert_eq!(
+        api.endpoints,
+        [crate::source::ServiceEndpoint {
+            ip: "10.244.1.8".into(),
+            identity: "spiffe://cluster.local/ns/shop/sa/api".into(),
+            workload: "api-2".into(),
+            inbound_port: DEFAULT_INBOUND_PORT,
+        }]
+    );
+    // The Service's named target port "http" is the slice's 8080.
+    assert_eq!(
+        api.target_ports,
+        BTreeMap::from([("http".to_owned(), 8080)])
+    );
+    // The unmeshed address fails closed: named, with its slice.
+    assert!(
+        end.warnings
+            .iter()
+            .any(|w| w.contains("EndpointSlice shop/api-abc12")
+                && w.contains("10.244.3.4 (pod legacy-1) is not a meshed pod")),
+        "{:?}",
+        end.warnings
+    );
+    // The terminating pod is an endpoint, not a workload proxies are told about.
+    assert!(end.workloads.iter().all(|w| w.workload != "api-2"));
+    let requests = replay.requests();
+    assert!(requests.iter().any(|r| r == "GET /apis/discovery.k8s.io/v1/endpointslices?watch=1&allowWatchBookmarks=true&timeoutSeconds=300&resourceVersion=300"), "{requests:#?}");
+
+    // What the control plane then serves.
+    let state = crate::state::State::new("cluster.local");
+    state.start(rx);
+    let view = crate::grpc::discovery::build(&state, &crate::registry::Registry::new(), 7);
+    let svc = &view.services[0];
+    assert_eq!((svc.name.as_str(), svc.vip.as_str()), ("api", "10.96.12.7"));
+    assert_eq!(svc.ports.len(), 1);
+    assert_eq!(
+        (
+            svc.ports[0].port,
+            svc.ports[0].target_port,
+            svc.ports[0].name.as_str()
+        ),
+        (80, 8080, "http")
+    );
+    let endpoints: Vec<_> = svc
+        .endpoints
+        .iter()
+        .map(|e| (e.ip.as_str(), e.identity.as_str(), e.workload.as_str()))
+        .collect();
+    assert_eq!(
+        endpoints,
+        [(
+            "10.244.1.8",
+            "spiffe://cluster.local/ns/shop/sa/api",
+            "api-2"
+        )]
+    );
+}
+
+#[test]
+fn every_kind_is_readable_with_the_control_planes_rbac() {
+    // deploy/20-rbac.yaml's ClusterRole must let the control plane list
+    // and watch each collection it follows.
+    let docs: Vec<Value> =
+        serde_saphyr::from_multiple(include_str!("../../../../deploy/20-rbac.yaml"))
+            .expect("deploy/20-rbac.yaml parses");
+    let role = docs
+        .iter()
+        .find(|d| d["kind"] == "ClusterRole" && d["metadata"]["name"] == "palisade-control-plane")
+        .expect("the control plane's ClusterRole");
+    let has = |v: &Value, s: &str| v.as_array().is_some_and(|a| a.iter().any(|x| x == s));
+    for kind in KINDS {
+        let path = kind.path.split('?').next().unwrap_or(kind.path);
+        let resource = path.rsplit('/').next().unwrap_or_default();
+        let group = match path.strip_prefix("/apis/") {
+            Some(rest) => rest.split('/').next().unwrap_or_default(),
+            None => "",
+        };
+        let granted = role["rules"].as_array().into_iter().flatten().any(|r| {
+            has(&r["apiGroups"], group)
+                && has(&r["resources"], resource)
+                && has(&r["verbs"], "list")
+                && has(&r["verbs"], "watch")
+                && r.get("resourceNames").is_none()
+        });
+        assert!(
+            granted,
+            "no rule of deploy/20-rbac.yaml lets the control plane list and watch {group:?}/{resource}"
+        );
+    }
 }
