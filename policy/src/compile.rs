@@ -15,6 +15,7 @@ pub(crate) mod matcher;
 pub(crate) mod network_policy;
 pub(crate) mod peer_authentication;
 pub(crate) mod rate_limit;
+pub(crate) mod reference_grant;
 pub(crate) mod selector;
 
 use std::collections::BTreeMap;
@@ -124,6 +125,7 @@ enum Compiled {
     Ingress(edge::CompiledIngress),
     Egress(egress::Egress),
     Exported(egress::Exported),
+    Grant(reference_grant::Grant),
     /// Loaded and checked, deciding nothing (a Sidecar without an
     /// outboundTrafficPolicy).
     Inert,
@@ -170,6 +172,9 @@ fn compile_object(
         Object::Ingress(i) => {
             edge::compile_ingress(i, common, &site, errors).map(Compiled::Ingress)
         }
+        Object::ReferenceGrant(g) => {
+            reference_grant::compile(g, common, &site, errors).map(Compiled::Grant)
+        }
         Object::Namespace(n) => Some(Compiled::Namespace(
             n.metadata.name.clone(),
             n.metadata.labels.clone(),
@@ -200,6 +205,7 @@ pub(crate) struct Tables {
     pub(crate) egress: Vec<egress::Egress>,
     /// ServiceEntries, consulted for every namespace they are exported to.
     pub(crate) service_entries: Vec<egress::Exported>,
+    pub(crate) grants: Vec<reference_grant::Grant>,
 }
 
 pub(crate) fn compile_snapshot(
@@ -222,6 +228,7 @@ pub(crate) fn compile_snapshot(
             Some(Compiled::Gateway(g)) => tables.edge.gateways.push(g),
             Some(Compiled::Egress(e)) => tables.egress.push(e),
             Some(Compiled::Exported(e)) => tables.service_entries.push(e),
+            Some(Compiled::Grant(g)) => tables.grants.push(g),
             Some(Compiled::Inert) => {}
             Some(Compiled::Ingress(i)) => {
                 for (hosts, secret) in i.tls {
@@ -246,6 +253,7 @@ pub(crate) fn compile_snapshot(
     tables.rate_limits.sort_by_key(|l| key(&l.common));
     tables.egress.sort_by_key(|e| key(&e.common));
     tables.service_entries.sort_by_key(|e| key(&e.common));
+    reference_grant::resolve(&mut tables);
     tables.routes.index();
     tables.edge.gateways.sort_by_key(|g| key(&g.common));
     tables.edge.index(&tables.routes.routes, &tables.namespaces);

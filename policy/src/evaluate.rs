@@ -116,6 +116,16 @@ impl Evaluator {
         &self.trust_domain
     }
 
+    /// The cross-namespace references (route backends, Gateway
+    /// certificates) that no ReferenceGrant allows at `now`: those
+    /// backends answer 500, those certificates are not served.
+    pub fn refused_references(
+        &self,
+        now: std::time::SystemTime,
+    ) -> Vec<crate::compile::reference_grant::RefusedReference> {
+        crate::compile::reference_grant::refused(&self.tables, now)
+    }
+
     /// Whether any AuthorizationPolicy rule in this snapshot reads an
     /// HTTP-only field (methods, paths, hosts, request principals, request
     /// headers...). When none does, a connection's decision is the same for

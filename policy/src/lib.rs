@@ -27,9 +27,10 @@ mod validate;
 pub use compile::edge::{EdgeProtocol, Host};
 pub use compile::http_route::{
     Backend, BackendPort, DEFAULT_RETRY_BACKOFF, DEFAULT_RETRY_CODES, HeaderEdits,
-    MAX_RETRY_ATTEMPTS, Retry, Timeouts,
+    MAX_RETRY_ATTEMPTS, Permitted, Retry, Timeouts,
 };
 pub use compile::rate_limit::{MAX_REQUESTS_PER_SECOND, Quota};
+pub use compile::reference_grant::RefusedReference;
 pub use error::Error;
 pub use evaluate::{
     DEFAULT_MTLS_MODE, DEFAULT_TRUST_DOMAIN, DecidedBy, Decision, DryRunDeny, EdgeCertificate,

@@ -341,6 +341,7 @@ pub(crate) fn parse_value(
         "Ingress" => &[NETWORKING_API_VERSION],
         "RateLimitPolicy" | "EgressPolicy" => &[POLICY_API_VERSION],
         "ServiceEntry" | "Sidecar" => &crate::resource::istio_egress::ISTIO_NETWORKING_API_VERSIONS,
+        "ReferenceGrant" => &crate::resource::reference_grant::REFERENCE_GRANT_API_VERSIONS,
         other => {
             warnings.push(format!(
                 "{file}: {object}: kind {other} ({api_version}) is not policy; ignored"
@@ -400,6 +401,9 @@ pub(crate) fn parse_value(
         "Sidecar" => typed(deserialize::<crate::resource::Sidecar>(value).map(Object::Sidecar))?,
         "Gateway" => typed(deserialize::<Gateway>(value).map(Object::Gateway))?,
         "Ingress" => typed(deserialize::<Ingress>(value).map(Object::Ingress))?,
+        "ReferenceGrant" => typed(
+            deserialize::<crate::resource::ReferenceGrant>(value).map(Object::ReferenceGrant),
+        )?,
         _ => typed(deserialize::<Namespace>(value).map(Object::Namespace))?,
     };
     // Gateways and Ingresses of another class belong to another
@@ -457,7 +461,7 @@ impl<'de> Deserialize<'de> for Object {
             Ok(_) => Err(serde::de::Error::custom(
                 "a snapshot entry must be exactly one policy object (AuthorizationPolicy, \
                  PeerAuthentication, NetworkPolicy, Namespace, HTTPRoute, GRPCRoute, \
-                 RateLimitPolicy, EgressPolicy, ServiceEntry, Sidecar, Gateway or Ingress of \
+                 RateLimitPolicy, EgressPolicy, ServiceEntry, Sidecar, Gateway, Ingress or ReferenceGrant of \
                  class palisade)",
             )),
             Err(errors) => Err(serde::de::Error::custom(

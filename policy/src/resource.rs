@@ -21,6 +21,7 @@ mod namespace;
 mod network_policy;
 mod peer_authentication;
 pub mod rate_limit;
+pub mod reference_grant;
 mod scalar;
 pub mod secret;
 mod service;
@@ -47,6 +48,7 @@ pub use network_policy::{
 };
 pub use peer_authentication::{Mtls, MtlsMode, PeerAuthentication, PeerAuthenticationSpec};
 pub use rate_limit::RateLimitPolicy;
+pub use reference_grant::ReferenceGrant;
 pub use scalar::Scalar;
 pub use secret::TlsSecret;
 pub use service::{Service, ServicePort, ServiceSpec};
@@ -156,6 +158,7 @@ pub enum Kind {
     EgressPolicy,
     ServiceEntry,
     Sidecar,
+    ReferenceGrant,
 }
 
 impl Kind {
@@ -173,6 +176,7 @@ impl Kind {
             Kind::EgressPolicy => "EgressPolicy",
             Kind::ServiceEntry => "ServiceEntry",
             Kind::Sidecar => "Sidecar",
+            Kind::ReferenceGrant => "ReferenceGrant",
         }
     }
 }
@@ -221,6 +225,7 @@ pub enum Object {
     EgressPolicy(EgressPolicy),
     ServiceEntry(ServiceEntry),
     Sidecar(Sidecar),
+    ReferenceGrant(ReferenceGrant),
 }
 
 impl Object {
@@ -238,6 +243,7 @@ impl Object {
             Object::EgressPolicy(_) => Kind::EgressPolicy,
             Object::ServiceEntry(_) => Kind::ServiceEntry,
             Object::Sidecar(_) => Kind::Sidecar,
+            Object::ReferenceGrant(_) => Kind::ReferenceGrant,
         }
     }
 
@@ -255,6 +261,7 @@ impl Object {
             Object::EgressPolicy(o) => &o.metadata,
             Object::ServiceEntry(o) => &o.metadata,
             Object::Sidecar(o) => &o.metadata,
+            Object::ReferenceGrant(o) => &o.metadata,
         }
     }
 

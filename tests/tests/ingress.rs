@@ -911,3 +911,66 @@ fn a_backend_with_another_identity_gets_503() {
             .then_some(())
     });
 }
+
+/// A route of namespace `web` whose backend is the shop's frontend: refused
+/// (500, RefNotPermitted) until a ReferenceGrant in `shop` allows it, and
+/// again once the grant is removed; the grant takes effect without a restart.
+#[test]
+fn a_backend_in_another_namespace_needs_a_reference_grant() {
+    let (e, ingress, addr) = shop_edge(&[]);
+    let cfg = e.ca.client();
+    let mut c = connect_when_served(&cfg, addr, "api.example");
+    // The shop serves first: a 500 after this is the refusal, not discovery
+    // still on its way.
+    assert_eq!(
+        first_answer(&mut || c.get("api.example", "/cross", &[])).status,
+        200
+    );
+    e.cp.write_policy(
+        "cross.yaml",
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: cross, namespace: web}\n\
+         spec:\n  parentRefs: [{name: edge, namespace: mesh-system}]\n  hostnames: [api.example]\n\
+         \x20 rules:\n    - matches: [{path: {type: PathPrefix, value: /cross}}]\n      backendRefs: [{name: frontend, namespace: shop, port: 80}]\n",
+    );
+    let refused = wait_for("the cross route", Duration::from_secs(10), || {
+        let r = c.get("api.example", "/cross", &[]);
+        // Before the route arrives, the shop's catch-all route answers.
+        (!r.body.starts_with("frontend received")).then_some(r)
+    });
+    assert_eq!(refused.status, 500, "{}", refused.body);
+    // The client learns nothing of the mesh's namespaces; the ingress's
+    // log says why.
+    assert!(!refused.body.contains("shop/frontend"), "{}", refused.body);
+    wait_for(
+        "the refusal in the access log",
+        Duration::from_secs(5),
+        || {
+            read(&ingress.access_log)
+                .lines()
+                .any(|l| {
+                    l.contains("\"path\":\"/cross\"")
+                        && l.contains("\"route\":\"HTTPRoute web/cross rule 0\"")
+                        && l.contains("RefNotPermitted")
+                })
+                .then_some(())
+        },
+    );
+    let grant = "apiVersion: gateway.networking.k8s.io/v1beta1\nkind: ReferenceGrant\n\
+                 metadata: {name: web-to-frontend, namespace: shop}\n\
+                 spec:\n  from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: web}]\n\
+                 \x20 to: [{group: \"\", kind: Service, name: frontend}]\n";
+    e.cp.write_policy("grant.yaml", grant);
+    let served = wait_for("the grant", Duration::from_secs(10), || {
+        let r = c.get("api.example", "/cross/x", &[]);
+        (r.status == 200).then_some(r)
+    });
+    assert!(
+        served.body.starts_with("frontend received \"GET /cross/x"),
+        "{}",
+        served.body
+    );
+    e.cp.remove_policy("grant.yaml");
+    wait_for("the grant removed", Duration::from_secs(10), || {
+        (c.get("api.example", "/cross", &[]).status == 500).then_some(())
+    });
+}

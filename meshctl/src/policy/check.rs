@@ -151,6 +151,10 @@ pub struct BackendReport {
     /// A number, or the Service port's name (an Ingress `port.name`).
     pub port: mesh_policy::BackendPort,
     pub weight: u32,
+    /// Why requests drawn to it get 500 (another namespace without a
+    /// ReferenceGrant), when they do.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -190,7 +194,16 @@ impl RouteReport {
         } else {
             self.backends
                 .iter()
-                .map(|b| format!("{}:{} (weight {})", b.service, b.port, b.weight))
+                .map(|b| {
+                    let refused = b.refused.as_deref().map(|r| format!(", 500: {r}"));
+                    format!(
+                        "{}:{} (weight {}{})",
+                        b.service,
+                        b.port,
+                        b.weight,
+                        refused.unwrap_or_default()
+                    )
+                })
                 .collect::<Vec<_>>()
                 .join(", ")
         };
@@ -569,6 +582,7 @@ fn route(
                 service: format!("{}/{}", b.namespace, b.name),
                 port: b.port.clone(),
                 weight: b.weight,
+                refused: b.refusal(now),
             })
             .collect(),
         request_timeout_ms: d.timeouts.request.map(ms),

@@ -168,6 +168,32 @@ pub fn lint(
     for object in &snapshot.objects {
         lint.object(object, soon);
     }
+    // Cross-namespace references the ReferenceGrants do not allow: the
+    // compiled snapshot knows them (a snapshot that loaded compiles).
+    if let Ok(evaluator) = mesh_policy::Evaluator::compile(snapshot, "cluster.local") {
+        for r in evaluator.refused_references(now) {
+            let why = if r.lapsed {
+                "the ReferenceGrant that allowed it has expired"
+            } else {
+                "no ReferenceGrant in its namespace allows it"
+            };
+            let effect = if r.target.starts_with("Secret") {
+                "the listener has no certificate from it"
+            } else {
+                "its share of requests gets 500"
+            };
+            lint.findings.push(Finding {
+                severity: Severity::Error,
+                code: "ref-not-permitted",
+                object: r.object.to_string(),
+                file: lint.files.get(&r.object).cloned(),
+                message: format!(
+                    "{}: {} is in another namespace and {why}: {effect}",
+                    r.at, r.target
+                ),
+            });
+        }
+    }
     for namespace in namespaces(loaded) {
         lint.default_deny(snapshot, &namespace);
         lint.egress_isolation(snapshot, &namespace);
@@ -298,22 +324,43 @@ impl Lint<'_> {
                 }
             }
             Object::Sidecar(_) => {}
+            Object::ReferenceGrant(g) => {
+                for (i, to) in g.spec.to.iter().enumerate() {
+                    if to.name.is_none() {
+                        self.about(
+                            object,
+                            Severity::Warning,
+                            "wide-reference-grant",
+                            format!(
+                                "spec.to[{i}] names no object: it lets the namespaces in spec.from \
+                                 reach every {} of {}; name the one they need",
+                                to.kind,
+                                object.metadata().namespace_or_default()
+                            ),
+                        );
+                    }
+                }
+            }
             Object::Gateway(g) => {
                 let own = object.metadata().namespace_or_default().to_owned();
-                let refs: Vec<(usize, String)> = g
+                let refs: Vec<(usize, String, String)> = g
                     .spec
                     .listeners
                     .iter()
                     .enumerate()
                     .flat_map(|(i, l)| {
+                        let own = &own;
                         l.tls
                             .iter()
                             .flat_map(|t| t.certificate_refs.iter())
-                            .map(move |r| (i, r.name.clone()))
+                            .map(move |r| {
+                                let ns = r.namespace.clone().unwrap_or_else(|| own.clone());
+                                (i, ns, r.name.clone())
+                            })
                     })
                     .collect();
-                for (i, name) in refs {
-                    self.secret(object, &own, &name, &format!("listener {i}"));
+                for (i, ns, name) in refs {
+                    self.secret(object, &ns, &name, &format!("listener {i}"));
                 }
             }
             Object::Ingress(ing) => {

@@ -137,11 +137,20 @@ pub(crate) struct EdgeListener {
     pub(crate) port: u16,
     pub(crate) protocol: EdgeProtocol,
     pub(crate) hostname: Option<Host>,
-    /// (namespace, name) of each `kubernetes.io/tls` Secret.
-    pub(crate) certificates: Vec<(String, String)>,
+    /// Each `kubernetes.io/tls` Secret.
+    pub(crate) certificates: Vec<CertificateRef>,
     pub(crate) from: AllowedFrom,
     /// `HTTPRoute` / `GRPCRoute`; empty: both.
     pub(crate) kinds: Vec<crate::resource::Kind>,
+}
+
+/// A listener's Secret; one of another namespace is served only while a
+/// ReferenceGrant allows it (resolved once the whole snapshot is known).
+#[derive(Debug)]
+pub(crate) struct CertificateRef {
+    pub(crate) namespace: String,
+    pub(crate) name: String,
+    pub(crate) permitted: super::http_route::Permitted,
 }
 
 #[derive(Debug)]
@@ -245,16 +254,17 @@ fn compile_listener(
                     errors.push(site.field(format!("{cat}.kind"), "a certificate is a Secret"));
                     continue;
                 }
-                let ns = r.namespace.clone().unwrap_or_else(|| own_ns.to_owned());
-                if ns != own_ns {
-                    errors.push(site.field(
-                        format!("{cat}.namespace"),
-                        "a Secret of another namespace needs a ReferenceGrant, which Palisade \
-                         does not read; keep the Secret beside the Gateway",
-                    ));
+                if let Some(ns) = &r.namespace
+                    && let Err(m) = crate::validate::check_name(ns, 63, false)
+                {
+                    errors.push(site.field(format!("{cat}.namespace"), m));
                     continue;
                 }
-                certificates.push((ns, r.name.clone()));
+                certificates.push(CertificateRef {
+                    namespace: r.namespace.clone().unwrap_or_else(|| own_ns.to_owned()),
+                    name: r.name.clone(),
+                    permitted: super::http_route::Permitted::Yes,
+                });
             }
         }
         (EdgeProtocol::Http, None) => {}
@@ -372,6 +382,7 @@ fn ingress_backend(
     Some(Backend {
         namespace: own_ns.to_owned(),
         name: s.name.clone(),
+        permitted: super::http_route::Permitted::Yes,
         port,
         weight: 1,
     })

@@ -100,9 +100,6 @@ pub(crate) fn compile(
     let spec = &route.spec;
     let own_ns = common.object.namespace.clone();
     let (parents, hostnames) = parents(&spec.parent_refs, &spec.hostnames, &own_ns, site, errors);
-    let at_edge = parents
-        .iter()
-        .any(|p| matches!(p, super::http_route::Parent::Gateway { .. }));
     let mut rules = Vec::new();
     for (r, rule) in spec.rules.iter().enumerate() {
         let at = format!("spec.rules[{r}]");
@@ -129,9 +126,6 @@ pub(crate) fn compile(
         let request_headers: HeaderEdits =
             filters(&rule.filters, &format!("{at}.filters"), site, errors);
         let backends = backends(&rule.backend_refs, &at, &own_ns, site, errors);
-        if at_edge {
-            super::http_route::same_namespace_backends(&backends, &at, &own_ns, site, errors);
-        }
         rules.push(RouteRule {
             hostnames: hostnames.clone(),
             matches,

@@ -124,6 +124,48 @@ pub struct Backend {
     pub name: String,
     pub port: BackendPort,
     pub weight: u32,
+    /// Whether the route may reach this Service: always within its own
+    /// namespace, across namespaces only by a ReferenceGrant.
+    pub permitted: Permitted,
+}
+
+/// What the ReferenceGrants say of a backend in another namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Permitted {
+    /// Its own namespace, or a grant without expiry.
+    Yes,
+    /// A grant with `palisade.dev/expires-at`: until then.
+    Until(std::time::SystemTime),
+    /// No grant: its share of requests gets 500 (`RefNotPermitted`).
+    No,
+}
+
+impl Permitted {
+    /// Whether the reference may be followed at `now`.
+    pub fn holds(&self, now: std::time::SystemTime) -> bool {
+        match self {
+            Permitted::Yes => true,
+            Permitted::Until(at) => now < *at,
+            Permitted::No => false,
+        }
+    }
+}
+
+impl Backend {
+    /// Why a request may not go to this backend at `now`, if it may not.
+    pub fn refusal(&self, now: std::time::SystemTime) -> Option<String> {
+        if self.permitted.holds(now) {
+            return None;
+        }
+        let lapsed = match self.permitted {
+            Permitted::No => "no ReferenceGrant allows it",
+            _ => "the ReferenceGrant that allowed it has expired",
+        };
+        Some(format!(
+            "backend Service {}/{} is in another namespace and {lapsed} (RefNotPermitted)",
+            self.namespace, self.name
+        ))
+    }
 }
 
 /// The Service port a backend names: by number (route `backendRefs`, an
@@ -546,30 +588,10 @@ pub(crate) fn backends(
             name: backend.name.clone(),
             port: BackendPort::Number(port),
             weight,
+            permitted: Permitted::Yes,
         });
     }
     backends
-}
-
-/// An edge route reaches Services of its own namespace only: a
-/// cross-namespace backend needs a ReferenceGrant, which Palisade does not
-/// read, so it is refused rather than followed.
-pub(crate) fn same_namespace_backends(
-    backends: &[Backend],
-    at: &str,
-    own_ns: &str,
-    site: &Site<'_>,
-    errors: &mut Vec<crate::Error>,
-) {
-    for (b, backend) in backends.iter().enumerate() {
-        if backend.namespace != own_ns {
-            errors.push(site.field(
-                format!("{at}.backendRefs[{b}].namespace"),
-                "a route attached to a Gateway may only reach Services of its own namespace \
-                 (a cross-namespace backend needs a ReferenceGrant)",
-            ));
-        }
-    }
 }
 
 pub(crate) fn compile(
@@ -582,7 +604,6 @@ pub(crate) fn compile(
     let spec = &route.spec;
     let own_ns = common.object.namespace.clone();
     let (parents, hostnames) = parents(&spec.parent_refs, &spec.hostnames, &own_ns, site, errors);
-    let at_edge = parents.iter().any(|p| matches!(p, Parent::Gateway { .. }));
     let mut rules = Vec::new();
     for (r, rule) in spec.rules.iter().enumerate() {
         let at = format!("spec.rules[{r}]");
@@ -597,9 +618,6 @@ pub(crate) fn compile(
         }
         let request_headers = filters(&rule.filters, &format!("{at}.filters"), site, errors);
         let backends = backends(&rule.backend_refs, &at, &own_ns, site, errors);
-        if at_edge {
-            same_namespace_backends(&backends, &at, &own_ns, site, errors);
-        }
         let mut timeouts = Timeouts::default();
         if let Some(t) = &rule.timeouts {
             timeouts.request = timeout(

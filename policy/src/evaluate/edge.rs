@@ -72,7 +72,12 @@ impl Evaluator {
                     port: l.port,
                     protocol: l.protocol,
                     hostname: l.hostname.clone(),
-                    certificates: l.certificates.clone(),
+                    certificates: l
+                        .certificates
+                        .iter()
+                        .filter(|c| c.permitted.holds(now))
+                        .map(|c| (c.namespace.clone(), c.name.clone()))
+                        .collect(),
                 })
             })
             .collect()

@@ -88,7 +88,7 @@ pub enum Logical<'a> {
     },
     /// The rule was picked before the stack (the ingress's Gateway route or
     /// Ingress rule).
-    Chosen(RouteTarget),
+    Chosen(Box<RouteTarget>),
 }
 
 /// Builds the stack below the route layer for the route a request takes.
@@ -146,7 +146,7 @@ where
                 Ok(r) => r,
                 Err(e) => return Either::Left(ready(Err(e))),
             },
-            Some(Logical::Chosen(r)) => Some(r.clone()),
+            Some(Logical::Chosen(r)) => Some(RouteTarget::clone(r)),
         };
         if let Some(r) = &route {
             self.notes.routed(&r.name);
@@ -211,6 +211,7 @@ mod tests {
             name: name.into(),
             port: mesh_policy::BackendPort::Number(80),
             weight,
+            permitted: mesh_policy::Permitted::Yes,
         }
     }
 

@@ -140,7 +140,7 @@ impl Outbound {
         };
         let edge = chosen.is_some();
         let logical = match (chosen, &service, policy) {
-            (Some(route), _, _) => Some(Logical::Chosen(route)),
+            (Some(route), _, _) => Some(Logical::Chosen(Box::new(route))),
             (None, Some(service), Some(policy)) => Some(Logical::Service {
                 policy,
                 client_namespace: &self.egress.local.namespace,
@@ -212,6 +212,11 @@ impl NewRoute for MeshRoutes<'_> {
                     ))
                     .into());
                 };
+                // A Service of another namespace without a ReferenceGrant:
+                // its share of requests gets 500, as the Gateway API says.
+                if let Some(why) = backend.refusal(std::time::SystemTime::now()) {
+                    return Err(RouteError::NoBackend(format!("{}: {why}", r.name)).into());
+                }
                 Arc::new(
                     resolve::service(
                         self.view.clone(),

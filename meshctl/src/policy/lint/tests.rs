@@ -591,6 +591,42 @@ fn ingress_backends_that_cannot_serve() {
     }
 }
 
+#[test]
+fn references_no_grant_allows() {
+    let route = "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: pay, namespace: shop}\nspec:\n  parentRefs: [{kind: Service, group: \"\", name: api}]\n  rules:\n    - backendRefs: [{name: payments, namespace: billing, port: 80}]\n---\napiVersion: v1\nkind: Service\nmetadata: {name: payments, namespace: billing}\nspec: {clusterIP: 10.96.0.30, ports: [{port: 80}], selector: {app: payments}}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: api, namespace: shop}\nspec: {clusterIP: 10.96.0.31, ports: [{port: 80}], selector: {app: api}}\n";
+    let grant = |to: &str| {
+        format!(
+            "---\napiVersion: gateway.networking.k8s.io/v1beta1\nkind: ReferenceGrant\nmetadata: {{name: shop-pays, namespace: billing}}\nspec:\n  from: [{{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: shop}}]\n  to: [{to}]\n"
+        )
+    };
+    let report = lint_yaml(&format!("{CLEAN}{route}"));
+    assert_eq!(
+        about(&report, "HTTPRoute shop/pay"),
+        [(Severity::Error, "ref-not-permitted")]
+    );
+    assert!(
+        message(&report, "HTTPRoute shop/pay", "ref-not-permitted")
+            .contains("rule 0: Service billing/payments")
+    );
+    // A grant naming the Service clears it; one for every Service of the
+    // namespace clears it too, with a warning that it is wider than needed.
+    let named = lint_yaml(&format!(
+        "{CLEAN}{route}{}",
+        grant("{group: \"\", kind: Service, name: payments}")
+    ));
+    assert_eq!(about(&named, "HTTPRoute shop/pay"), []);
+    assert_eq!(about(&named, "ReferenceGrant billing/shop-pays"), []);
+    let wide = lint_yaml(&format!(
+        "{CLEAN}{route}{}",
+        grant("{group: \"\", kind: Service}")
+    ));
+    assert_eq!(about(&wide, "HTTPRoute shop/pay"), []);
+    assert_eq!(
+        about(&wide, "ReferenceGrant billing/shop-pays"),
+        [(Severity::Warning, "wide-reference-grant")]
+    );
+}
+
 /// A namespace with Authorization defaults but no egress restriction of
 /// any kind, for the EgressPolicy cases.
 const OPEN_EGRESS: &str = r#"
