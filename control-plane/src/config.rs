@@ -78,6 +78,13 @@ pub struct Args {
     #[arg(long, env = "MESH_CA_SECRET", value_name = "NAMESPACE/NAME",
           default_value = crate::source::kubernetes::ca_secret::DEFAULT_CA_SECRET)]
     pub ca_secret: String,
+
+    /// Local mode: how long a proxy's registration outlives the replica it
+    /// is connected to. Each registration is a lease file in
+    /// DATA_DIR/registrations/, renewed at a third of this; replicas sharing
+    /// the data directory read each other's, so their discovery agrees.
+    #[arg(long, env = "MESH_REGISTRATION_LEASE", default_value = "10s", value_parser = parse_lease)]
+    pub registration_lease: Duration,
 }
 
 impl Args {
@@ -102,6 +109,18 @@ fn parse_plain_url(s: &str) -> Result<String, String> {
         ));
     }
     Ok(s.to_owned())
+}
+
+/// Shortest registration lease: renewals at a third of it, from every
+/// replica for every proxy, must stay rare next to the traffic they serve.
+pub const MIN_REGISTRATION_LEASE: Duration = Duration::from_secs(1);
+
+fn parse_lease(s: &str) -> Result<Duration, String> {
+    let d = mesh_identity::duration::parse_duration(s)?;
+    if d < MIN_REGISTRATION_LEASE {
+        return Err(format!("{s} is shorter than the minimum lease of 1s"));
+    }
+    Ok(d)
 }
 
 fn parse_ttl(s: &str) -> Result<Duration, String> {

@@ -127,7 +127,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
     };
     state.start(updates);
-    let registry = registry::Registry::new();
+    // In local mode the proxies register themselves: replicas sharing the
+    // data directory share the registrations. In Kubernetes mode the Pods
+    // are the workloads, the same for every replica.
+    let registry = match workloads {
+        grpc::policy::Workloads::Claimed => registry::Registry::shared(
+            registry::lease::Leases::open(&args.data_dir, args.registration_lease)?,
+        ),
+        grpc::policy::Workloads::FromPods => registry::Registry::new(),
+    };
+    tokio::spawn(registry.clone().follow_leases());
 
     let (discovery_tx, discovery_rx) =
         watch::channel(Arc::new(grpc::discovery::build(&state, &registry, 0)));
@@ -166,7 +175,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let grpc = tonic::transport::Server::builder()
         .add_service(IdentityServer::new(identity_svc))
         .add_service(PolicyServer::new(
-            grpc::policy::PolicyService::new(state, registry)
+            grpc::policy::PolicyService::new(state, registry.clone())
                 .with_workloads(workloads)
                 .with_ingress(args.ingress_identities()),
         ))
@@ -183,5 +192,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     let _ = shutdown_tx.send(true);
+    registry.leave();
     Ok(())
 }

@@ -74,6 +74,8 @@ pub fn policy_status(state: &State, registry: &Registry) -> serde_json::Value {
         "warnings": st.warnings,
         "loaded_at": st.loaded_at.map(unix),
         "connected_proxies": registry.workloads(),
+        // Local mode: connected to the other replicas sharing the data directory.
+        "peer_proxies": registry.peers(),
     })
 }
 

@@ -97,6 +97,8 @@ pub struct CpOptions {
     pub cert_ttl: &'static str,
     pub max_cert_ttl: &'static str,
     pub trust_domain: &'static str,
+    /// More flags, as given.
+    pub extra: Vec<String>,
 }
 
 impl Default for CpOptions {
@@ -105,6 +107,7 @@ impl Default for CpOptions {
             cert_ttl: "24h",
             max_cert_ttl: "7d",
             trust_domain: "cluster.local",
+            extra: Vec::new(),
         }
     }
 }
@@ -118,6 +121,8 @@ pub struct ControlPlane {
     pub proc: Option<Proc>,
     /// The folder of the replica this one shares its source with.
     shared_config: Option<PathBuf>,
+    /// The data directory of the replica this one shares it with.
+    shared_data: Option<PathBuf>,
 }
 
 impl ControlPlane {
@@ -130,6 +135,7 @@ impl ControlPlane {
             opts,
             proc: None,
             shared_config: None,
+            shared_data: None,
         };
         // A port from `free_port` can be taken by a parallel test before
         // the control plane binds it: then it starts again on fresh ports.
@@ -159,6 +165,24 @@ impl ControlPlane {
             opts: self.opts.clone(),
             proc: None,
             shared_config: Some(self.config_dir()),
+            shared_data: None,
+        };
+        cp.restart();
+        cp
+    }
+
+    /// A second replica on the same host sharing this one's data directory
+    /// itself (CA, token key, registrations) and policy folder; its own
+    /// ports and logs.
+    pub fn replica_sharing_data(&self) -> Self {
+        let mut cp = Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            admin: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            dir: tempfile::tempdir().expect("tempdir"),
+            opts: self.opts.clone(),
+            proc: None,
+            shared_config: Some(self.config_dir()),
+            shared_data: Some(self.data_dir()),
         };
         cp.restart();
         cp
@@ -199,7 +223,9 @@ impl ControlPlane {
     }
 
     pub fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
+        self.shared_data
+            .clone()
+            .unwrap_or_else(|| self.dir.path().join("data"))
     }
 
     pub fn trust_bundle(&self) -> PathBuf {
@@ -230,7 +256,8 @@ impl ControlPlane {
             .arg("--max-cert-ttl")
             .arg(self.opts.max_cert_ttl)
             .arg("--trust-domain")
-            .arg(self.opts.trust_domain);
+            .arg(self.opts.trust_domain)
+            .args(&self.opts.extra);
         let n = std::fs::read_dir(self.dir.path())
             .map(|d| d.count())
             .unwrap_or(0);

@@ -207,3 +207,113 @@ fn proxies_fail_over_to_the_other_replica_without_a_failed_request() {
         "a request across the replicas' certificates"
     );
 }
+
+/// Local mode, two replicas on one data directory (as two control planes
+/// on one host share it): each proxy's registration is a lease file there,
+/// so a proxy connected to one replica is in the other's discovery. A
+/// client connected only to the second reaches a server connected only to
+/// the first through the Service; when the first replica dies, the
+/// server's lease expires and the second stops handing it out.
+#[test]
+fn replicas_sharing_a_data_directory_agree_on_discovery() {
+    const LEASE: Duration = Duration::from_secs(2);
+    let mut first = ControlPlane::start(CpOptions {
+        extra: vec!["--registration-lease".into(), "2s".into()],
+        ..Default::default()
+    });
+    let app = EchoApp::start(first.dir.path(), "api");
+    first.write_policy(
+        "api.yaml",
+        &format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: api, namespace: default}}\n\
+             spec:\n  clusterIP: 10.96.0.10\n  selector: {{app: api}}\n  ports: [{{port: 80, targetPort: {}}}]\n",
+            app.port()
+        ),
+    );
+    let second = first.replica_sharing_data();
+    // The second read the folder at start; the first follows the write.
+    let version = |cp: &ControlPlane| cp.status()["policy"]["version"].as_u64();
+    wait_for("both replicas on the same source", READY_DEADLINE, || {
+        (version(&first).is_some() && version(&first) == version(&second)).then_some(())
+    });
+
+    // The server knows only the first replica, the client only the second.
+    let mut server = ProxyOptions::new("default", "api");
+    server.extra = vec![
+        "--workload".into(),
+        "api-1".into(),
+        "--labels".into(),
+        "app=api".into(),
+    ];
+    let b = Proxy::start(&first, server);
+    let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let mut client = ProxyOptions::new("default", "web");
+    client.extra = vec!["--service-route".into(), format!("{listen}=default/api:80")];
+    let a = Proxy::start(&second, client);
+    assert_eq!(connects_to(&b, &second), 0.0);
+    assert_eq!(connects_to(&a, &first), 0.0);
+
+    // The second replica has the server from its lease, not a connection.
+    let peer = wait_for(
+        "the server in the second replica's peers",
+        READY_DEADLINE,
+        || {
+            let st = second.status();
+            let peers = st["policy"]["peer_proxies"].as_array()?.clone();
+            peers.into_iter().find(|p| p["workload"] == "api-1")
+        },
+    );
+    assert_eq!(peer["identity"], b.identity.as_str());
+    assert_eq!(peer["labels"]["app"], "api");
+    assert!(
+        second.status()["policy"]["connected_proxies"]
+            .as_array()
+            .is_some_and(|c| c.iter().all(|p| p["workload"] != "api-1")),
+        "the server is connected to the first replica only"
+    );
+    // So the client, through the second replica's discovery, reaches it.
+    let (status, body) = wait_for(
+        "the Service's endpoint via the second replica",
+        Duration::from_secs(10),
+        || {
+            http_get(listen, "/across-replicas")
+                .ok()
+                .filter(|(s, _)| *s != 503 && *s != 0)
+        },
+    );
+    assert_eq!(status, 200, "{body}\nclient log:\n{}", a.logs());
+
+    // The first replica dies without a word (SIGKILL): nobody renews the
+    // server's lease, and the second replica drops it once it expires.
+    let lease_file = || {
+        std::fs::read_dir(first.data_dir().join("registrations"))
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().ends_with(".lease"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    assert!(lease_file() >= 1, "the server's lease is a file");
+    first.stop();
+    let killed = Instant::now();
+    wait_for(
+        "the server's lease to expire at the second replica",
+        LEASE * 3,
+        || {
+            second.status()["policy"]["peer_proxies"]
+                .as_array()
+                .is_some_and(|p| p.is_empty())
+                .then_some(())
+        },
+    );
+    let expired = killed.elapsed();
+    println!("lease expired at the second replica {expired:?} after the first died");
+    // Not before its lease ran out: it was valid until then.
+    assert!(expired >= LEASE / 3, "dropped after {expired:?}");
+    // The client now has no endpoint for the Service: refused, not misrouted.
+    let (status, _) = wait_for("no endpoint left", Duration::from_secs(5), || {
+        http_get(listen, "/after").ok().filter(|(s, _)| *s != 200)
+    });
+    assert!(status == 503 || status == 0, "status {status}");
+}

@@ -35,7 +35,8 @@ pub fn build(state: &State, registry: &Registry, version: u64) -> DiscoverySnaps
             s.namespace == w.namespace && s.workload == w.workload && s.identity == w.identity
         })
     };
-    workloads.extend(registry.workloads().into_iter().filter(|w| !known(w)));
+    // Registered here or, in local mode, at another replica.
+    workloads.extend(registry.mesh().into_iter().filter(|w| !known(w)));
     let services = state
         .services
         .iter()
