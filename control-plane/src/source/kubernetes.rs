@@ -67,7 +67,7 @@ pub struct Kind {
 
 /// What the control plane reads. Kinds whose CRDs are not installed
 /// (Istio's groups, say) answer 404 and count as empty.
-pub const KINDS: [Kind; 18] = [
+pub const KINDS: [Kind; 19] = [
     Kind {
         api_version: "v1",
         kind: "Namespace",
@@ -150,6 +150,13 @@ pub const KINDS: [Kind; 18] = [
         api_version: "networking.k8s.io/v1",
         kind: "Ingress",
         path: "/apis/networking.k8s.io/v1/ingresses",
+    },
+    // Which references across namespaces (route backends, Gateway
+    // certificates) the target namespace's owner allows.
+    Kind {
+        api_version: "gateway.networking.k8s.io/v1beta1",
+        kind: "ReferenceGrant",
+        path: "/apis/gateway.networking.k8s.io/v1beta1/referencegrants",
     },
     // Their certificates: TLS Secrets only (the API server filters by
     // type); they go to the ingress identity alone, never into policy.

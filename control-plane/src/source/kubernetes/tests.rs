@@ -255,6 +255,71 @@ fn tls_secrets_and_gateways_from_the_cluster() {
     );
 }
 
+/// A ReferenceGrant from the API server (v1beta1, with the server's own
+/// metadata) is policy like a file's: the cross-namespace backend it names
+/// is then permitted for the route it names, and no other.
+#[test]
+fn reference_grants_from_the_cluster() {
+    let kind = |name: &str| {
+        KINDS
+            .iter()
+            .position(|k| k.kind == name)
+            .unwrap_or_else(|| panic!("KINDS lists {name}"))
+    };
+    let grant_kind = kind("ReferenceGrant");
+    assert_eq!(
+        KINDS[grant_kind].path,
+        "/apis/gateway.networking.k8s.io/v1beta1/referencegrants"
+    );
+    let mut objects = vec![BTreeMap::new(); KINDS.len()];
+    objects[kind("HTTPRoute")].insert(
+        "web/cross".into(),
+        serde_json::json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": "cross", "namespace": "web", "uid": "u2", "generation": 1},
+            "spec": {"parentRefs": [{"group": "", "kind": "Service", "name": "front"}],
+                     "rules": [{"backendRefs": [{"name": "frontend", "namespace": "shop", "port": 80}]}]}
+        }),
+    );
+    objects[grant_kind].insert(
+        "shop/web-to-frontend".into(),
+        serde_json::json!({
+            "apiVersion": "gateway.networking.k8s.io/v1beta1", "kind": "ReferenceGrant",
+            "metadata": {"name": "web-to-frontend", "namespace": "shop", "resourceVersion": "77",
+                         "managedFields": [{"manager": "kubectl"}]},
+            "spec": {"from": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "namespace": "web"}],
+                     "to": [{"group": "", "kind": "Service", "name": "frontend"}]}
+        }),
+    );
+    let Update::Loaded(config) = translate(&objects, "cluster.local") else {
+        panic!("refused");
+    };
+    assert!(
+        refs(&config).contains("ReferenceGrant shop/web-to-frontend"),
+        "{:?}",
+        refs(&config)
+    );
+    let evaluator = mesh_policy::Evaluator::compile(&config.snapshot, "cluster.local")
+        .expect("the translated snapshot compiles");
+    assert_eq!(
+        evaluator.refused_references(std::time::SystemTime::now()),
+        []
+    );
+    // Without the grant the same route's backend is refused.
+    objects[grant_kind].clear();
+    let Update::Loaded(config) = translate(&objects, "cluster.local") else {
+        panic!("refused");
+    };
+    let evaluator = mesh_policy::Evaluator::compile(&config.snapshot, "cluster.local")
+        .expect("the translated snapshot compiles");
+    assert_eq!(
+        evaluator
+            .refused_references(std::time::SystemTime::now())
+            .len(),
+        1
+    );
+}
+
 fn listed(config: &Config) -> &[crate::source::ServiceEndpoints] {
     match &config.endpoints {
         crate::source::Endpoints::Listed(l) => l,
