@@ -6,6 +6,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/identity.proto",
         "proto/policy.proto",
         "proto/discovery.proto",
+        "proto/telemetry.proto",
     ];
     for p in &protos {
         println!("cargo:rerun-if-changed={p}");

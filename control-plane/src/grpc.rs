@@ -5,6 +5,7 @@
 pub mod discovery;
 pub mod identity;
 pub mod policy;
+pub mod telemetry;
 
 use std::io;
 use std::net::SocketAddr;

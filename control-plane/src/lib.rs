@@ -10,6 +10,7 @@
 pub mod config;
 pub mod credential;
 pub mod error;
+pub mod flows;
 pub mod grpc;
 pub mod registry;
 pub mod source;
@@ -26,6 +27,7 @@ use mesh_identity::{Ca, Store};
 use mesh_proto::discovery::discovery_server::DiscoveryServer;
 use mesh_proto::identity::identity_server::IdentityServer;
 use mesh_proto::policy::policy_server::PolicyServer;
+use mesh_proto::telemetry::telemetry_server::TelemetryServer;
 use tokio::sync::watch;
 
 pub use config::{Args, SourceKind};
@@ -146,9 +148,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         discovery_tx,
     ));
 
+    let flows = flows::FlowStore::new();
     let status = Arc::new(status::Status {
         state: state.clone(),
         registry: registry.clone(),
+        flows: flows.clone(),
         metrics,
         store: store.clone(),
         ca: ca.clone(),
@@ -178,6 +182,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             grpc::policy::PolicyService::new(state, registry.clone())
                 .with_workloads(workloads)
                 .with_ingress(args.ingress_identities()),
+        ))
+        .add_service(TelemetryServer::new(
+            grpc::telemetry::TelemetryService::new(flows),
         ))
         .add_service(DiscoveryServer::new(
             grpc::discovery::DiscoveryService::new(discovery_rx),

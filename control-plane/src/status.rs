@@ -15,6 +15,7 @@ use crate::state::State;
 pub struct Status {
     pub state: Arc<State>,
     pub registry: Arc<Registry>,
+    pub flows: Arc<crate::flows::FlowStore>,
     pub metrics: PrometheusHandle,
     pub store: Arc<Store>,
     pub ca: Arc<Ca>,
@@ -56,6 +57,26 @@ impl Routes for Status {
                         "cert_ttl_seconds": self.cert_ttl.as_secs(),
                         "max_cert_ttl_seconds": self.max_cert_ttl.as_secs(),
                         "policy": policy_status(&self.state, &self.registry),
+                    }),
+                )
+            }
+            "/flows" => {
+                let workloads = self.registry.mesh();
+                let names = |identity: &str| {
+                    let mut n: Vec<String> = workloads
+                        .iter()
+                        .filter(|w| w.identity == identity && !w.workload.is_empty())
+                        .map(|w| format!("{}/{}", w.namespace, w.workload))
+                        .collect();
+                    n.sort();
+                    n.dedup();
+                    n
+                };
+                Reply::json(
+                    StatusCode::OK,
+                    &serde_json::json!({
+                        "flows": self.flows.view(crate::flows::unix_now(), names),
+                        "overflow": self.flows.overflow(),
                     }),
                 )
             }

@@ -5,6 +5,7 @@ pub mod cert;
 pub mod check;
 pub mod cli;
 pub mod egress;
+pub mod flows;
 pub mod inject;
 pub mod install;
 pub mod lab;

@@ -43,6 +43,18 @@ enum Command {
     /// Egress outside the mesh: where workloads went, and the policy that allows exactly that
     #[command(subcommand)]
     Egress(meshctl::egress::cli::EgressCommand),
+    /// Who calls whom, decided how: the flows the control plane aggregated from the proxies
+    #[command(
+        long_about = "Prints the flows the control plane aggregated from every \
+        proxy's reports (its admin GET /flows): source identity, destination workload, \
+        port, decision (allow, deny, dry_run_deny) and the policy that decided, the total \
+        and the rate of the last 10 seconds. --namespace keeps flows from or to one \
+        namespace, --denied the denied ones; --watch prints again every second.\n\n\
+        Examples:\n  \
+        meshctl flows --admin 127.0.0.1:9990 --denied\n  \
+        meshctl flows --namespace shop -o json"
+    )]
+    Flows(meshctl::flows::cli::FlowsArgs),
     /// A local mesh of network-namespace pods: lab up DIR, status, down
     #[command(subcommand)]
     Lab(meshctl::lab::cli::LabCommand),
@@ -122,6 +134,7 @@ fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
         Command::Lab(c) => meshctl::lab::cli::run(c),
         Command::Route(c) => meshctl::route::cli::run(c),
         Command::Egress(c) => meshctl::egress::cli::run(c),
+        Command::Flows(a) => meshctl::flows::cli::run(a),
         Command::Inject(a) => meshctl::inject::cli::inject(a).map(|()| ExitCode::SUCCESS),
         Command::Uninject(a) => meshctl::inject::cli::uninject(a).map(|()| ExitCode::SUCCESS),
         Command::Install(a) => meshctl::install::cli::install(a).map(|()| ExitCode::SUCCESS),

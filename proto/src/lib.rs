@@ -17,3 +17,9 @@ pub mod discovery {
     #![allow(clippy::all, missing_docs)]
     tonic::include_proto!("palisade.discovery.v1");
 }
+
+/// Flow telemetry: `Telemetry.Report`.
+pub mod telemetry {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("palisade.telemetry.v1");
+}

@@ -16,6 +16,7 @@ pub mod control;
 pub mod discovery;
 pub mod drain;
 pub mod errors;
+pub mod flows;
 pub mod handles;
 pub mod http;
 pub mod inbound;
@@ -189,6 +190,7 @@ pub(crate) async fn start(
         args.trust_domain.clone(),
         policy_tx,
     ));
+    tokio::spawn(flows::run_reporter(policy_channel.clone()));
     tokio::spawn(discovery::run_watch(policy_channel, discovery_tx));
     let mut pol = policy_rx.clone();
     tokio::select! {

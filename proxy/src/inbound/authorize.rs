@@ -71,6 +71,7 @@ impl Authorizer {
             return Err(AuthzError::NoPolicy);
         };
         policy::record("inbound", &decision);
+        crate::flows::record(&client.source(), dst.port, &decision);
         access::tcp(
             "inbound",
             client.addr,
@@ -112,10 +113,7 @@ impl Authorizer {
             route: None,
             now: SystemTime::now(),
         };
-        let client = client
-            .label
-            .clone()
-            .unwrap_or_else(|| Arc::from(client.addr.ip().to_string()));
+        let client = client.source();
         Some(RateLimitTarget {
             limiters,
             policy,

@@ -190,6 +190,7 @@ impl Handler {
             )
             .ok_or(AuthzError::NoPolicy)?;
         policy::record("inbound", &decision);
+        crate::flows::record(&client.source(), dst.port, &decision);
         ex.decided(&decision);
         if !decision.is_allowed() {
             return Err(AuthzError::Denied(decision.decided_by.to_string()).into());

@@ -22,6 +22,14 @@ pub struct Client {
 }
 
 impl Client {
+    /// The source a flow is counted by: the SPIFFE ID, or the address of a
+    /// plaintext client.
+    pub fn source(&self) -> Arc<str> {
+        self.label
+            .clone()
+            .unwrap_or_else(|| Arc::from(self.addr.ip().to_string()))
+    }
+
     /// A mesh client: its identity is the URI SAN of the certificate the
     /// handshake verified.
     pub fn mesh(addr: SocketAddr, certs: Option<&[CertificateDer<'_>]>) -> Self {
