@@ -82,7 +82,10 @@ fn the_control_plane_aggregates_who_called_whom_and_how_it_was_decided() {
         .find(|f| f["decision"] == "allow")
         .expect("the allowed flow");
     assert_eq!(allowed["destination"], api.identity.as_str(), "{allowed}");
-    assert_eq!(allowed["destination_workloads"][0], "shop/api-0", "{allowed}");
+    assert_eq!(
+        allowed["destination_workloads"][0], "shop/api-0",
+        "{allowed}"
+    );
     assert_eq!(
         allowed["policy"], "AuthorizationPolicy shop/api rule 0",
         "{allowed}"
