@@ -85,6 +85,20 @@ pub struct Args {
     /// the data directory read each other's, so their discovery agrees.
     #[arg(long, env = "MESH_REGISTRATION_LEASE", default_value = "10s", value_parser = parse_lease)]
     pub registration_lease: Duration,
+
+    /// SPIFFE IDs an AnomalyRule never quarantines (repeatable), besides the
+    /// control plane's own and the ingress's.
+    #[arg(
+        long = "protected-identity",
+        env = "MESH_PROTECTED_IDENTITY",
+        value_delimiter = ','
+    )]
+    pub protected_identities: Vec<String>,
+
+    /// Quarantines active at once; a rule that fires beyond this only
+    /// alerts (the event says why).
+    #[arg(long, env = "MESH_MAX_QUARANTINES", default_value_t = crate::anomaly::DEFAULT_MAX_QUARANTINES)]
+    pub max_quarantines: usize,
 }
 
 impl Args {

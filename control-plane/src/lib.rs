@@ -7,6 +7,7 @@
 //!                            last good in force)          (Services + workloads)
 //! ```
 
+pub mod anomaly;
 pub mod config;
 pub mod credential;
 pub mod error;
@@ -149,10 +150,27 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     ));
 
     let flows = flows::FlowStore::new();
+    let mut protected = vec![identity.to_string()];
+    protected.extend(args.ingress_identities());
+    protected.extend(args.protected_identities.iter().cloned());
+    for id in &args.protected_identities {
+        mesh_identity::SpiffeId::parse(id)
+            .with_context(|| format!("--protected-identity {id:?}"))?;
+    }
+    let anomalies = anomaly::Engine::new(
+        state.clone(),
+        flows.clone(),
+        registry.clone(),
+        args.data_dir.clone(),
+        protected,
+        args.max_quarantines,
+    );
+    tokio::spawn(anomalies.clone().maintain());
     let status = Arc::new(status::Status {
         state: state.clone(),
         registry: registry.clone(),
         flows: flows.clone(),
+        anomalies: anomalies.clone(),
         metrics,
         store: store.clone(),
         ca: ca.clone(),
@@ -184,7 +202,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 .with_ingress(args.ingress_identities()),
         ))
         .add_service(TelemetryServer::new(
-            grpc::telemetry::TelemetryService::new(flows),
+            grpc::telemetry::TelemetryService::new(flows).on_report(Arc::new(
+                move |destination, touched, now| anomalies.on_report(destination, touched, now),
+            )),
         ))
         .add_service(DiscoveryServer::new(
             grpc::discovery::DiscoveryService::new(discovery_rx),

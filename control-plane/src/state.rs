@@ -37,6 +37,10 @@ pub struct PolicyState {
 pub struct State {
     tx: watch::Sender<Arc<PolicyState>>,
     trust_domain: String,
+    /// The source's last good configuration, and the objects the control
+    /// plane adds to it (quarantines): what is published is both.
+    last: std::sync::Mutex<Option<Config>>,
+    generated: std::sync::Mutex<Vec<mesh_policy::resource::Object>>,
 }
 
 impl State {
@@ -44,6 +48,8 @@ impl State {
         Arc::new(Self {
             tx: watch::channel(Arc::new(PolicyState::default())).0,
             trust_domain: trust_domain.to_owned(),
+            last: std::sync::Mutex::new(None),
+            generated: std::sync::Mutex::new(Vec::new()),
         })
     }
 
@@ -101,7 +107,27 @@ impl State {
         }
     }
 
-    fn publish(&self, config: &Config) {
+    /// Replaces the objects the control plane adds to the source's (the
+    /// quarantines in force) and publishes the result at once.
+    pub fn set_generated(&self, objects: Vec<mesh_policy::resource::Object>) {
+        if let Ok(mut g) = self.generated.lock() {
+            *g = objects;
+        }
+        let last = self.last.lock().ok().and_then(|l| l.clone());
+        if let Some(config) = last {
+            self.publish(&config);
+        }
+    }
+
+    fn publish(&self, source: &Config) {
+        if let Ok(mut l) = self.last.lock() {
+            *l = Some(source.clone());
+        }
+        let mut merged = source.clone();
+        if let Ok(g) = self.generated.lock() {
+            merged.snapshot.objects.extend(g.iter().cloned());
+        }
+        let config = &merged;
         let version = version_of(config);
         for w in &config.warnings {
             tracing::warn!(warning = %w, "policy object ignored");

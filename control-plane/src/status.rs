@@ -16,6 +16,7 @@ pub struct Status {
     pub state: Arc<State>,
     pub registry: Arc<Registry>,
     pub flows: Arc<crate::flows::FlowStore>,
+    pub anomalies: Arc<crate::anomaly::Engine>,
     pub metrics: PrometheusHandle,
     pub store: Arc<Store>,
     pub ca: Arc<Ca>,
@@ -60,6 +61,13 @@ impl Routes for Status {
                     }),
                 )
             }
+            "/quarantines" => Reply::json(
+                StatusCode::OK,
+                &serde_json::json!({
+                    "quarantines": self.anomalies.active(),
+                    "events": self.anomalies.events(),
+                }),
+            ),
             "/flows" => {
                 let workloads = self.registry.mesh();
                 let names = |identity: &str| {

@@ -10,6 +10,7 @@ pub mod inject;
 pub mod install;
 pub mod lab;
 pub mod policy;
+pub mod quarantine;
 pub mod route;
 pub mod token;
 pub mod yaml;

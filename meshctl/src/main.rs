@@ -55,6 +55,9 @@ enum Command {
         meshctl flows --namespace shop -o json"
     )]
     Flows(meshctl::flows::cli::FlowsArgs),
+    /// Quarantines imposed by anomaly rules: list them, lift one
+    #[command(subcommand)]
+    Quarantine(meshctl::quarantine::cli::QuarantineCommand),
     /// A local mesh of network-namespace pods: lab up DIR, status, down
     #[command(subcommand)]
     Lab(meshctl::lab::cli::LabCommand),
@@ -135,6 +138,7 @@ fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
         Command::Route(c) => meshctl::route::cli::run(c),
         Command::Egress(c) => meshctl::egress::cli::run(c),
         Command::Flows(a) => meshctl::flows::cli::run(a),
+        Command::Quarantine(c) => meshctl::quarantine::cli::run(c),
         Command::Inject(a) => meshctl::inject::cli::inject(a).map(|()| ExitCode::SUCCESS),
         Command::Uninject(a) => meshctl::inject::cli::uninject(a).map(|()| ExitCode::SUCCESS),
         Command::Install(a) => meshctl::install::cli::install(a).map(|()| ExitCode::SUCCESS),

@@ -5,6 +5,7 @@
 //! object as it reads it, so a bad value is reported with its file, object and
 //! field, and a snapshot that loaded always compiles.
 
+pub(crate) mod anomaly;
 pub(crate) mod authorization;
 pub(crate) mod cidr;
 pub(crate) mod edge;
@@ -171,6 +172,13 @@ fn compile_object(
         }
         Object::Ingress(i) => {
             edge::compile_ingress(i, common, &site, errors).map(Compiled::Ingress)
+        }
+        Object::AnomalyRule(r) => {
+            anomaly::check_rule(r, &site, errors);
+            Some(Compiled::Inert)
+        }
+        Object::Quarantine(q) => {
+            anomaly::compile_quarantine(q, common, &site, trust_domain, errors).map(Compiled::Authz)
         }
         Object::ReferenceGrant(g) => {
             reference_grant::compile(g, common, &site, errors).map(Compiled::Grant)

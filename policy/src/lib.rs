@@ -24,6 +24,7 @@ pub mod resource;
 mod select;
 mod validate;
 
+pub use compile::anomaly::{Trigger, quarantine_duration, trigger_of};
 pub use compile::edge::{EdgeProtocol, Host};
 pub use compile::http_route::{
     Backend, BackendPort, DEFAULT_RETRY_BACKOFF, DEFAULT_RETRY_CODES, HeaderEdits,

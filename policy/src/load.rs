@@ -339,7 +339,7 @@ pub(crate) fn parse_value(
         "Namespace" => &[CORE_API_VERSION],
         "HTTPRoute" | "GRPCRoute" | "Gateway" => &[GATEWAY_API_VERSION],
         "Ingress" => &[NETWORKING_API_VERSION],
-        "RateLimitPolicy" | "EgressPolicy" => &[POLICY_API_VERSION],
+        "RateLimitPolicy" | "EgressPolicy" | "AnomalyRule" | "Quarantine" => &[POLICY_API_VERSION],
         "ServiceEntry" | "Sidecar" => &crate::resource::istio_egress::ISTIO_NETWORKING_API_VERSIONS,
         "ReferenceGrant" => &crate::resource::reference_grant::REFERENCE_GRANT_API_VERSIONS,
         other => {
@@ -404,6 +404,12 @@ pub(crate) fn parse_value(
         "ReferenceGrant" => typed(
             deserialize::<crate::resource::ReferenceGrant>(value).map(Object::ReferenceGrant),
         )?,
+        "AnomalyRule" => {
+            typed(deserialize::<crate::resource::AnomalyRule>(value).map(Object::AnomalyRule))?
+        }
+        "Quarantine" => {
+            typed(deserialize::<crate::resource::Quarantine>(value).map(Object::Quarantine))?
+        }
         _ => typed(deserialize::<Namespace>(value).map(Object::Namespace))?,
     };
     // Gateways and Ingresses of another class belong to another
@@ -461,7 +467,7 @@ impl<'de> Deserialize<'de> for Object {
             Ok(_) => Err(serde::de::Error::custom(
                 "a snapshot entry must be exactly one policy object (AuthorizationPolicy, \
                  PeerAuthentication, NetworkPolicy, Namespace, HTTPRoute, GRPCRoute, \
-                 RateLimitPolicy, EgressPolicy, ServiceEntry, Sidecar, Gateway, Ingress or ReferenceGrant of \
+                 RateLimitPolicy, EgressPolicy, ServiceEntry, Sidecar, Gateway, Ingress, ReferenceGrant, AnomalyRule or Quarantine of \
                  class palisade)",
             )),
             Err(errors) => Err(serde::de::Error::custom(

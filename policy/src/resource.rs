@@ -10,6 +10,7 @@
 //! Deserialization goes through the same checks as the YAML loader, so a
 //! snapshot that arrives over the wire cannot hold anything a file could not.
 
+pub mod anomaly;
 mod authorization;
 pub mod egress;
 pub mod gateway;
@@ -31,6 +32,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+pub use anomaly::{AnomalyRule, Quarantine};
 pub use authorization::{
     Action, AuthorizationPolicy, AuthorizationPolicySpec, Condition, Operation, Rule, RuleFrom,
     RuleTo, Source, WorkloadSelector,
@@ -159,6 +161,8 @@ pub enum Kind {
     ServiceEntry,
     Sidecar,
     ReferenceGrant,
+    AnomalyRule,
+    Quarantine,
 }
 
 impl Kind {
@@ -177,6 +181,8 @@ impl Kind {
             Kind::ServiceEntry => "ServiceEntry",
             Kind::Sidecar => "Sidecar",
             Kind::ReferenceGrant => "ReferenceGrant",
+            Kind::AnomalyRule => "AnomalyRule",
+            Kind::Quarantine => "Quarantine",
         }
     }
 }
@@ -226,6 +232,8 @@ pub enum Object {
     ServiceEntry(ServiceEntry),
     Sidecar(Sidecar),
     ReferenceGrant(ReferenceGrant),
+    AnomalyRule(AnomalyRule),
+    Quarantine(Quarantine),
 }
 
 impl Object {
@@ -244,6 +252,8 @@ impl Object {
             Object::ServiceEntry(_) => Kind::ServiceEntry,
             Object::Sidecar(_) => Kind::Sidecar,
             Object::ReferenceGrant(_) => Kind::ReferenceGrant,
+            Object::AnomalyRule(_) => Kind::AnomalyRule,
+            Object::Quarantine(_) => Kind::Quarantine,
         }
     }
 
@@ -262,6 +272,8 @@ impl Object {
             Object::ServiceEntry(o) => &o.metadata,
             Object::Sidecar(o) => &o.metadata,
             Object::ReferenceGrant(o) => &o.metadata,
+            Object::AnomalyRule(o) => &o.metadata,
+            Object::Quarantine(o) => &o.metadata,
         }
     }
 

@@ -47,6 +47,13 @@ impl Snapshot {
                 // Grants are few and small; every proxy resolving a route
                 // or a certificate needs them.
                 Object::Namespace(_) | Object::ReferenceGrant(_) => true,
+                // The control plane evaluates anomaly rules; proxies enforce
+                // the quarantines they impose, like AuthorizationPolicies.
+                Object::AnomalyRule(_) => false,
+                Object::Quarantine(q) => {
+                    in_scope(q.metadata.namespace_or_default())
+                        && selects(q.spec.selector.as_ref(), labels)
+                }
                 // Rate limits are enforced at the limited workload's inbound.
                 Object::RateLimitPolicy(p) => {
                     in_scope(p.metadata.namespace_or_default())

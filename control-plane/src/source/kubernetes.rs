@@ -67,7 +67,7 @@ pub struct Kind {
 
 /// What the control plane reads. Kinds whose CRDs are not installed
 /// (Istio's groups, say) answer 404 and count as empty.
-pub const KINDS: [Kind; 19] = [
+pub const KINDS: [Kind; 21] = [
     Kind {
         api_version: "v1",
         kind: "Namespace",
@@ -128,6 +128,18 @@ pub const KINDS: [Kind; 19] = [
         api_version: "policy.palisade.dev/v1alpha1",
         kind: "EgressPolicy",
         path: "/apis/policy.palisade.dev/v1alpha1/egresspolicies",
+    },
+    // What the control plane watches the flows for, and the quarantines an
+    // operator wrote (docs/visibility.md).
+    Kind {
+        api_version: "policy.palisade.dev/v1alpha1",
+        kind: "AnomalyRule",
+        path: "/apis/policy.palisade.dev/v1alpha1/anomalyrules",
+    },
+    Kind {
+        api_version: "policy.palisade.dev/v1alpha1",
+        kind: "Quarantine",
+        path: "/apis/policy.palisade.dev/v1alpha1/quarantines",
     },
     // Istio's egress control, mapped onto EgressPolicy (docs/egress.md).
     Kind {

@@ -71,7 +71,7 @@ fn every_manifest_parses_into_its_kubernetes_type_exactly() {
     let docs = installed(dir.path());
     // Through YAML as printed, as kubectl reads it.
     let docs = yaml::parse("<install>", &yaml::render(&docs)).unwrap();
-    assert_eq!(docs.len(), 26);
+    assert_eq!(docs.len(), 27);
     for doc in &docs {
         typed(doc);
     }
@@ -300,7 +300,7 @@ fn uninstall_names_every_object_and_keeps_the_crds_unless_asked() {
         with.iter()
             .filter(|o| o["kind"] == "CustomResourceDefinition")
             .count(),
-        5
+        6
     );
 }
 

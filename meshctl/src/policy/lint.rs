@@ -323,7 +323,7 @@ impl Lint<'_> {
                     self.wildcard(object, &format!("spec.hosts[{j}]"), host);
                 }
             }
-            Object::Sidecar(_) => {}
+            Object::Sidecar(_) | Object::AnomalyRule(_) | Object::Quarantine(_) => {}
             Object::ReferenceGrant(g) => {
                 for (i, to) in g.spec.to.iter().enumerate() {
                     if to.name.is_none() {
