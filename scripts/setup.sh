@@ -3,7 +3,8 @@
 # openssl and curl (tests, quickstart), and for the network-namespace lab
 # and its tests iproute2 (ip netns, veth, bridge), iptables (the nft backend
 # on current Debian/Ubuntu; mesh-proxy init), tcpdump (capture tests) and
-# util-linux (setpriv), and slowhttptest (slow-client attacks on the ingress).
+# util-linux (setpriv), slowhttptest (slow-client attacks on the ingress)
+# and chromium (the flow map is tested in a real headless browser).
 # Safe to run repeatedly; needs root (or sudo) only when something is missing.
 set -euo pipefail
 
@@ -19,6 +20,7 @@ want ip6tables iptables
 want tcpdump tcpdump
 want setpriv util-linux
 want slowhttptest slowhttptest
+want chromium chromium
 
 if [ ${#need[@]} -gt 0 ]; then
     # One package may provide several commands.

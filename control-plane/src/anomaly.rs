@@ -15,6 +15,8 @@
 //! identity); at most `--max-quarantines` are active at once; a rule with
 //! `palisade.dev/dry-run: "true"` only counts what it would have cut off.
 
+pub mod webhook;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -134,8 +136,9 @@ struct Inner {
     active: BTreeMap<String, Record>,
     /// (rule, source) → when it last fired.
     fired: HashMap<(String, String), u64>,
-    /// Rule → when this control plane first saw it (learning periods).
-    rules_since: HashMap<String, u64>,
+    /// Rule → when its learning period ends (newSource rules): sources
+    /// first seen before then are learned, not flagged.
+    learning_until: HashMap<String, u64>,
     /// The latest events, newest last (bounded).
     events: Vec<Event>,
 }
@@ -150,6 +153,7 @@ pub struct Engine {
     /// Never quarantined (full SPIFFE IDs).
     protected: Vec<String>,
     max_active: usize,
+    webhook: Option<webhook::Webhook>,
     inner: Mutex<Inner>,
 }
 
@@ -180,6 +184,7 @@ impl Engine {
         data_dir: PathBuf,
         protected: Vec<String>,
         max_active: usize,
+        webhook: Option<webhook::Webhook>,
     ) -> Arc<Self> {
         let engine = Arc::new(Self {
             state,
@@ -188,6 +193,7 @@ impl Engine {
             data_dir,
             protected,
             max_active,
+            webhook,
             inner: Mutex::new(Inner::default()),
         });
         engine.load();
@@ -251,6 +257,19 @@ impl Engine {
         self.inner
             .lock()
             .map(|i| i.events.clone())
+            .unwrap_or_default()
+    }
+
+    /// The newSource rules seen so far and when each one's learning ends.
+    pub fn learning(&self) -> BTreeMap<String, u64> {
+        self.inner
+            .lock()
+            .map(|i| {
+                i.learning_until
+                    .iter()
+                    .map(|(k, v)| (k.clone(), *v))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -401,11 +420,14 @@ impl Engine {
                 })
             }
             Trigger::NewSource { learning_period } => {
-                let since = {
+                let until = {
                     let mut inner = self.inner.lock().ok()?;
-                    *inner.rules_since.entry(rule.to_owned()).or_insert(now)
+                    *inner
+                        .learning_until
+                        .entry(rule.to_owned())
+                        .or_insert(now + learning_period.as_secs())
                 };
-                if now < since + learning_period.as_secs() {
+                if now < until {
                     return None;
                 }
                 // First seen in this report's second: never before.
@@ -525,6 +547,9 @@ impl Engine {
         metrics::counter!("mesh_anomaly_events_total", "rule" => rule_ref.to_owned(), "action" => event.action).increment(1);
         let line = serde_json::to_string(&event).unwrap_or_default();
         tracing::warn!(target: "anomaly", event = %line, "anomaly rule fired");
+        if let Some(w) = &self.webhook {
+            w.send(line.clone());
+        }
         if let Ok(mut inner) = self.inner.lock() {
             inner.events.push(event);
             if inner.events.len() > MAX_EVENTS {

@@ -99,6 +99,11 @@ pub struct Args {
     /// alerts (the event says why).
     #[arg(long, env = "MESH_MAX_QUARANTINES", default_value_t = crate::anomaly::DEFAULT_MAX_QUARANTINES)]
     pub max_quarantines: usize,
+
+    /// POST every anomaly event (alert, quarantine) as JSON to this
+    /// http:// URL, retried with backoff from a bounded queue.
+    #[arg(long, env = "MESH_EVENT_WEBHOOK", value_name = "URL")]
+    pub event_webhook: Option<String>,
 }
 
 impl Args {

@@ -164,6 +164,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         args.data_dir.clone(),
         protected,
         args.max_quarantines,
+        match &args.event_webhook {
+            Some(url) => Some(anomaly::webhook::Webhook::start(
+                anomaly::webhook::parse(url)
+                    .map_err(anyhow::Error::msg)
+                    .context("--event-webhook")?,
+            )),
+            None => None,
+        },
     );
     tokio::spawn(anomalies.clone().maintain());
     let status = Arc::new(status::Status {

@@ -61,11 +61,19 @@ impl Routes for Status {
                     }),
                 )
             }
+            // The live flow map: one page, its script inline, no CDN.
+            "/map" => Reply {
+                status: StatusCode::OK,
+                content_type: "text/html; charset=utf-8",
+                body: include_str!("map.html").to_owned(),
+            },
             "/quarantines" => Reply::json(
                 StatusCode::OK,
                 &serde_json::json!({
                     "quarantines": self.anomalies.active(),
                     "events": self.anomalies.events(),
+                    "learning_until": self.anomalies.learning(),
+                    "now": crate::flows::unix_now(),
                 }),
             ),
             "/flows" => {

@@ -160,6 +160,12 @@ pub fn run(cmd: LabCommand) -> anyhow::Result<ExitCode> {
             } else {
                 format!(" --name {}", s.name)
             };
+            if let Some(cp) = &s.control_plane {
+                out.push_str(&format!(
+                    "\nflow map: http://{}/map (meshctl flows --admin {}; meshctl quarantine list --admin {})\n",
+                    cp.admin, cp.admin, cp.admin
+                ));
+            }
             out.push_str(&format!(
                 "\nstate and logs: {}\npolicy (edit live): {}\n\
                  run a command in a pod: ip netns exec {}-<pod> setpriv --reuid 1000 --regid 1000 --clear-groups curl …\n\
