@@ -4,7 +4,7 @@
 //! (the rate `/flows` shows and the anomaly rules read). An entry unseen for
 //! [`FLOW_TTL`] ages out; past [`MAX_FLOWS`] the least recently seen go
 //! first. Strings are shared between entries (one copy per identity and
-//! policy name), so an entry costs about 350 bytes.
+//! policy name): 10,000 flows take 5.8 MB (control-plane/tests/flow_memory.rs).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
