@@ -72,6 +72,12 @@ pub struct FlowView {
     pub destination: String,
     /// The workloads registered with the destination identity.
     pub destination_workloads: Vec<String>,
+    /// The labels of a workload registered with each identity, when one is
+    /// (what `meshctl policy preview` evaluates a flow with).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_labels: Option<mesh_policy::Labels>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub destination_labels: Option<mesh_policy::Labels>,
     pub port: u16,
     pub decision: &'static str,
     pub policy: String,
@@ -223,9 +229,13 @@ impl FlowStore {
         })
     }
 
-    /// Every flow, ordered by destination, source, port; `workloads` names
-    /// the workloads of a destination identity.
-    pub fn view(&self, now: u64, workloads: impl Fn(&str) -> Vec<String>) -> Vec<FlowView> {
+    /// Every flow, ordered by destination, source, port; `workloads` gives
+    /// the names of the workloads of an identity and the labels of one.
+    pub fn view(
+        &self,
+        now: u64,
+        workloads: impl Fn(&str) -> (Vec<String>, Option<mesh_policy::Labels>),
+    ) -> Vec<FlowView> {
         let Ok(inner) = self.inner.lock() else {
             return Vec::new();
         };
@@ -234,18 +244,32 @@ impl FlowStore {
             .flows
             .iter()
             .filter(|(_, s)| now.saturating_sub(s.last_seen) < ttl)
-            .map(|(k, s)| FlowView {
-                source: k.source.to_string(),
-                destination: k.destination.to_string(),
-                destination_workloads: workloads(&k.destination),
-                port: k.port,
-                decision: k.decision,
-                policy: k.policy.to_string(),
-                total: s.total,
-                rate: s.within(now, 10) as f64 / 10.0,
-                first_seen: s.first_seen,
-                last_seen: s.last_seen,
+            .map(|(k, s)| {
+                let (destination_workloads, destination_labels) = workloads(&k.destination);
+                (
+                    k,
+                    s,
+                    destination_workloads,
+                    destination_labels,
+                    workloads(&k.source).1,
+                )
             })
+            .map(
+                |(k, s, destination_workloads, destination_labels, source_labels)| FlowView {
+                    source: k.source.to_string(),
+                    destination: k.destination.to_string(),
+                    destination_workloads,
+                    source_labels,
+                    destination_labels,
+                    port: k.port,
+                    decision: k.decision,
+                    policy: k.policy.to_string(),
+                    total: s.total,
+                    rate: s.within(now, 10) as f64 / 10.0,
+                    first_seen: s.first_seen,
+                    last_seen: s.last_seen,
+                },
+            )
             .collect();
         out.sort_by(|a, b| {
             (&a.destination, &a.source, a.port, a.decision, &a.policy).cmp(&(

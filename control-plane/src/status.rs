@@ -79,14 +79,18 @@ impl Routes for Status {
             "/flows" => {
                 let workloads = self.registry.mesh();
                 let names = |identity: &str| {
-                    let mut n: Vec<String> = workloads
+                    let of: Vec<_> = workloads
                         .iter()
-                        .filter(|w| w.identity == identity && !w.workload.is_empty())
+                        .filter(|w| w.identity == identity)
+                        .collect();
+                    let mut n: Vec<String> = of
+                        .iter()
+                        .filter(|w| !w.workload.is_empty())
                         .map(|w| format!("{}/{}", w.namespace, w.workload))
                         .collect();
                     n.sort();
                     n.dedup();
-                    n
+                    (n, of.first().map(|w| w.labels.clone()))
                 };
                 Reply::json(
                     StatusCode::OK,

@@ -10,6 +10,7 @@ pub mod check;
 pub mod cli;
 pub mod get;
 pub mod lint;
+pub mod preview;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

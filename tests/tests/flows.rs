@@ -116,4 +116,44 @@ fn the_control_plane_aggregates_who_called_whom_and_how_it_was_decided() {
         table.contains("shop/web") && table.contains("shop/intruder"),
         "{table}"
     );
+
+    // Preview: a folder that admits only another identity would cut
+    // exactly web's flow (the intruder's is denied already)...
+    let proposed = tempfile::tempdir().unwrap();
+    std::fs::write(
+        proposed.path().join("api.yaml"),
+        ALLOW_WEB.replace("sa/web", "sa/batch"),
+    )
+    .unwrap();
+    let dir = proposed.path().to_string_lossy().into_owned();
+    let out = meshctl(&[
+        "policy",
+        "preview",
+        "--config-dir",
+        &dir,
+        "--admin",
+        &admin,
+        "-o",
+        "json",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "something would change");
+    let p: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let changes = p["changes"].as_array().cloned().unwrap_or_default();
+    assert_eq!(changes.len(), 1, "{p}");
+    assert_eq!(
+        changes[0]["source"],
+        "spiffe://cluster.local/ns/shop/sa/web"
+    );
+    assert_eq!(changes[0]["change"], "allow → deny");
+    assert_eq!(changes[0]["would_be"], "default deny");
+    // ... and applied, it denies exactly that.
+    cp.write_policy("allow.yaml", &ALLOW_WEB.replace("sa/web", "sa/batch"));
+    wait_for("the new policy at api", Duration::from_secs(10), || {
+        let (status, _) =
+            http_request(web_route, "GET", "/", "api", &[]).unwrap_or((0, String::new()));
+        (status == 403).then_some(())
+    });
+    let (status, _) =
+        http_request(intruder_route, "GET", "/", "api", &[]).unwrap_or((0, String::new()));
+    assert_eq!(status, 403);
 }

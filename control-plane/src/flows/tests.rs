@@ -19,7 +19,7 @@ fn reports_add_up_by_flow_and_rates_cover_the_window() {
     let t = 1_000_000;
     store.ingest(API, &[flow(WEB, "allow", 5), flow(WEB, "deny", 2)], 0, t);
     store.ingest(API, &[flow(WEB, "allow", 5)], 0, t + 1);
-    let v = store.view(t + 1, |_| vec!["api-0".into()]);
+    let v = store.view(t + 1, |_| (vec!["api-0".into()], None));
     assert_eq!(v.len(), 2);
     let allow = v.iter().find(|f| f.decision == "allow").unwrap();
     assert_eq!(
@@ -37,7 +37,7 @@ fn reports_add_up_by_flow_and_rates_cover_the_window() {
     assert!(!store.seen_before(WEB, API, t));
     // A flow unseen for the TTL is gone.
     let later = t + 30 + FLOW_TTL.as_secs();
-    assert!(store.view(later, |_| vec![]).is_empty());
+    assert!(store.view(later, |_| (vec![], None)).is_empty());
 }
 
 // Bounded: a flood of distinct sources never holds more than MAX_FLOWS,
