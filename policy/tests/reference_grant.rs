@@ -164,6 +164,22 @@ fn a_grant_that_misses_permits_nothing(namespace: &str, from: &str, to: &str) {
     assert!(mesh_refusal(&m, now()).is_some());
 }
 
+// A grant in dry-run permits nothing: it is reported, not followed.
+#[test]
+fn a_dry_run_grant_permits_nothing() {
+    let m = mesh(&format!(
+        "{REFS}{}",
+        grant(
+            "billing",
+            ", annotations: {palisade.dev/dry-run: \"true\"}",
+            ROUTES,
+            "{group: \"\", kind: Service, name: payments}"
+        )
+    ));
+    assert!(edge_refusal(&m, "/pay", now()).is_some());
+    assert!(mesh_refusal(&m, now()).is_some());
+}
+
 // A grant is an exception: time-limited with palisade.dev/expires-at, it
 // stops permitting at that instant, and the backend then answers 500.
 #[test]
@@ -196,7 +212,6 @@ fn an_expiring_grant_lapses() {
 #[test_case("namespace: shop}", "namespace: Shop}", "spec.from[0].namespace" ; "bad namespace")]
 #[test_case("group: gateway.networking.k8s.io", "group: Gateway_API", "spec.from[0].group" ; "bad group")]
 #[test_case("name: payments", "name: \"pay ments\"", "spec.to[0].name" ; "bad name")]
-#[test_case("namespace: billing}", "namespace: billing, annotations: {palisade.dev/dry-run: \"true\"}}", "palisade.dev/dry-run" ; "dry run")]
 #[test_case("  to: [{group: \"\", kind: Service, name: payments}]\n", "", "spec" ; "missing to")]
 fn bad_grants_are_refused_with_the_field(from: &str, to: &str, field: &str) {
     let good = grant(

@@ -50,15 +50,6 @@ pub(crate) fn compile(
     errors: &mut Vec<Error>,
 ) -> Option<Grant> {
     let start = errors.len();
-    if common.dry_run {
-        errors.push(site.field(
-            format!(
-                "metadata.annotations[{}]",
-                crate::resource::ANNOTATION_DRY_RUN
-            ),
-            "a ReferenceGrant permits or does not; dry-run does not apply to it",
-        ));
-    }
     let spec = &grant.spec;
     for (field, len) in [("spec.from", spec.from.len()), ("spec.to", spec.to.len())] {
         if len == 0 || len > MAX_ENTRIES {
@@ -124,7 +115,9 @@ pub(crate) fn permission(grants: &[Grant], r: &Reference<'_>) -> Permitted {
         return Permitted::Yes;
     }
     let mut best = Permitted::No;
-    for g in grants.iter().filter(|g| g.permits(r)) {
+    // A grant in dry-run is reported (lint, `meshctl policy check`), never
+    // followed: it permits nothing.
+    for g in grants.iter().filter(|g| !g.common.dry_run && g.permits(r)) {
         match g.common.expires_at {
             None => return Permitted::Yes,
             Some(at) => {
