@@ -121,11 +121,18 @@ fn an_intruders_probe_is_quarantined_everywhere_while_the_shop_keeps_working() {
             .contains("denied calls"),
         "{doc}"
     );
-    // The flows the map draws show the quarantine's denials.
-    let flows = http_get(control_plane_admin(&lab), "/flows")
-        .map(|(_, b)| b)
-        .unwrap_or_default();
-    assert!(flows.contains("Quarantine mesh-system/q-"), "{flows}");
+    // The flows the map draws show the quarantine's denials (reported
+    // within a second).
+    let cp = control_plane_admin(&lab);
+    wait_for(
+        "the quarantine's denials in /flows",
+        Duration::from_secs(10),
+        || {
+            http_get(cp, "/flows")
+                .ok()
+                .filter(|(_, b)| b.contains("Quarantine mesh-system/q-"))
+        },
+    );
 
     // Lifted early by the operator: admitted again.
     let name = q["name"].as_str().expect("a name").to_owned();
