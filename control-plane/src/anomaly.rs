@@ -157,15 +157,6 @@ pub struct Engine {
     inner: Mutex<Inner>,
 }
 
-/// `spiffe://td/ns/NS/sa/SA` → NS.
-fn namespace_of(id: &str) -> Option<&str> {
-    id.strip_prefix("spiffe://")?
-        .split_once("/ns/")?
-        .1
-        .split('/')
-        .next()
-}
-
 /// A name for the quarantine of `source` by `rule`, stable across replicas.
 fn quarantine_name(rule: &str, source: &str) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -347,9 +338,13 @@ impl Engine {
 
     /// Checks the rules against one report of `destination`.
     pub fn on_report(&self, destination: &str, touched: &[FlowKey], now: u64) {
-        let Some(ns) = namespace_of(destination) else {
+        let Some(ns) = mesh_identity::SpiffeId::parse(destination)
+            .ok()
+            .and_then(|i| i.namespace().map(str::to_owned))
+        else {
             return;
         };
+        let ns = ns.as_str();
         let snapshot = self.state.current().snapshot.clone();
         let at = SystemTime::UNIX_EPOCH + Duration::from_secs(now);
         let rules: Vec<&AnomalyRule> = snapshot

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use crate::cert::admin::{AdminError, Target, get_within};
+use crate::cert::admin::{AdminError, get_text};
 
 /// Largest `/egress` document read.
 const MAX_BYTES: usize = 4 << 20;
@@ -127,16 +127,7 @@ pub fn from_admin(json: &str, since: Option<SystemTime>) -> Result<Vec<Seen>, St
 
 /// Fetches `/egress` from the admin at `url`.
 pub async fn fetch(url: &str, timeout: Duration) -> Result<String, AdminError> {
-    let target = Target::endpoint(url, "/egress")?;
-    let (status, body) = get_within(&target, MAX_BYTES, timeout).await?;
-    if status != hyper::StatusCode::OK {
-        return Err(AdminError::Status {
-            url: target.url(),
-            status: status.as_u16(),
-            body: String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
-        });
-    }
-    Ok(String::from_utf8_lossy(&body).into_owned())
+    get_text(url, "/egress", MAX_BYTES, timeout).await
 }
 
 /// One destination of the report: its connections by decision.

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::cert::admin::{AdminError, Target, get_within};
+use crate::cert::admin::{AdminError, get_text};
 
 /// Largest `/flows` document read (50,000 flows of a few hundred bytes).
 const MAX_BYTES: usize = 64 << 20;
@@ -34,13 +34,11 @@ struct Doc {
     flows: Vec<Flow>,
 }
 
-/// The namespace of a SPIFFE ID (`spiffe://td/ns/NS/sa/SA`), if it is one.
-fn namespace_of(id: &str) -> Option<&str> {
-    id.strip_prefix("spiffe://")?
-        .split_once("/ns/")?
-        .1
-        .split('/')
-        .next()
+/// The namespace of a workload SPIFFE ID (`spiffe://td/ns/NS/sa/SA`).
+pub(crate) fn namespace_of(id: &str) -> Option<String> {
+    mesh_identity::SpiffeId::parse(id)
+        .ok()
+        .and_then(|i| i.namespace().map(str::to_owned))
 }
 
 /// What `--namespace` and `--denied` keep: flows from or to the namespace,
@@ -50,7 +48,8 @@ pub fn filter(flows: Vec<Flow>, namespace: Option<&str>, denied: bool) -> Vec<Fl
         .into_iter()
         .filter(|f| {
             namespace.is_none_or(|ns| {
-                namespace_of(&f.source) == Some(ns) || namespace_of(&f.destination) == Some(ns)
+                namespace_of(&f.source).as_deref() == Some(ns)
+                    || namespace_of(&f.destination).as_deref() == Some(ns)
             })
         })
         .filter(|f| !denied || f.decision != "allow")
@@ -65,16 +64,7 @@ pub fn parse(json: &str) -> Result<Vec<Flow>, String> {
 
 /// Fetches `/flows` from the control plane's admin at `url`.
 pub async fn fetch(url: &str, timeout: Duration) -> Result<String, AdminError> {
-    let target = Target::endpoint(url, "/flows")?;
-    let (status, body) = get_within(&target, MAX_BYTES, timeout).await?;
-    if status != hyper::StatusCode::OK {
-        return Err(AdminError::Status {
-            url: target.url(),
-            status: status.as_u16(),
-            body: String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
-        });
-    }
-    Ok(String::from_utf8_lossy(&body).into_owned())
+    get_text(url, "/flows", MAX_BYTES, timeout).await
 }
 
 /// A short name for an identity: `ns/sa` for a SPIFFE ID, else as it is.

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::cert::admin::{AdminError, Target, get_within};
+use crate::cert::admin::{AdminError, get_text};
 
 const MAX_BYTES: usize = 8 << 20;
 
@@ -43,16 +43,7 @@ pub fn parse(json: &str) -> Result<Doc, String> {
 }
 
 pub async fn fetch(url: &str, timeout: Duration) -> Result<String, AdminError> {
-    let target = Target::endpoint(url, "/quarantines")?;
-    let (status, body) = get_within(&target, MAX_BYTES, timeout).await?;
-    if status != hyper::StatusCode::OK {
-        return Err(AdminError::Status {
-            url: target.url(),
-            status: status.as_u16(),
-            body: String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
-        });
-    }
-    Ok(String::from_utf8_lossy(&body).into_owned())
+    get_text(url, "/quarantines", MAX_BYTES, timeout).await
 }
 
 pub fn table(list: &[Quarantine], now: u64) -> String {

@@ -122,6 +122,27 @@ pub async fn fetch_chain(
     chain_from_response(&target, status, &body)
 }
 
+/// The body of `GET endpoint` at the admin `url` as text, when it answers
+/// 200 (bounded by `limit` bytes and `timeout`); another status is an error
+/// quoting the start of the body.
+pub async fn get_text(
+    url: &str,
+    endpoint: &str,
+    limit: usize,
+    timeout: Duration,
+) -> Result<String, AdminError> {
+    let target = Target::endpoint(url, endpoint)?;
+    let (status, body) = get_within(&target, limit, timeout).await?;
+    if status != StatusCode::OK {
+        return Err(AdminError::Status {
+            url: target.url(),
+            status: status.as_u16(),
+            body: String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
 /// [`get`], given up after `timeout`.
 pub(crate) async fn get_within(
     target: &Target,

@@ -73,15 +73,6 @@ pub struct Preview {
     pub reads_http: bool,
 }
 
-/// `spiffe://td/ns/NS/sa/SA` → NS.
-fn namespace_of(id: &str) -> Option<&str> {
-    id.strip_prefix("spiffe://")?
-        .split_once("/ns/")?
-        .1
-        .split('/')
-        .next()
-}
-
 /// Replays `flows` last seen at or after `since` (Unix seconds) against
 /// `evaluator` at `now`.
 pub fn preview(flows: &[SeenFlow], evaluator: &Evaluator, since: u64, now: SystemTime) -> Preview {
@@ -92,14 +83,16 @@ pub fn preview(flows: &[SeenFlow], evaluator: &Evaluator, since: u64, now: Syste
         reads_http: evaluator.reads_http(),
     };
     for f in flows.iter().filter(|f| f.last_seen >= since) {
-        let (Some(dest_ns), Some(dest_labels)) =
-            (namespace_of(&f.destination), f.destination_labels.as_ref())
-        else {
+        let (Some(dest_ns), Some(dest_labels)) = (
+            crate::flows::namespace_of(&f.destination),
+            f.destination_labels.as_ref(),
+        ) else {
             out.flows_skipped += 1;
             continue;
         };
         let mesh_source = f.source.starts_with("spiffe://");
-        let source = match (namespace_of(&f.source), f.source_labels.as_ref()) {
+        let source_ns = crate::flows::namespace_of(&f.source);
+        let source = match (source_ns.as_deref(), f.source_labels.as_ref()) {
             (Some(ns), Some(labels)) => Some(Workload {
                 namespace: ns,
                 labels,
@@ -121,7 +114,7 @@ pub fn preview(flows: &[SeenFlow], evaluator: &Evaluator, since: u64, now: Syste
             },
             source,
             destination: Some(Workload {
-                namespace: dest_ns,
+                namespace: &dest_ns,
                 labels: dest_labels,
             }),
             destination_ip: None,
