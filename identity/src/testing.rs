@@ -4,8 +4,8 @@
 use std::time::{Duration, SystemTime};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, CustomExtension, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 use rustls_pki_types::CertificateDer;
 
@@ -17,6 +17,14 @@ pub struct LeafSpec {
     pub is_ca: bool,
     pub not_before: SystemTime,
     pub not_after: SystemTime,
+    /// Key usages in place of the default (`digitalSignature` for a leaf);
+    /// an empty list leaves the extension out.
+    pub key_usages: Option<Vec<KeyUsagePurpose>>,
+    pub extended_key_usages: Vec<ExtendedKeyUsagePurpose>,
+    /// A leaf (not a CA) whose basic constraints carry this path length.
+    pub path_len: Option<u8>,
+    /// Extensions written as given, for shapes rcgen does not produce.
+    pub custom: Vec<CustomExtension>,
 }
 
 impl LeafSpec {
@@ -29,8 +37,37 @@ impl LeafSpec {
             is_ca: false,
             not_before: now - Duration::from_secs(60),
             not_after: now + Duration::from_secs(3600),
+            key_usages: None,
+            extended_key_usages: vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
+            path_len: None,
+            custom: vec![],
         }
     }
+}
+
+/// An extension with its criticality, from its OID and DER content.
+pub fn extension(oid: &[u64], critical: bool, content: Vec<u8>) -> CustomExtension {
+    let mut ext = CustomExtension::from_oid_content(oid, content);
+    ext.set_criticality(critical);
+    ext
+}
+
+/// Key usage `digitalSignature` alone, as a (possibly non-critical) extension.
+pub fn digital_signature_usage(critical: bool) -> CustomExtension {
+    // BIT STRING, 7 unused bits, bit 0 (digitalSignature) set.
+    extension(&[2, 5, 29, 15], critical, vec![0x03, 0x02, 0x07, 0x80])
+}
+
+/// A subject alternative name with one URI, as a (possibly non-critical) extension.
+pub fn uri_san(uri: &str, critical: bool) -> CustomExtension {
+    let mut names = vec![0x86, u8::try_from(uri.len()).expect("short URI")];
+    names.extend_from_slice(uri.as_bytes());
+    let mut content = vec![0x30, u8::try_from(names.len()).expect("short URI")];
+    content.extend(names);
+    extension(&[2, 5, 29, 17], critical, content)
 }
 
 /// A self-signed CA that has nothing to do with the mesh.
@@ -51,6 +88,25 @@ impl TestCa {
             KeyUsagePurpose::DigitalSignature,
         ];
         let cert = p.self_signed(&key).expect("self-sign");
+        Self {
+            cert: cert.der().clone(),
+            issuer: Issuer::new(p, key),
+        }
+    }
+
+    /// An intermediate CA signed by this one, with `uri` as its SAN if given.
+    pub fn intermediate(&self, name: &str, uri: Option<&str>) -> Self {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("keygen");
+        let mut p = CertificateParams::default();
+        p.distinguished_name = DistinguishedName::new();
+        p.distinguished_name.push(DnType::CommonName, name);
+        p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        p.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+        if let Some(u) = uri {
+            p.subject_alt_names
+                .push(SanType::URI(u.try_into().expect("ia5")));
+        }
+        let cert = p.signed_by(&key, &self.issuer).expect("sign");
         Self {
             cert: cert.der().clone(),
             issuer: Issuer::new(p, key),
@@ -85,14 +141,22 @@ impl TestCa {
                 KeyUsagePurpose::KeyCertSign,
                 KeyUsagePurpose::DigitalSignature,
             ];
+        } else if let Some(n) = spec.path_len {
+            // rcgen writes a path length only for a CA: cA left at its
+            // default (false), pathLenConstraint n.
+            p.is_ca = IsCa::NoCa;
+            p.custom_extensions
+                .push(extension(&[2, 5, 29, 19], true, vec![0x30, 3, 2, 1, n]));
+            p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         } else {
             p.is_ca = IsCa::ExplicitNoCa;
             p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         }
-        p.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
+        if let Some(usages) = &spec.key_usages {
+            p.key_usages = usages.clone();
+        }
+        p.extended_key_usages = spec.extended_key_usages.clone();
+        p.custom_extensions.extend(spec.custom.iter().cloned());
         p.not_before = spec.not_before.into();
         p.not_after = spec.not_after.into();
         let cert = p.signed_by(&key, &self.issuer).expect("sign");

@@ -42,6 +42,24 @@ pub enum VerifyError {
     UriSanCount(usize),
     #[error("certificate URI SAN is not a valid SPIFFE ID: {0}")]
     BadSpiffeId(String),
+    #[error("a workload certificate's SPIFFE ID must have a path (it names only the trust domain)")]
+    LeafWithoutPath,
+    #[error("certificate has no key usage extension (an SVID must carry it, critical)")]
+    KeyUsageMissing,
+    #[error("certificate's key usage extension is not marked critical")]
+    KeyUsageNotCritical,
+    #[error("a workload certificate must not have keyCertSign in its key usage")]
+    LeafKeyCertSign,
+    #[error("a workload certificate must not have cRLSign in its key usage")]
+    LeafCrlSign,
+    #[error("a workload certificate must have digitalSignature in its key usage")]
+    NoDigitalSignature,
+    #[error("a workload certificate must not carry a path length constraint")]
+    LeafPathLen,
+    #[error("certificate has an empty subject and a subject alternative name not marked critical")]
+    SanNotCritical,
+    #[error("a signing certificate's SPIFFE ID must not have a path")]
+    SigningIdWithPath,
     #[error("peer is in trust domain {got}, expected {expected}")]
     WrongTrustDomain { expected: String, got: String },
     #[error("peer is {got}, expected {expected}")]
@@ -60,6 +78,15 @@ impl VerifyError {
             Self::Usage(_) => "bad_usage",
             Self::Chain(_) | Self::Unparsable => "bad_certificate",
             Self::UriSanCount(_) | Self::BadSpiffeId(_) => "bad_san",
+            Self::LeafWithoutPath => "leaf_without_path",
+            Self::KeyUsageMissing => "key_usage_missing",
+            Self::KeyUsageNotCritical => "key_usage_not_critical",
+            Self::LeafKeyCertSign => "leaf_key_cert_sign",
+            Self::LeafCrlSign => "leaf_crl_sign",
+            Self::NoDigitalSignature => "no_digital_signature",
+            Self::LeafPathLen => "leaf_path_len",
+            Self::SanNotCritical => "san_not_critical",
+            Self::SigningIdWithPath => "signing_id_with_path",
             Self::WrongTrustDomain { .. } => "wrong_trust_domain",
             Self::WrongIdentity { .. } => "wrong_identity",
         }
@@ -89,6 +116,7 @@ pub fn verify_svid(
 ) -> Result<SpiffeId, VerifyError> {
     // Checked first so a CA certificate gets a precise error, whether or not it chains.
     let id = svid_identity(leaf)?;
+    check_signing_certificates(intermediates)?;
     let ee = webpki::EndEntityCert::try_from(leaf).map_err(|_| VerifyError::Unparsable)?;
     let eku = match usage {
         Usage::Server => webpki::KeyUsage::server_auth(),
@@ -113,16 +141,33 @@ pub fn verify_svid(
     Ok(id)
 }
 
-/// The SPIFFE ID of a leaf certificate, checking it is not a CA and has
-/// exactly one URI SAN. Does not verify the chain.
+/// The SPIFFE ID of a leaf certificate, checked against the leaf rules of
+/// the X.509-SVID specification (§3.1, §4.1, §4.3, §4.4, §5.2): not a CA and
+/// no path length constraint; a critical key usage with `digitalSignature`
+/// and neither `keyCertSign` nor `cRLSign`; an extended key usage, when
+/// present, with both `serverAuth` and `clientAuth`; a critical SAN when the
+/// subject is empty (RFC 5280 §4.1.2.6); exactly one URI SAN, a SPIFFE ID
+/// with a path. Does not verify the chain.
 pub fn svid_identity(leaf: &[u8]) -> Result<SpiffeId, VerifyError> {
     let (_, cert) =
         x509_parser::parse_x509_certificate(leaf).map_err(|_| VerifyError::Unparsable)?;
     let mut uris = Vec::new();
+    let mut san_critical = true;
+    let mut key_usage = None;
     for ext in cert.extensions() {
         match ext.parsed_extension() {
             ParsedExtension::BasicConstraints(bc) if bc.ca => return Err(VerifyError::CaAsLeaf),
+            ParsedExtension::BasicConstraints(bc) if bc.path_len_constraint.is_some() => {
+                return Err(VerifyError::LeafPathLen);
+            }
+            ParsedExtension::KeyUsage(ku) => key_usage = Some((ext.critical, ku.clone())),
+            ParsedExtension::ExtendedKeyUsage(eku) if !(eku.server_auth && eku.client_auth) => {
+                return Err(VerifyError::Usage(
+                    "extended key usage must include both serverAuth and clientAuth".into(),
+                ));
+            }
             ParsedExtension::SubjectAlternativeName(san) => {
+                san_critical = ext.critical;
                 for name in &san.general_names {
                     if let GeneralName::URI(u) = name {
                         uris.push(*u);
@@ -132,10 +177,47 @@ pub fn svid_identity(leaf: &[u8]) -> Result<SpiffeId, VerifyError> {
             _ => {}
         }
     }
+    match key_usage {
+        None => return Err(VerifyError::KeyUsageMissing),
+        Some((false, _)) => return Err(VerifyError::KeyUsageNotCritical),
+        Some((_, ku)) if ku.key_cert_sign() => return Err(VerifyError::LeafKeyCertSign),
+        Some((_, ku)) if ku.crl_sign() => return Err(VerifyError::LeafCrlSign),
+        Some((_, ku)) if !ku.digital_signature() => return Err(VerifyError::NoDigitalSignature),
+        Some(_) => {}
+    }
+    if cert.subject().iter().next().is_none() && !san_critical {
+        return Err(VerifyError::SanNotCritical);
+    }
     if uris.len() != 1 {
         return Err(VerifyError::UriSanCount(uris.len()));
     }
-    SpiffeId::parse(uris[0]).map_err(|e| VerifyError::BadSpiffeId(e.to_string()))
+    let id = SpiffeId::parse(uris[0]).map_err(|e| VerifyError::BadSpiffeId(e.to_string()))?;
+    if id.path().is_empty() {
+        return Err(VerifyError::LeafWithoutPath);
+    }
+    Ok(id)
+}
+
+/// The signing-certificate rule path validation does not cover (§3.2): a
+/// presented intermediate that carries a SPIFFE ID names a trust domain,
+/// without a path. The CA flag and `keyCertSign` are checked by webpki.
+fn check_signing_certificates(intermediates: &[CertificateDer<'_>]) -> Result<(), VerifyError> {
+    for der in intermediates {
+        let (_, cert) =
+            x509_parser::parse_x509_certificate(der).map_err(|_| VerifyError::Unparsable)?;
+        let Ok(Some(san)) = cert.subject_alternative_name() else {
+            continue;
+        };
+        for name in &san.value.general_names {
+            if let GeneralName::URI(u) = name
+                && let Ok(id) = SpiffeId::parse(u)
+                && !id.path().is_empty()
+            {
+                return Err(VerifyError::SigningIdWithPath);
+            }
+        }
+    }
+    Ok(())
 }
 
 fn map_webpki(e: webpki::Error) -> VerifyError {

@@ -65,6 +65,33 @@ async fn inbound_refuses_bad_client_certificates() {
             "ca_as_leaf",
         ),
         (
+            "workload certificate that can sign certificates",
+            Some(chain(&LeafSpec {
+                key_usages: Some(vec![
+                    rcgen::KeyUsagePurpose::DigitalSignature,
+                    rcgen::KeyUsagePurpose::KeyCertSign,
+                ]),
+                ..LeafSpec::svid(WEB)
+            })),
+            "leaf_key_cert_sign",
+        ),
+        (
+            "workload certificate without digitalSignature",
+            Some(chain(&LeafSpec {
+                key_usages: Some(vec![rcgen::KeyUsagePurpose::KeyAgreement]),
+                ..LeafSpec::svid(WEB)
+            })),
+            "no_digital_signature",
+        ),
+        (
+            "workload certificate with a path length",
+            Some(chain(&LeafSpec {
+                path_len: Some(1),
+                ..LeafSpec::svid(WEB)
+            })),
+            "leaf_path_len",
+        ),
+        (
             "expired certificate",
             Some(chain(&LeafSpec {
                 not_before: now - Duration::from_secs(7200),

@@ -2,7 +2,9 @@ use std::time::{Duration, SystemTime};
 
 use super::*;
 use crate::ca::Ca;
-use crate::testing::{LeafSpec, TestCa};
+use rcgen::{ExtendedKeyUsagePurpose, KeyUsagePurpose};
+
+use crate::testing::{LeafSpec, TestCa, digital_signature_usage, uri_san};
 
 struct Mesh {
     _dir: tempfile::TempDir,
@@ -123,6 +125,110 @@ fn refusals() {
             VerifyError::UriSanCount(2),
         ),
         (
+            "leaf with keyCertSign",
+            m.issuer
+                .sign(&LeafSpec {
+                    key_usages: Some(vec![
+                        KeyUsagePurpose::DigitalSignature,
+                        KeyUsagePurpose::KeyCertSign,
+                    ]),
+                    ..LeafSpec::svid(API)
+                })
+                .0,
+            m.intermediates.clone(),
+            VerifyError::LeafKeyCertSign,
+        ),
+        (
+            "leaf with cRLSign",
+            m.issuer
+                .sign(&LeafSpec {
+                    key_usages: Some(vec![
+                        KeyUsagePurpose::DigitalSignature,
+                        KeyUsagePurpose::CrlSign,
+                    ]),
+                    ..LeafSpec::svid(API)
+                })
+                .0,
+            m.intermediates.clone(),
+            VerifyError::LeafCrlSign,
+        ),
+        (
+            "leaf without digitalSignature",
+            m.issuer
+                .sign(&LeafSpec {
+                    key_usages: Some(vec![KeyUsagePurpose::KeyEncipherment]),
+                    ..LeafSpec::svid(API)
+                })
+                .0,
+            m.intermediates.clone(),
+            VerifyError::NoDigitalSignature,
+        ),
+        (
+            "leaf without key usage",
+            m.issuer
+                .sign(&LeafSpec {
+                    key_usages: Some(vec![]),
+                    ..LeafSpec::svid(API)
+                })
+                .0,
+            m.intermediates.clone(),
+            VerifyError::KeyUsageMissing,
+        ),
+        (
+            "key usage not critical",
+            m.issuer
+                .sign(&LeafSpec {
+                    key_usages: Some(vec![]),
+                    custom: vec![digital_signature_usage(false)],
+                    ..LeafSpec::svid(API)
+                })
+                .0,
+            m.intermediates.clone(),
+            VerifyError::KeyUsageNotCritical,
+        ),
+        (
+            "leaf with a path length",
+            m.issuer
+                .sign(&LeafSpec {
+                    path_len: Some(0),
+                    ..LeafSpec::svid(API)
+                })
+                .0,
+            m.intermediates.clone(),
+            VerifyError::LeafPathLen,
+        ),
+        (
+            "extended key usage without clientAuth",
+            m.issuer
+                .sign(&LeafSpec {
+                    extended_key_usages: vec![ExtendedKeyUsagePurpose::ServerAuth],
+                    ..LeafSpec::svid(API)
+                })
+                .0,
+            m.intermediates.clone(),
+            VerifyError::Usage(
+                "extended key usage must include both serverAuth and clientAuth".into(),
+            ),
+        ),
+        (
+            "SPIFFE ID of the trust domain only",
+            m.issuer.sign(&LeafSpec::svid("spiffe://cluster.local")).0,
+            m.intermediates.clone(),
+            VerifyError::LeafWithoutPath,
+        ),
+        (
+            "empty subject, SAN not critical",
+            m.issuer
+                .sign(&LeafSpec {
+                    uris: vec![],
+                    custom: vec![uri_san(API, false)],
+                    ..LeafSpec::svid(API)
+                })
+                .0,
+            m.intermediates.clone(),
+            VerifyError::SanNotCritical,
+        ),
+        (
             "missing intermediate",
             m.issuer.sign(&LeafSpec::svid(API)).0,
             vec![],
@@ -138,4 +244,48 @@ fn refusals() {
     for (name, leaf, chain, want) in cases {
         assert_eq!(check(&m, &leaf, &chain), Err(want), "{name}");
     }
+}
+
+#[test]
+fn a_hand_written_critical_san_is_accepted() {
+    // The control for "empty subject, SAN not critical": the same extension
+    // marked critical verifies, so that case fails for the flag alone.
+    let m = mesh();
+    let (leaf, _) = m.issuer.sign(&LeafSpec {
+        uris: vec![],
+        custom: vec![uri_san(API, true)],
+        ..LeafSpec::svid(API)
+    });
+    assert_eq!(check(&m, &leaf, &m.intermediates).unwrap().as_str(), API);
+    let (leaf, _) = m.issuer.sign(&LeafSpec {
+        key_usages: Some(vec![]),
+        custom: vec![digital_signature_usage(true)],
+        ..LeafSpec::svid(API)
+    });
+    assert_eq!(check(&m, &leaf, &m.intermediates).unwrap().as_str(), API);
+}
+
+#[test]
+fn a_signing_certificate_names_a_trust_domain_not_a_workload() {
+    let root = TestCa::new("plug-in root");
+    let bundle = TrustBundle::new(vec![root.cert.clone()]).unwrap();
+    let provider = crate::tls::provider();
+    let verify = |issuer: &TestCa| {
+        let (leaf, _) = issuer.sign(&LeafSpec::svid(API));
+        verify_svid(
+            &leaf,
+            std::slice::from_ref(&issuer.cert),
+            &bundle,
+            "cluster.local",
+            Usage::Server,
+            UnixTime::now(),
+            &provider.signature_verification_algorithms,
+        )
+    };
+    let of_domain = root.intermediate("issuer", Some("spiffe://cluster.local"));
+    assert_eq!(verify(&of_domain).unwrap().as_str(), API);
+    let unnamed = root.intermediate("issuer", None);
+    assert_eq!(verify(&unnamed).unwrap().as_str(), API);
+    let of_workload = root.intermediate("issuer", Some("spiffe://cluster.local/ns/default/sa/ca"));
+    assert_eq!(verify(&of_workload), Err(VerifyError::SigningIdWithPath));
 }
