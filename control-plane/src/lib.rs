@@ -8,6 +8,7 @@
 //! ```
 
 pub mod anomaly;
+pub mod ca;
 pub mod config;
 pub mod credential;
 pub mod error;
@@ -22,7 +23,6 @@ use std::os::unix::fs::DirBuilderExt;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use mesh_identity::local::LocalCertifier;
 use mesh_identity::token::TokenKey;
 use mesh_identity::{Ca, Store};
 use mesh_proto::discovery::discovery_server::DiscoveryServer;
@@ -68,21 +68,26 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         source::kubernetes::ca_secret::fetch(api, &args.ca_secret, &args.data_dir.join("ca"))
             .await?;
     }
-    let ca = Arc::new(Ca::load_or_generate(
-        &args.data_dir.join("ca"),
-        &args.trust_domain,
-    )?);
+    let ca_dir = args.data_dir.join("ca");
+    let first = Ca::load_or_generate(&ca_dir, &args.trust_domain)?;
     let bundle_path = args.data_dir.join("trust-bundle.pem");
-    mesh_identity::secret::write_public_atomic(&bundle_path, ca.bundle().to_pem().as_bytes())?;
+    mesh_identity::secret::write_public_atomic(&bundle_path, first.bundle().to_pem().as_bytes())?;
+    let live_ca = ca::LiveCa::new(ca_dir, &args.trust_domain, bundle_path.clone(), first);
+    tokio::spawn(live_ca.clone().follow());
+    let first_ca = live_ca.current();
 
     // The control plane's own serving certificate, from its own CA.
     let identity = mesh_identity::control_plane_identity(&args.trust_domain)?;
     let store = Arc::new(Store::new(
         identity.clone(),
-        ca.bundle().clone(),
+        first_ca.bundle().clone(),
         mesh_identity::tls::provider(),
     ));
-    let own = LocalCertifier::new(ca.clone(), identity.clone(), args.cert_ttl);
+    let own = ca::OwnCertifier {
+        ca: live_ca.clone(),
+        identity: identity.clone(),
+        ttl: args.cert_ttl,
+    };
     store
         .certify_once(&own)
         .await
@@ -90,6 +95,17 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     {
         let store = store.clone();
         tokio::spawn(async move { store.run_renewal(own).await });
+    }
+    {
+        // A new CA (a rotation step): the control plane's own certificate
+        // and bundle follow at once, like every proxy's.
+        let store = store.clone();
+        let mut changes = live_ca.subscribe();
+        tokio::spawn(async move {
+            while changes.changed().await.is_ok() {
+                store.request_renewal();
+            }
+        });
     }
 
     let tls = mesh_identity::tls::server_config(&store, false, &[mesh_identity::tls::ALPN_H2])?;
@@ -120,7 +136,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             let cluster = source::kubernetes::Cluster::new(api.clone(), &args.trust_domain);
             tokio::spawn(source::kubernetes::trust_bundle::keep(
                 api.clone(),
-                ca.bundle().to_pem(),
+                first_ca.bundle().to_pem(),
                 cluster.meshed_namespaces(),
             ));
             (
@@ -146,6 +162,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     tokio::spawn(grpc::discovery::publish(
         state.clone(),
         registry.clone(),
+        live_ca.subscribe(),
         discovery_tx,
     ));
 
@@ -181,14 +198,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         anomalies: anomalies.clone(),
         metrics,
         store: store.clone(),
-        ca: ca.clone(),
+        ca: live_ca.clone(),
         cert_ttl: args.cert_ttl,
         max_cert_ttl: args.max_cert_ttl,
     });
     tokio::spawn(mesh_admin::serve(admin, status, shutdown_rx.clone()));
 
     let identity_svc = grpc::identity::IdentityService::new(
-        ca.clone(),
+        live_ca.clone(),
         credentials,
         args.trust_domain.clone(),
         args.cert_ttl,

@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use http::StatusCode;
 use mesh_admin::{Reply, Routes};
-use mesh_identity::{Ca, Store};
+use mesh_identity::Store;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::registry::Registry;
@@ -19,7 +19,7 @@ pub struct Status {
     pub anomalies: Arc<crate::anomaly::Engine>,
     pub metrics: PrometheusHandle,
     pub store: Arc<Store>,
-    pub ca: Arc<Ca>,
+    pub ca: Arc<crate::ca::LiveCa>,
     pub cert_ttl: Duration,
     pub max_cert_ttl: Duration,
 }
@@ -53,13 +53,25 @@ impl Routes for Status {
                             "serial": c.serial,
                             "not_after": unix(c.not_after),
                         })),
-                        "issuer_not_after": unix(self.ca.issuer_not_after()),
-                        "trust_bundle_roots": self.ca.bundle().len(),
+                        "issuer_not_after": unix(self.ca.current().issuer_not_after()),
+                        "trust_bundle_roots": self.ca.current().bundle().len(),
+                        "ca_generation": self.ca.current().generation(),
                         "cert_ttl_seconds": self.cert_ttl.as_secs(),
                         "max_cert_ttl_seconds": self.max_cert_ttl.as_secs(),
                         "policy": policy_status(&self.state, &self.registry),
                     }),
                 )
+            }
+            // The CA: roots, issuer, rotation phase, who holds which generation.
+            "/ca" => {
+                let mut doc = self.ca.status();
+                if let Some(obj) = doc.as_object_mut() {
+                    obj.insert(
+                        "serving_generation".into(),
+                        serde_json::json!(self.store.generation()),
+                    );
+                }
+                Reply::json(StatusCode::OK, &doc)
             }
             // The live flow map: one page, its script inline, no CDN.
             "/map" => Reply {

@@ -14,7 +14,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use aws_lc_rs::rand::SecureRandom;
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
-    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, PublicKeyData,
+    SanType, SerialNumber,
 };
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, CertificateSigningRequestDer};
@@ -122,6 +123,15 @@ impl Ca {
         if !any {
             generate(ca_dir, trust_domain)?;
         }
+        Self::load(ca_dir)
+    }
+
+    /// Loads the CA from the files in `ca_dir` (never generates): the
+    /// issuer's key must be the one its certificate names.
+    pub fn load(ca_dir: &Path) -> Result<Self, CaError> {
+        let issuer_cert = ca_dir.join(ISSUER_CERT_FILE);
+        let issuer_key = ca_dir.join(ISSUER_KEY_FILE);
+        let root_cert = ca_dir.join(ROOT_CERT_FILE);
         for (p, name) in [
             (&issuer_cert, ISSUER_CERT_FILE),
             (&issuer_key, ISSUER_KEY_FILE),
@@ -150,12 +160,25 @@ impl Ca {
         let mut roots = read_certs(&root_cert)?;
         let extra = ca_dir.join(EXTRA_ROOTS_FILE);
         if extra.exists() {
-            roots.extend(read_certs(&extra)?);
+            for r in read_certs(&extra)? {
+                // During a rotation a root may be listed in both files.
+                if !roots.contains(&r) {
+                    roots.push(r);
+                }
+            }
         }
         let bundle =
             TrustBundle::new(roots).map_err(|e| file_reason(&root_cert, &e.to_string()))?;
         let issuer_not_after = not_after_of(&issuer_der)
             .ok_or_else(|| file_reason(&issuer_cert, "issuer certificate cannot be parsed"))?;
+        let (_, parsed) = x509_parser::parse_x509_certificate(&issuer_der)
+            .map_err(|_| file_reason(&issuer_cert, "issuer certificate cannot be parsed"))?;
+        if parsed.public_key().raw != key.subject_public_key_info().as_slice() {
+            return Err(file_reason(
+                &issuer_key,
+                "this key is not the one issuer-cert.pem certifies",
+            ));
+        }
         let issuer = Issuer::from_ca_cert_der(&issuer_der, key)
             .map_err(|e| file_reason(&issuer_cert, &e.to_string()))?;
         Ok(Self {
@@ -169,6 +192,47 @@ impl Ca {
     /// The roots workloads trust.
     pub fn bundle(&self) -> &TrustBundle {
         &self.bundle
+    }
+
+    /// The issuing intermediate's certificate.
+    pub fn issuer_cert(&self) -> Option<&CertificateDer<'static>> {
+        self.intermediates.first()
+    }
+
+    /// The intermediates sent with every leaf, issuer first.
+    pub fn intermediates(&self) -> &[CertificateDer<'static>] {
+        &self.intermediates
+    }
+
+    /// This CA's generation: a digest of the roots it publishes and the
+    /// issuer it signs with. A workload whose certificate and bundle are of
+    /// another generation renews.
+    pub fn generation(&self) -> String {
+        generation(&self.bundle, self.issuer_cert().map(|c| c.as_ref()))
+    }
+
+    /// Issues a throwaway certificate and verifies it against the bundle:
+    /// the issuer chains to a published root and signs usable SVIDs.
+    pub fn self_check(&self, trust_domain: &str) -> Result<(), CaError> {
+        let id = SpiffeId::workload(trust_domain, "mesh-system", "ca-self-check")
+            .map_err(|e| CaError::Sign(e.to_string()))?;
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+            .map_err(|e| CaError::Sign(e.to_string()))?;
+        let csr =
+            crate::credentials::csr_for(&id, &key).map_err(|e| CaError::Sign(e.to_string()))?;
+        let issued = self.sign_csr(&csr, &id, Duration::from_secs(60))?;
+        let provider = crate::tls::provider();
+        crate::verify::verify_svid(
+            &issued.leaf,
+            &issued.intermediates,
+            &issued.bundle,
+            trust_domain,
+            crate::verify::Usage::Client,
+            rustls_pki_types::UnixTime::now(),
+            &provider.signature_verification_algorithms,
+        )
+        .map(|_| ())
+        .map_err(|e| CaError::Sign(format!("an SVID from this issuer does not verify: {e}")))
     }
 
     /// When the issuing intermediate expires.
@@ -258,7 +322,33 @@ fn check_csr(csr: &CertificateSigningRequestParams, identity: &SpiffeId) -> Resu
     Ok(())
 }
 
-fn generate(ca_dir: &Path, trust_domain: &str) -> Result<(), CaError> {
+/// The generation of a bundle and an issuer (see [`Ca::generation`]): 16
+/// hex digits of a SHA-256 over the roots and the issuer certificate.
+pub fn generation(bundle: &TrustBundle, issuer: Option<&[u8]>) -> String {
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    for root in bundle.roots() {
+        ctx.update(&(root.len() as u64).to_be_bytes());
+        ctx.update(root);
+    }
+    ctx.update(b"issuer");
+    ctx.update(issuer.unwrap_or_default());
+    ctx.finish().as_ref()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// SHA-256 of a DER certificate, lowercase hex: how roots and issuers are named.
+pub fn fingerprint(der: &[u8]) -> String {
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Writes a new root and issuer into `ca_dir` (which must not hold a CA).
+pub fn generate(ca_dir: &Path, trust_domain: &str) -> Result<(), CaError> {
     let now = SystemTime::now();
     let root_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
         .map_err(|e| CaError::Sign(e.to_string()))?;
@@ -354,6 +444,12 @@ fn truncate_to_secs(t: SystemTime) -> SystemTime {
         .map(|d| d.as_secs())
         .unwrap_or(0);
     UNIX_EPOCH + Duration::from_secs(secs)
+}
+
+/// The subject of a DER certificate, as text.
+pub fn subject_of(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    Some(cert.subject().to_string())
 }
 
 /// notAfter of a DER certificate.

@@ -99,6 +99,7 @@ pub struct Store {
     provider: Arc<CryptoProvider>,
     creds: watch::Sender<Option<Arc<Credentials>>>,
     bundle: watch::Sender<TrustBundle>,
+    renew_now: tokio::sync::Notify,
 }
 
 impl Store {
@@ -109,7 +110,24 @@ impl Store {
             provider,
             creds: watch::channel(None).0,
             bundle: watch::channel(bundle).0,
+            renew_now: tokio::sync::Notify::new(),
         }
+    }
+
+    /// The CA generation of what this store holds (its bundle and the issuer
+    /// of its certificate; see [`crate::ca::generation`]), once certified.
+    pub fn generation(&self) -> Option<String> {
+        let creds = self.current()?;
+        Some(crate::ca::generation(
+            &self.bundle.borrow(),
+            creds.intermediates.first().map(|c| c.as_ref()),
+        ))
+    }
+
+    /// Asks the renewal loop to renew now rather than at the usual point:
+    /// the CA published another bundle or switched its issuer.
+    pub fn request_renewal(&self) {
+        self.renew_now.notify_one();
     }
 
     pub fn identity(&self) -> &SpiffeId {
@@ -219,7 +237,12 @@ impl Store {
             if let Some(current) = self.current() {
                 let at = current.renew_at(jitter());
                 let wait = at.duration_since(SystemTime::now()).unwrap_or_default();
-                tokio::time::sleep(wait).await;
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = self.renew_now.notified() => {
+                        tracing::info!("renewing now: the CA's bundle or issuer changed");
+                    }
+                }
             }
             match self.certify_once(&certifier).await {
                 Ok(c) => {

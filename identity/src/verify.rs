@@ -160,7 +160,7 @@ pub fn svid_identity(leaf: &[u8]) -> Result<SpiffeId, VerifyError> {
             ParsedExtension::BasicConstraints(bc) if bc.path_len_constraint.is_some() => {
                 return Err(VerifyError::LeafPathLen);
             }
-            ParsedExtension::KeyUsage(ku) => key_usage = Some((ext.critical, ku.clone())),
+            ParsedExtension::KeyUsage(ku) => key_usage = Some((ext.critical, *ku)),
             ParsedExtension::ExtendedKeyUsage(eku) if !(eku.server_auth && eku.client_auth) => {
                 return Err(VerifyError::Usage(
                     "extended key usage must include both serverAuth and clientAuth".into(),

@@ -1,6 +1,7 @@
 //! The library behind `meshctl`: each subcommand is a module that tests can
 //! call without going through the command line.
 
+pub mod ca;
 pub mod cert;
 pub mod check;
 pub mod cli;

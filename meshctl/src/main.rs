@@ -34,6 +34,9 @@ enum Command {
     /// Workload certificates (X.509-SVIDs)
     #[command(subcommand)]
     Cert(CertCommand),
+    /// The mesh CA: status, and trust-anchor rotation (begin, switch, finish)
+    #[command(subcommand)]
+    Ca(meshctl::ca::cli::CaCommand),
     /// Authorization policy: check a call offline, lint a folder, read a proxy's snapshot
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -139,6 +142,7 @@ fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
         Command::Egress(c) => meshctl::egress::cli::run(c),
         Command::Flows(a) => meshctl::flows::cli::run(a),
         Command::Quarantine(c) => meshctl::quarantine::cli::run(c),
+        Command::Ca(c) => meshctl::ca::cli::run(c),
         Command::Inject(a) => meshctl::inject::cli::inject(a).map(|()| ExitCode::SUCCESS),
         Command::Uninject(a) => meshctl::inject::cli::uninject(a).map(|()| ExitCode::SUCCESS),
         Command::Install(a) => meshctl::install::cli::install(a).map(|()| ExitCode::SUCCESS),

@@ -28,6 +28,39 @@ pub async fn export_expiry(store: Arc<Store>) {
     }
 }
 
+/// Renews at once when the control plane announces a CA generation other
+/// than the one of our bundle and certificate (a trust-anchor rotation step:
+/// a new root published, the issuer switched, the old root removed), each
+/// announced generation once, after a short random delay so a fleet does not
+/// ask the CA all in the same instant.
+pub async fn follow_ca_generation(store: Arc<Store>, mut discovery: crate::discovery::DiscoveryRx) {
+    let mut announced = String::new();
+    loop {
+        let generation = discovery.borrow_and_update().ca_generation.clone();
+        if !generation.is_empty() && generation != announced {
+            announced = generation;
+            if store.generation().as_deref() != Some(announced.as_str()) {
+                tokio::time::sleep(spread()).await;
+                tracing::info!(generation = %announced, "the CA changed; renewing the certificate");
+                metrics::counter!("mesh_identity_ca_renewals_total").increment(1);
+                store.request_renewal();
+            }
+        }
+        if discovery.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Up to 500 ms, from the clock's sub-second digits.
+fn spread() -> std::time::Duration {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    std::time::Duration::from_millis(u64::from(nanos % 500))
+}
+
 /// True while we hold a certificate that is valid now.
 pub fn has_valid_certificate(store: &Store) -> bool {
     store

@@ -73,6 +73,9 @@ impl ServiceTarget {
 #[derive(Debug, Default)]
 pub struct DiscoveryView {
     pub version: u64,
+    /// The CA generation the control plane has in force (empty from an
+    /// older control plane).
+    pub ca_generation: String,
     pub services: HashMap<SocketAddr, ServiceTarget>,
     pub workloads: HashMap<IpAddr, KnownWorkload>,
 }
@@ -112,6 +115,7 @@ impl DiscoveryView {
 fn to_view(msg: mesh_proto::discovery::DiscoverySnapshot) -> DiscoveryView {
     let mut view = DiscoveryView {
         version: msg.version,
+        ca_generation: msg.ca_generation,
         ..Default::default()
     };
     for w in msg.workloads {

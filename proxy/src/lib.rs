@@ -192,6 +192,10 @@ pub(crate) async fn start(
     ));
     tokio::spawn(flows::run_reporter(policy_channel.clone()));
     tokio::spawn(discovery::run_watch(policy_channel, discovery_tx));
+    tokio::spawn(control::follow_ca_generation(
+        store.clone(),
+        discovery_rx.clone(),
+    ));
     let mut pol = policy_rx.clone();
     tokio::select! {
         r = pol.wait_for(|p| p.is_some()) => { r.context("policy channel closed")?; }

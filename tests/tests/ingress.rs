@@ -270,7 +270,8 @@ fn shop_edge(extra: &[&str]) -> (Edge, Ingress, SocketAddr) {
 fn connect_when_served(cfg: &Arc<ClientConfig>, addr: SocketAddr, sni: &str) -> Client {
     wait_for(
         &format!("a certificate for {sni}"),
-        Duration::from_secs(10),
+        // Generous: the whole suite runs beside it on two cores.
+        Duration::from_secs(20),
         || Client::connect(cfg, addr, sni).ok(),
     )
 }

@@ -100,6 +100,8 @@ pub fn build(state: &State, registry: &Registry, version: u64) -> DiscoverySnaps
         version,
         services,
         workloads,
+        // Set by `publish`, which follows the CA.
+        ca_generation: String::new(),
     }
 }
 
@@ -131,6 +133,7 @@ fn selected(
 pub async fn publish(
     state: Arc<State>,
     registry: Arc<Registry>,
+    mut ca: watch::Receiver<Arc<mesh_identity::Ca>>,
     tx: watch::Sender<Arc<DiscoverySnapshot>>,
 ) {
     let mut policy = state.subscribe();
@@ -138,11 +141,13 @@ pub async fn publish(
     let mut version = 0u64;
     loop {
         version += 1;
-        let snap = build(&state, &registry, version);
+        let mut snap = build(&state, &registry, version);
+        snap.ca_generation = ca.borrow_and_update().generation();
         tx.send_replace(Arc::new(snap));
         tokio::select! {
             r = policy.changed() => if r.is_err() { return },
             r = workloads.changed() => if r.is_err() { return },
+            r = ca.changed() => if r.is_err() { return },
         }
         tokio::time::sleep(DEFAULT_DEBOUNCE).await;
         policy.borrow_and_update();

@@ -5,17 +5,18 @@
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use mesh_identity::{Ca, SpiffeId};
+use mesh_identity::SpiffeId;
 use mesh_proto::identity::identity_server::Identity;
 use mesh_proto::identity::{CertifyRequest, CertifyResponse};
 use tonic::{Request, Response, Status};
 
+use crate::ca::LiveCa;
 use crate::credential::Credentials;
 use crate::error::Error;
 
 /// The Identity service.
 pub struct IdentityService {
-    ca: Arc<Ca>,
+    ca: Arc<LiveCa>,
     credentials: Credentials,
     trust_domain: String,
     default_ttl: Duration,
@@ -24,7 +25,7 @@ pub struct IdentityService {
 
 impl IdentityService {
     pub fn new(
-        ca: Arc<Ca>,
+        ca: Arc<LiveCa>,
         credentials: Credentials,
         trust_domain: String,
         default_ttl: Duration,
@@ -50,7 +51,11 @@ impl IdentityService {
         want.min(self.max_ttl)
     }
 
-    async fn certify_inner(&self, req: &CertifyRequest) -> Result<CertifyResponse, Error> {
+    async fn certify_inner(
+        &self,
+        req: &CertifyRequest,
+        address: Option<String>,
+    ) -> Result<CertifyResponse, Error> {
         let claims = self.credentials.verify(&req.credential).await?;
         let id = SpiffeId::workload(
             &self.trust_domain,
@@ -58,9 +63,12 @@ impl IdentityService {
             &claims.service_account,
         )
         .map_err(|e| Error::BadIdentity(e.to_string()))?;
-        let issued = self
-            .ca
-            .sign_csr(&req.csr_der, &id, self.ttl(req.requested_ttl_seconds))?;
+        let issued = self.ca.sign(
+            &req.csr_der,
+            &id,
+            self.ttl(req.requested_ttl_seconds),
+            address,
+        )?;
         tracing::info!(identity = %id, "certificate issued");
         Ok(CertifyResponse {
             leaf_der: issued.leaf.to_vec(),
@@ -81,7 +89,8 @@ impl Identity for IdentityService {
         &self,
         request: Request<CertifyRequest>,
     ) -> Result<Response<CertifyResponse>, Status> {
-        let result = self.certify_inner(request.get_ref()).await;
+        let address = request.remote_addr().map(|a| a.ip().to_string());
+        let result = self.certify_inner(request.get_ref(), address).await;
         let label = match &result {
             Ok(_) => "issued",
             Err(e) => e.certify_result(),

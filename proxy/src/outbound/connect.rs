@@ -29,11 +29,15 @@ pub struct MeshConnector {
     /// One client config per (expected peer identity, ALPN); each keeps its
     /// own session-resumption cache, so reconnects to a peer resume.
     configs: Mutex<Configs>,
+    /// A new trust bundle drops the configs and their sessions: a resumed
+    /// session skips verification, and its root may be gone.
+    bundle: Mutex<tokio::sync::watch::Receiver<mesh_identity::TrustBundle>>,
 }
 
 impl MeshConnector {
     pub fn new(store: Arc<Store>, handshake_timeout: Duration) -> Self {
         Self {
+            bundle: Mutex::new(store.subscribe_bundle()),
             store,
             handshake_timeout,
             configs: Mutex::new(HashMap::new()),
@@ -49,6 +53,12 @@ impl MeshConnector {
             .configs
             .lock()
             .map_err(|_| ConnectError::Tls("config cache poisoned".into()))?;
+        if let Ok(mut rx) = self.bundle.lock()
+            && rx.has_changed().unwrap_or(false)
+        {
+            rx.borrow_and_update();
+            configs.clear();
+        }
         let key = (identity.clone(), alpn);
         if let Some(c) = configs.get(&key) {
             return Ok(TlsConnector::from(c.clone()));
