@@ -4,7 +4,8 @@
 # and its tests iproute2 (ip netns, veth, bridge), iptables (the nft backend
 # on current Debian/Ubuntu; mesh-proxy init), tcpdump (capture tests) and
 # util-linux (setpriv), slowhttptest (slow-client attacks on the ingress)
-# and chromium (the flow map is tested in a real headless browser).
+# chromium (the flow map is tested in a real headless browser) and
+# faketime (a control plane whose clock is ahead of the proxies').
 # Safe to run repeatedly; needs root (or sudo) only when something is missing.
 set -euo pipefail
 
@@ -21,6 +22,7 @@ want tcpdump tcpdump
 want setpriv util-linux
 want slowhttptest slowhttptest
 want chromium chromium
+want faketime faketime
 
 if [ ${#need[@]} -gt 0 ]; then
     # One package may provide several commands.

@@ -24,9 +24,10 @@ use crate::bundle::TrustBundle;
 use crate::secret::{self, SecretFileError};
 use crate::spiffe::SpiffeId;
 
-/// notBefore of issued leaves is backdated by this much, so peers whose clocks
-/// run slightly behind accept a fresh certificate.
-pub const DEFAULT_CLOCK_SKEW: Duration = Duration::from_secs(60);
+/// notBefore of issued certificates is backdated by this much, so peers whose
+/// clocks run behind the control plane's (by two minutes, say: a VM resumed,
+/// NTP not yet synced) accept a fresh certificate at once.
+pub const DEFAULT_CLOCK_SKEW: Duration = Duration::from_secs(300);
 /// Lifetime of a generated root: roots are rotated by hand, rarely.
 const ROOT_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 /// Lifetime of a generated intermediate issuer.

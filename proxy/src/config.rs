@@ -8,6 +8,10 @@ use std::time::Duration;
 use clap::Parser;
 use mesh_identity::SpiffeId;
 
+/// Default of `--max-connections`: well above what one workload's sidecar
+/// holds, well below the file descriptors the proxy raises its limit to.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
+
 /// mesh-proxy run: the sidecar. Gets a workload certificate from the control
 /// plane, terminates mTLS from peer proxies on --inbound and delivers to the
 /// local app, and originates mTLS to peers for outbound routes.
@@ -128,6 +132,13 @@ pub struct RunArgs {
     /// Connections with no traffic in either direction for this long are closed.
     #[arg(long, env = "MESH_IDLE_TIMEOUT", value_parser = mesh_identity::duration::parse_duration, default_value = "1h")]
     pub idle_timeout: Duration,
+
+    /// Connections the data listeners (inbound, outbound, ingress) hold open
+    /// at once; past it a new connection is closed as it is accepted and
+    /// counted in `mesh_tcp_connection_errors_total{reason="max_connections"}`.
+    /// The admin listener is not counted: `/ready` and `/metrics` answer.
+    #[arg(long, env = "MESH_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
 
     /// On SIGTERM, wait at most this long for open connections to finish.
     #[arg(long, env = "MESH_DRAIN_TIMEOUT", value_parser = mesh_identity::duration::parse_duration, default_value = "10s")]

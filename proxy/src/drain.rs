@@ -17,6 +17,8 @@ pub struct Drain {
 struct Open {
     count: AtomicUsize,
     idle: Notify,
+    /// Most connections open at once (`--max-connections`).
+    max: usize,
 }
 
 /// Held by each open connection; dropping it marks the connection closed.
@@ -39,10 +41,16 @@ pub struct Trigger {
 }
 
 pub fn new() -> (Trigger, Drain) {
+    with_cap(usize::MAX)
+}
+
+/// A drain that admits at most `max` open connections at once.
+pub fn with_cap(max: usize) -> (Trigger, Drain) {
     let (tx, rx) = watch::channel(false);
     let open = Arc::new(Open {
         count: AtomicUsize::new(0),
         idle: Notify::new(),
+        max,
     });
     (
         Trigger {
@@ -66,6 +74,20 @@ impl Drain {
 
     pub fn receiver(&self) -> watch::Receiver<bool> {
         self.stop.clone()
+    }
+
+    /// Registers an open connection if fewer than the cap are open.
+    pub fn try_track(&self) -> Option<ConnGuard> {
+        let before = self.open.count.fetch_add(1, Ordering::AcqRel);
+        let guard = ConnGuard {
+            open: self.open.clone(),
+        };
+        if before >= self.open.max {
+            // Dropping the guard takes the count back.
+            drop(guard);
+            return None;
+        }
+        Some(guard)
     }
 
     /// Registers an open connection.

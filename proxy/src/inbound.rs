@@ -83,6 +83,21 @@ impl Inbound {
                     return;
                 }
             };
+        // Boxed: the state of what follows (TLS, HTTP, the relay) is
+        // allocated only once the client has sent its first bytes, so an
+        // idle connection holds a small task.
+        Box::pin(self.serve_sniffed(acceptor, tcp, peer, local, is_mesh, drain)).await;
+    }
+
+    async fn serve_sniffed(
+        &self,
+        acceptor: TlsAcceptor,
+        tcp: TcpStream,
+        peer: SocketAddr,
+        local: SocketAddr,
+        is_mesh: bool,
+        drain: Drain,
+    ) {
         if is_mesh {
             let accepted = match handshake::accept(&acceptor, tcp, self.handshake_timeout).await {
                 Ok(v) => v,

@@ -117,7 +117,8 @@ pub(crate) async fn start(
         bundle,
         mesh_identity::tls::provider(),
     ));
-    let (trigger, drain) = drain::new();
+    raise_fd_limit(args.max_connections);
+    let (trigger, drain) = drain::with_cap(args.max_connections);
     let (policy_tx, policy_rx) = tokio::sync::watch::channel(None);
     let (discovery_tx, discovery_rx) =
         tokio::sync::watch::channel(Arc::new(discovery::DiscoveryView::default()));
@@ -282,30 +283,25 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let admin_listener = mesh_admin::bind(args.admin)
         .await
         .map_err(anyhow::Error::msg)?;
-    let inbound_listener = TcpListener::bind(args.inbound)
-        .await
+    let inbound_listener = transport::accept::reserve(args.inbound)
         .with_context(|| format!("cannot listen on --inbound {}", args.inbound))?;
-    let outbound_listener = TcpListener::bind(args.outbound)
-        .await
+    let outbound_listener = transport::accept::reserve(args.outbound)
         .with_context(|| format!("cannot listen on --outbound {}", args.outbound))?;
     let mut route_listeners = Vec::new();
     for r in &args.static_routes {
-        let l = TcpListener::bind(r.listen)
-            .await
+        let l = transport::accept::reserve(r.listen)
             .with_context(|| format!("cannot listen on static route {}", r.listen))?;
         route_listeners.push((r.clone(), l));
     }
     let mut service_listeners = Vec::new();
     for r in &args.service_routes {
-        let l = TcpListener::bind(r.listen)
-            .await
+        let l = transport::accept::reserve(r.listen)
             .with_context(|| format!("cannot listen on service route {}", r.listen))?;
         service_listeners.push((r.clone(), l));
     }
     let mut egress_listeners = Vec::new();
     for (listen, dst) in &args.egress_routes {
-        let l = TcpListener::bind(listen)
-            .await
+        let l = transport::accept::reserve(*listen)
             .with_context(|| format!("cannot listen on egress route {listen}"))?;
         egress_listeners.push((*dst, l));
     }
@@ -354,6 +350,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }),
         authz,
     });
+    // Listening only now: until here connections were refused, not queued.
+    let listen = |r: transport::accept::Reserved, what: &str| {
+        r.listen()
+            .with_context(|| format!("cannot listen on {what}"))
+    };
+    let inbound_listener = listen(inbound_listener, "--inbound")?;
+    let outbound_listener = listen(outbound_listener, "--outbound")?;
     tokio::spawn(inbound.serve(inbound_listener, drain.clone()));
     let outbound = started.outbound(&args, access);
     tokio::spawn(
@@ -362,16 +365,54 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             .serve_transparent(outbound_listener, drain.clone()),
     );
     for (r, l) in route_listeners {
+        let l = listen(l, "a static route")?;
         tokio::spawn(outbound.clone().serve_route(r, l, drain.clone()));
     }
     for (r, l) in service_listeners {
+        let l = listen(l, "a service route")?;
         tokio::spawn(outbound.clone().serve_service_route(r, l, drain.clone()));
     }
     for (dst, l) in egress_listeners {
+        let l = listen(l, "an egress route")?;
         tokio::spawn(outbound.clone().serve_egress_route(dst, l, drain.clone()));
     }
     started.until_drained(args.drain_timeout).await;
     Ok(())
+}
+
+/// Raises the soft limit on open files to the hard limit, so the proxy can
+/// hold `--max-connections` (each may take two descriptors: the app's and
+/// the peer's); warns when even the hard limit is short of that.
+fn raise_fd_limit(max_connections: usize) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct given.
+    let got = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+    if got != 0 {
+        return;
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let want = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &want) } == 0 {
+            lim.rlim_cur = lim.rlim_max;
+        }
+    }
+    let needed = (max_connections as u64)
+        .saturating_mul(2)
+        .saturating_add(256);
+    if lim.rlim_cur < needed {
+        tracing::warn!(
+            open_files = lim.rlim_cur,
+            max_connections,
+            "the open-file limit is below what --max-connections may need; connections past it fail at accept"
+        );
+    }
 }
 
 /// The workload's addresses: the inbound listener's when it is bound to one,

@@ -99,6 +99,9 @@ pub struct CpOptions {
     pub trust_domain: &'static str,
     /// More flags, as given.
     pub extra: Vec<String>,
+    /// Environment variables for the control plane (e.g. libfaketime's, for
+    /// a clock that is ahead).
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for CpOptions {
@@ -108,6 +111,7 @@ impl Default for CpOptions {
             max_cert_ttl: "7d",
             trust_domain: "cluster.local",
             extra: Vec::new(),
+            env: Vec::new(),
         }
     }
 }
@@ -243,6 +247,7 @@ impl ControlPlane {
     fn launch(&mut self) -> Result<(), String> {
         std::fs::create_dir_all(self.config_dir()).expect("config dir");
         let mut cmd = Command::new(bin("mesh-control-plane"));
+        cmd.envs(self.opts.env.iter().map(|(k, v)| (k, v)));
         cmd.arg("--config-dir")
             .arg(self.config_dir())
             .arg("--data-dir")

@@ -143,7 +143,7 @@ impl Edge {
                 continue;
             }
             let addr = SocketAddr::new(self.listen_ip, port);
-            let listener = match TcpListener::bind(addr).await {
+            let listener = match crate::transport::accept::bind(addr) {
                 Ok(l) => l,
                 Err(e) => {
                     metrics::counter!("mesh_ingress_listener_errors_total").increment(1);
