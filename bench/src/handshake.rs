@@ -151,16 +151,21 @@ fn pump(
 }
 
 /// Runs handshakes back to back on the calling thread for `duration` (at
-/// most `max` of them). `resume`: let the client resume sessions (TLS 1.3
-/// tickets), as a proxy reconnecting to the same peer does.
+/// most `max` of them). `resume`: for reference, the same configs with TLS
+/// 1.3 session resumption turned on (tickets and a client cache). Mesh TLS
+/// itself never resumes (a resumed session skips certificate verification).
 pub fn floor(group: Group, resume: bool, duration: Duration, max: u64) -> anyhow::Result<Floor> {
-    let cfgs = palisade_configs(group)?;
+    let mut cfgs = palisade_configs(group)?;
     let client = if resume {
-        cfgs.client.clone()
-    } else {
         let mut c = (*cfgs.client).clone();
-        c.resumption = rustls::client::Resumption::disabled();
+        c.resumption = rustls::client::Resumption::default();
+        let mut s = (*cfgs.server).clone();
+        s.session_storage = rustls::server::ServerSessionMemoryCache::new(256);
+        s.send_tls13_tickets = 2;
+        cfgs.server = Arc::new(s);
         Arc::new(c)
+    } else {
+        cfgs.client.clone()
     };
     let name = mesh_identity::tls::mesh_server_name();
     let mut buf = Vec::with_capacity(16 * 1024);

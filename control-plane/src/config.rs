@@ -8,7 +8,7 @@ use clap::Parser;
 
 /// Shortest certificate lifetime: below this, renewal traffic and clock skew
 /// dominate and a control plane restart could outlive every certificate.
-pub const MIN_CERT_TTL: Duration = Duration::from_secs(60);
+pub const MIN_CERT_TTL: Duration = Duration::from_secs(30);
 
 /// Where policy and workloads come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -146,7 +146,7 @@ fn parse_ttl(s: &str) -> Result<Duration, String> {
     let d = mesh_identity::duration::parse_duration(s)?;
     if d < MIN_CERT_TTL {
         return Err(format!(
-            "{s} is shorter than the minimum certificate TTL of 1m"
+            "{s} is shorter than the minimum certificate TTL of 30s"
         ));
     }
     Ok(d)

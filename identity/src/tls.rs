@@ -1,18 +1,15 @@
 //! rustls configurations for mesh connections: TLS 1.3 only, mutual, with the
 //! workload's current SVID and the SVID verifiers.
 
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 
 use rustls::client::ResolvesClientCert;
 use rustls::crypto::CryptoProvider;
-use rustls::server::{
-    ClientHello, ResolvesServerCert, ServerSessionMemoryCache, StoresServerSessions,
-};
+use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, ServerConfig, SignatureScheme};
 use tokio::sync::watch;
 
-use crate::bundle::TrustBundle;
 use crate::credentials::{Credentials, Store};
 use crate::spiffe::SpiffeId;
 use crate::verify::{SvidClientVerifier, SvidServerVerifier};
@@ -112,64 +109,8 @@ pub fn server_config(
         .with_client_cert_verifier(Arc::new(verifier))
         .with_cert_resolver(Arc::new(CurrentCertificate::new(store.subscribe())));
     cfg.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
-    cfg.session_storage = Arc::new(BundleScopedSessions::new(store.subscribe_bundle()));
+    no_resumption_server(&mut cfg);
     Ok(Arc::new(cfg))
-}
-
-/// Sessions a server remembers for resumption, as rustls' default, but
-/// forgotten when the trust bundle changes: a resumed session skips
-/// certificate verification, so one established under a root that was
-/// since removed (a finished rotation) must not be resumed.
-#[derive(Debug)]
-struct BundleScopedSessions {
-    bundle: Mutex<watch::Receiver<TrustBundle>>,
-    cache: RwLock<Arc<ServerSessionMemoryCache>>,
-}
-
-/// rustls' default size of the server session cache.
-const SERVER_SESSIONS: usize = 256;
-
-impl BundleScopedSessions {
-    fn new(bundle: watch::Receiver<TrustBundle>) -> Self {
-        Self {
-            bundle: Mutex::new(bundle),
-            cache: RwLock::new(ServerSessionMemoryCache::new(SERVER_SESSIONS)),
-        }
-    }
-
-    fn current(&self) -> Arc<ServerSessionMemoryCache> {
-        if let Ok(mut rx) = self.bundle.lock()
-            && rx.has_changed().unwrap_or(false)
-        {
-            rx.borrow_and_update();
-            if let Ok(mut cache) = self.cache.write() {
-                *cache = ServerSessionMemoryCache::new(SERVER_SESSIONS);
-            }
-        }
-        match self.cache.read() {
-            Ok(c) => c.clone(),
-            // A poisoned lock: an empty cache resumes nothing, which is safe.
-            Err(_) => ServerSessionMemoryCache::new(1),
-        }
-    }
-}
-
-impl StoresServerSessions for BundleScopedSessions {
-    fn put(&self, key: Vec<u8>, value: Vec<u8>) -> bool {
-        self.current().put(key, value)
-    }
-
-    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
-        self.current().get(key)
-    }
-
-    fn take(&self, key: &[u8]) -> Option<Vec<u8>> {
-        self.current().take(key)
-    }
-
-    fn can_cache(&self) -> bool {
-        true
-    }
 }
 
 /// Client config for connections to a peer that must be `expected`,
@@ -187,7 +128,19 @@ pub fn client_config(
         .with_custom_certificate_verifier(Arc::new(verifier))
         .with_client_cert_resolver(Arc::new(CurrentCertificate::new(store.subscribe())));
     cfg.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
+    cfg.resumption = rustls::client::Resumption::disabled();
     Ok(Arc::new(cfg))
+}
+
+/// No TLS session resumption on mesh connections, either side. A resumed
+/// session skips certificate verification: a peer whose certificate has
+/// expired, or whose root a rotation removed, would go on being admitted
+/// under the identity it once proved. Every mesh handshake verifies the
+/// chain; HTTP rides pooled connections, so that costs a handshake per
+/// pooled connection, not per request.
+fn no_resumption_server(cfg: &mut ServerConfig) {
+    cfg.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    cfg.send_tls13_tickets = 0;
 }
 
 /// The SNI sent on mesh connections. SVIDs carry no DNS name; the peer's

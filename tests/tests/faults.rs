@@ -278,3 +278,100 @@ fn f12_ten_thousand_idle_connections_meet_the_cap() {
         || (round_trip(listen, b"room").ok()? == b"room").then_some(()),
     );
 }
+
+fn signal(p: &Proc, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([sig, &p.child.id().to_string()])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(ok, "kill {sig}");
+}
+
+fn not_after(p: &Proxy) -> i64 {
+    let (_, certs) = p.admin_get("/certs");
+    let v: serde_json::Value = serde_json::from_str(&certs).expect("/certs");
+    time::OffsetDateTime::parse(
+        v["not_after"].as_str().expect("not_after"),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .expect("RFC 3339")
+    .unix_timestamp()
+}
+
+fn unix_now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// F2: the control plane is blackholed mid-run (stopped with SIGSTOP: its
+/// sockets accept, nothing answers). While the certificates are valid no
+/// connection fails and none waits on the CA; once they have expired the
+/// proxies refuse each other; when the control plane answers again they
+/// recover within the request timeout plus the backoff cap.
+#[test]
+fn f2_control_plane_blackholed_mid_run() {
+    let cp = ControlPlane::start(CpOptions {
+        cert_ttl: "30s",
+        max_cert_ttl: "30s",
+        ..Default::default()
+    });
+    let app = Echo::start();
+    let b = Proxy::start(&cp, ProxyOptions::new("default", "api"));
+    let mut opts = ProxyOptions::new("default", "web");
+    let listen = opts.route(&b, app.port(), &b.identity);
+    let a = Proxy::start(&cp, opts);
+    assert_eq!(round_trip(listen, b"up").unwrap(), b"up");
+    let proc = cp.proc.as_ref().expect("control plane running");
+    signal(proc, "-STOP");
+    let expiry = not_after(&a).min(not_after(&b));
+
+    // Valid certificates: every connection succeeds, none waits on the CA.
+    let mut served = 0;
+    let mut slowest = Duration::ZERO;
+    while unix_now() < expiry - 2 {
+        let t = Instant::now();
+        assert_eq!(
+            round_trip(listen, b"valid").unwrap_or_default(),
+            b"valid",
+            "connection {served} while the certificates are valid"
+        );
+        slowest = slowest.max(t.elapsed());
+        served += 1;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(served > 100);
+    assert!(
+        slowest < Duration::from_secs(1),
+        "no connection waits on the CA: {slowest:?}"
+    );
+
+    // Expired: refused, quickly.
+    let refused_at = expiry + 2;
+    while unix_now() < refused_at {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let t = Instant::now();
+    assert!(
+        round_trip(listen, b"expired")
+            .unwrap_or_default()
+            .is_empty(),
+        "refused once the certificates have expired"
+    );
+    let refusal_took = t.elapsed();
+
+    signal(proc, "-CONT");
+    let back = Instant::now();
+    wait_for(
+        "recovery once the control plane answers",
+        Duration::from_secs(30),
+        || (round_trip(listen, b"again").ok()? == b"again").then_some(()),
+    );
+    let recovered = back.elapsed();
+    println!(
+        "F2: {served} connections while blackholed and valid, slowest {slowest:?}; after expiry refused in {refusal_took:?}; recovered {recovered:?} after the control plane answered again"
+    );
+    assert!(
+        recovered <= Duration::from_secs(21),
+        "within the request timeout (10 s) and the backoff cap (10 s): {recovered:?}"
+    );
+}

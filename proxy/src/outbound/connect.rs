@@ -26,18 +26,14 @@ type Configs = HashMap<(SpiffeId, &'static [u8]), Arc<rustls::ClientConfig>>;
 pub struct MeshConnector {
     store: Arc<Store>,
     handshake_timeout: Duration,
-    /// One client config per (expected peer identity, ALPN); each keeps its
-    /// own session-resumption cache, so reconnects to a peer resume.
+    /// One client config per (expected peer identity, ALPN) (mesh TLS does
+    /// not resume sessions: every handshake verifies the peer).
     configs: Mutex<Configs>,
-    /// A new trust bundle drops the configs and their sessions: a resumed
-    /// session skips verification, and its root may be gone.
-    bundle: Mutex<tokio::sync::watch::Receiver<mesh_identity::TrustBundle>>,
 }
 
 impl MeshConnector {
     pub fn new(store: Arc<Store>, handshake_timeout: Duration) -> Self {
         Self {
-            bundle: Mutex::new(store.subscribe_bundle()),
             store,
             handshake_timeout,
             configs: Mutex::new(HashMap::new()),
@@ -53,12 +49,6 @@ impl MeshConnector {
             .configs
             .lock()
             .map_err(|_| ConnectError::Tls("config cache poisoned".into()))?;
-        if let Ok(mut rx) = self.bundle.lock()
-            && rx.has_changed().unwrap_or(false)
-        {
-            rx.borrow_and_update();
-            configs.clear();
-        }
         let key = (identity.clone(), alpn);
         if let Some(c) = configs.get(&key) {
             return Ok(TlsConnector::from(c.clone()));
