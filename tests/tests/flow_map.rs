@@ -252,6 +252,14 @@ fn the_map_shows_workloads_and_allowed_and_denied_edges_and_updates_live() {
         b.eval("document.querySelectorAll('g.node[data-id=\"spiffe://cluster.local/ns/shop/sa/api\"]').length"),
         1
     );
+    // Each workload shows its certificate's time left (24 h certificates).
+    let left = b.eval(
+        "Number(document.querySelector('g.node[data-id=\"spiffe://cluster.local/ns/shop/sa/api\"] text.cert-left').getAttribute('data-seconds'))",
+    );
+    let left = left
+        .as_i64()
+        .expect("the api node shows its certificate's time left");
+    assert!((23 * 3600..=24 * 3600).contains(&left), "{left} s left");
     assert!(!b.edge("newcomer", "allowed"), "not yet");
     let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     b.screenshot(&shots.join("flow-map.png"));
