@@ -19,14 +19,6 @@ use tokio::sync::watch;
 const POLL: Duration = Duration::from_secs(1);
 /// Most certificate holders remembered (one per workload address).
 const MAX_HOLDERS: usize = 100_000;
-/// The files a CA is made of; a change to any is a new CA.
-const FILES: [&str; 5] = [
-    ca::ROOT_CERT_FILE,
-    ca::ROOT_KEY_FILE,
-    ca::ISSUER_CERT_FILE,
-    ca::ISSUER_KEY_FILE,
-    ca::EXTRA_ROOTS_FILE,
-];
 
 /// Who holds a certificate of which generation.
 #[derive(Debug, Clone, Serialize)]
@@ -121,7 +113,7 @@ impl LiveCa {
         if let Ok(mut last) = self.last_error.lock() {
             *last = None;
         }
-        let generation = ca.generation();
+        let generation = ca.generation().to_string();
         if let Err(e) = mesh_identity::secret::write_public_atomic(
             &self.bundle_path,
             ca.bundle().to_pem().as_bytes(),
@@ -143,21 +135,22 @@ impl LiveCa {
     ) -> Result<Issued, CaError> {
         let ca = self.current();
         let issued = ca.sign_csr(csr, identity, ttl)?;
-        let generation = ca.generation();
         let address = address.unwrap_or_else(|| "unknown".to_string());
-        let now = SystemTime::now();
+        let now = unix(SystemTime::now());
         if let Ok(mut holders) = self.holders.lock() {
-            holders.retain(|_, h| h.not_after > unix(now));
-            if holders.len() < MAX_HOLDERS
-                || holders.contains_key(&(identity.to_string(), address.clone()))
-            {
+            let key = (identity.to_string(), address.clone());
+            if holders.len() >= MAX_HOLDERS && !holders.contains_key(&key) {
+                // Full: expired holders go first (a sweep only at the bound).
+                holders.retain(|_, h| h.not_after > now);
+            }
+            if holders.len() < MAX_HOLDERS || holders.contains_key(&key) {
                 holders.insert(
-                    (identity.to_string(), address.clone()),
+                    key,
                     Holder {
                         identity: identity.to_string(),
                         address,
-                        generation,
-                        issued_at: unix(now),
+                        generation: ca.generation().to_string(),
+                        issued_at: now,
                         not_after: unix(issued.not_after),
                     },
                 );
@@ -181,23 +174,15 @@ impl LiveCa {
     /// The `/ca` document: roots, issuer, generation and holders.
     pub fn status(&self) -> serde_json::Value {
         let ca = self.current();
-        let generation = ca.generation();
         let roots: Vec<serde_json::Value> =
             ca.bundle().roots().iter().map(|r| describe(r)).collect();
-        let holders = self.holders();
-        let current = holders
-            .iter()
-            .filter(|h| h.generation == generation)
-            .count();
         serde_json::json!({
-            "generation": generation,
+            "generation": ca.generation(),
             "dir": self.dir.display().to_string(),
             "roots": roots,
             "issuer": ca.issuer_cert().map(|c| describe(c)),
             "phase": phase(&self.dir),
-            "holders": holders,
-            "holders_current": current,
-            "holders_total": holders.len(),
+            "holders": self.holders(),
             "error": self.last_error(),
         })
     }
@@ -205,9 +190,9 @@ impl LiveCa {
 
 /// Where a rotation stands, from the files `meshctl ca rotate` leaves.
 fn phase(dir: &Path) -> &'static str {
-    if dir.join("next").exists() {
+    if dir.join(ca::NEXT_DIR).exists() {
         "begun"
-    } else if dir.join("previous").join(ca::ROOT_CERT_FILE).exists() {
+    } else if dir.join(ca::PREVIOUS_DIR).join(ca::ROOT_CERT_FILE).exists() {
         "switched"
     } else {
         "steady"
@@ -240,7 +225,7 @@ fn publish_expiry(ca: &Ca) {
 /// The contents of the CA files, to notice a change (a few KiB).
 fn digest(dir: &Path) -> Vec<u8> {
     let mut all = Vec::new();
-    for name in FILES {
+    for name in ca::CA_FILES {
         match std::fs::read(dir.join(name)) {
             Ok(b) => {
                 all.extend_from_slice(&(b.len() as u64).to_be_bytes());

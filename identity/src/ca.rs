@@ -40,6 +40,18 @@ pub const ROOT_KEY_FILE: &str = "root-key.pem";
 pub const ISSUER_CERT_FILE: &str = "issuer-cert.pem";
 pub const ISSUER_KEY_FILE: &str = "issuer-key.pem";
 pub const EXTRA_ROOTS_FILE: &str = "extra-roots.pem";
+/// Every file a CA is made of: a change to any is a new CA.
+pub const CA_FILES: [&str; 5] = [
+    ROOT_CERT_FILE,
+    ROOT_KEY_FILE,
+    ISSUER_CERT_FILE,
+    ISSUER_KEY_FILE,
+    EXTRA_ROOTS_FILE,
+];
+/// Under the CA directory during a rotation (`meshctl ca rotate`): the CA
+/// being introduced (after `begin`), then the one being retired (after `switch`).
+pub const NEXT_DIR: &str = "next";
+pub const PREVIOUS_DIR: &str = "previous";
 
 /// Why the CA could not start or could not sign.
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +110,8 @@ pub struct Ca {
     intermediates: Vec<CertificateDer<'static>>,
     bundle: TrustBundle,
     issuer_not_after: SystemTime,
+    /// See [`Ca::generation`]; computed once at load.
+    generation: String,
 }
 
 impl std::fmt::Debug for Ca {
@@ -182,11 +196,13 @@ impl Ca {
         }
         let issuer = Issuer::from_ca_cert_der(&issuer_der, key)
             .map_err(|e| file_reason(&issuer_cert, &e.to_string()))?;
+        let generation = generation(&bundle, Some(issuer_der.as_ref()));
         Ok(Self {
             issuer,
             intermediates: chain,
             bundle,
             issuer_not_after,
+            generation,
         })
     }
 
@@ -208,8 +224,8 @@ impl Ca {
     /// This CA's generation: a digest of the roots it publishes and the
     /// issuer it signs with. A workload whose certificate and bundle are of
     /// another generation renews.
-    pub fn generation(&self) -> String {
-        generation(&self.bundle, self.issuer_cert().map(|c| c.as_ref()))
+    pub fn generation(&self) -> &str {
+        &self.generation
     }
 
     /// Issues a throwaway certificate and verifies it against the bundle:

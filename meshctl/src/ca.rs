@@ -25,7 +25,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use mesh_identity::Ca;
 use mesh_identity::ca::{
-    EXTRA_ROOTS_FILE, ISSUER_CERT_FILE, ISSUER_KEY_FILE, ROOT_CERT_FILE, ROOT_KEY_FILE, read_certs,
+    EXTRA_ROOTS_FILE, ISSUER_CERT_FILE, ISSUER_KEY_FILE, NEXT_DIR, PREVIOUS_DIR, ROOT_CERT_FILE,
+    ROOT_KEY_FILE, read_certs,
 };
 use rustls_pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
@@ -33,9 +34,6 @@ use serde::{Deserialize, Serialize};
 use crate::cert::admin::{AdminError, get_text};
 
 const MAX_BYTES: usize = 16 << 20;
-/// Where a rotation keeps the CA it introduces, then the one it retires.
-pub const NEXT_DIR: &str = "next";
-pub const PREVIOUS_DIR: &str = "previous";
 /// Warn when a root or the issuer ends within this long.
 const EXPIRY_WARNING: Duration = Duration::from_secs(30 * 24 * 3600);
 
@@ -315,7 +313,7 @@ fn step(name: &'static str, ca_dir: &Path, message: &str) -> anyhow::Result<Step
     let ca = Ca::load(ca_dir).with_context(|| format!("after {name}, the CA does not load"))?;
     Ok(Step {
         step: name,
-        generation: ca.generation(),
+        generation: ca.generation().to_string(),
         roots: ca.bundle().len(),
         message: message.to_string(),
     })
@@ -327,7 +325,7 @@ pub fn ready_for_next_step(status: &Status, data_dir: &Path) -> anyhow::Result<(
     if let Some(e) = &status.error {
         bail!("the control plane did not take the CA on disk: {e}");
     }
-    let on_disk = Ca::load(&data_dir.join("ca"))?.generation();
+    let on_disk = Ca::load(&data_dir.join("ca"))?.generation().to_string();
     if on_disk != status.generation {
         bail!(
             "the control plane has generation {} in force, the files say {on_disk}: wait a second and retry",

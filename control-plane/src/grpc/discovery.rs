@@ -142,7 +142,7 @@ pub async fn publish(
     loop {
         version += 1;
         let mut snap = build(&state, &registry, version);
-        snap.ca_generation = ca.borrow_and_update().generation();
+        snap.ca_generation = ca.borrow_and_update().generation().to_string();
         tx.send_replace(Arc::new(snap));
         tokio::select! {
             r = policy.changed() => if r.is_err() { return },
