@@ -34,7 +34,8 @@ fn ca_status(admin: &str) -> serde_json::Value {
 fn wait_everyone_on(admin: &str, data: &Path, what: &str) -> serde_json::Value {
     let on_disk = mesh_identity::Ca::load(&data.join("ca"))
         .expect("CA on disk")
-        .generation();
+        .generation()
+        .to_string();
     wait_for(what, Duration::from_secs(15), || {
         let s = ca_status(admin);
         let holders = s["holders"].as_array()?;
@@ -42,6 +43,12 @@ fn wait_everyone_on(admin: &str, data: &Path, what: &str) -> serde_json::Value {
         (s["generation"] == on_disk.as_str() && all && s["serving_generation"] == s["generation"])
             .then_some(s)
     })
+}
+
+/// The trust bundle the control plane publishes in its data directory.
+fn published_bundle(cp: &ControlPlane) -> TrustBundle {
+    let pem = std::fs::read(cp.trust_bundle()).expect("the published trust bundle");
+    TrustBundle::from_pem(&pem).expect("the published trust bundle parses")
 }
 
 fn step(args: &[&str]) -> String {
@@ -154,7 +161,7 @@ fn trust_anchor_rotation_in_three_steps_under_load() {
     assert_ne!(switched["issuer"], before["issuer"]);
     assert_ne!(b.serial(), serial_before, "B renewed");
     served(20, "traffic after switch");
-    let bundle = TrustBundle::from_pem(&std::fs::read(cp.trust_bundle()).unwrap()).unwrap();
+    let bundle = published_bundle(&cp);
     let accepted = rt.block_on(mesh_connect(
         b.inbound,
         &bundle,
@@ -185,11 +192,14 @@ fn trust_anchor_rotation_in_three_steps_under_load() {
     assert_eq!(roots.len(), 1);
     assert_ne!(roots[0], before["roots"][0], "the old root is gone");
     assert_ne!(
-        std::fs::read(data.join("ca/root-cert.pem")).unwrap(),
+        std::fs::read(data.join("ca/root-cert.pem")).expect("the new root on disk"),
         old_root
     );
-    let bundle = TrustBundle::from_pem(&std::fs::read(cp.trust_bundle()).unwrap()).unwrap();
-    let old_root_der = TrustBundle::from_pem(&old_root).unwrap().roots()[0].clone();
+    let bundle = published_bundle(&cp);
+    let old_root_der = TrustBundle::from_pem(&old_root)
+        .expect("the old root parses")
+        .roots()[0]
+        .clone();
     assert_eq!(bundle.len(), 1);
     assert!(
         !bundle.roots().contains(&old_root_der),
@@ -247,11 +257,12 @@ fn a_ca_that_does_not_load_leaves_the_last_good_one_in_force() {
 
     // A plug-in CA whose issuer key is not the issuer certificate's is refused by begin.
     let other = TestCa::new("operator root");
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().expect("tempdir");
     let write = |name: &str, body: &[u8]| {
         let p = dir.path().join(name);
-        std::fs::write(&p, body).unwrap();
-        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        std::fs::write(&p, body).expect("write a plug-in file");
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .expect("chmod 0600");
         p.display().to_string()
     };
     let root = write(
@@ -262,7 +273,7 @@ fn a_ca_that_does_not_load_leaves_the_last_good_one_in_force() {
     let wrong_key = write(
         "key.pem",
         rcgen::KeyPair::generate()
-            .unwrap()
+            .expect("a key")
             .serialize_pem()
             .as_bytes(),
     );
@@ -294,12 +305,12 @@ fn a_ca_that_does_not_load_leaves_the_last_good_one_in_force() {
 
     // A CA directory broken by hand: reported, and the last good CA stays.
     let cert_path = data.join("ca/issuer-cert.pem");
-    let good = std::fs::read(&cert_path).unwrap();
+    let good = std::fs::read(&cert_path).expect("the issuer certificate");
     std::fs::write(
         &cert_path,
         b"-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n",
     )
-    .unwrap();
+    .expect("garble the issuer certificate");
     let broken = wait_for("the broken CA reported", Duration::from_secs(10), || {
         let s = ca_status(&admin);
         s["error"].is_string().then_some(s)
@@ -312,13 +323,15 @@ fn a_ca_that_does_not_load_leaves_the_last_good_one_in_force() {
     assert!(p.serial().is_some(), "certificates are still issued");
     let out = meshctl(&["ca", "status", "--admin", &admin]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("do not load"));
-    std::fs::write(&cert_path, good).unwrap();
+    std::fs::write(&cert_path, good).expect("restore the issuer certificate");
     wait_for("the CA loads again", Duration::from_secs(10), || {
         ca_status(&admin)["error"].is_null().then_some(())
     });
     assert!(
         metric(
-            &http_get(cp.admin, "/metrics").unwrap().1,
+            &http_get(cp.admin, "/metrics")
+                .expect("the control plane's /metrics")
+                .1,
             "mesh_ca_expiry_timestamp_seconds",
             &[("role", "issuer")]
         ) > 0.0

@@ -57,7 +57,10 @@ fn f1_control_plane_down_at_boot() {
     let mut opts = ProxyOptions::new("default", "web");
     let listen = opts.route(&b, app.port(), &b.identity);
     let _a = Proxy::start(&cp, opts);
-    assert_eq!(round_trip(listen, b"served").unwrap(), b"served");
+    assert_eq!(
+        round_trip(listen, b"served").expect("a round trip through the mesh"),
+        b"served"
+    );
 }
 
 /// F6: the policy server goes away. Running proxies keep the last policy
@@ -97,7 +100,7 @@ spec:
     cp.stop();
     for i in 0..20 {
         assert_eq!(
-            round_trip(allowed, b"ok").unwrap(),
+            round_trip(allowed, b"ok").expect("a round trip through the mesh"),
             b"ok",
             "allowed call {i}"
         );
@@ -151,10 +154,7 @@ fn f15_control_plane_clock_two_minutes_ahead() {
         .and_then(|(_, b)| serde_json::from_str::<serde_json::Value>(&b).ok())
         .and_then(|v| v["now"].as_u64())
         .expect("the control plane's clock");
-    let local = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let local = unix_now() as u64;
     assert!(
         cp_now >= local + 110,
         "the control plane's clock is ahead: {cp_now} vs {local}"
@@ -164,19 +164,19 @@ fn f15_control_plane_clock_two_minutes_ahead() {
     let mut opts = ProxyOptions::new("default", "web");
     let listen = opts.route(&b, app.port(), &b.identity);
     let a = Proxy::start(&cp, opts);
-    assert_eq!(round_trip(listen, b"skewed").unwrap(), b"skewed");
+    assert_eq!(
+        round_trip(listen, b"skewed").expect("a round trip through the mesh"),
+        b"skewed"
+    );
     let (_, certs) = a.admin_get("/certs");
-    let v: serde_json::Value = serde_json::from_str(&certs).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&certs).expect("/certs is JSON");
     let not_before = time::OffsetDateTime::parse(
         v["not_before"].as_str().expect("not_before in /certs"),
         &time::format_description::well_known::Rfc3339,
     )
     .expect("RFC 3339")
     .unix_timestamp() as u64;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let now = unix_now() as u64;
     println!(
         "F15: control plane 120 s ahead; the certificate was valid from {} s before the proxy's now",
         now as i64 - not_before as i64
@@ -320,7 +320,10 @@ fn f2_control_plane_blackholed_mid_run() {
     let mut opts = ProxyOptions::new("default", "web");
     let listen = opts.route(&b, app.port(), &b.identity);
     let a = Proxy::start(&cp, opts);
-    assert_eq!(round_trip(listen, b"up").unwrap(), b"up");
+    assert_eq!(
+        round_trip(listen, b"up").expect("a round trip through the mesh"),
+        b"up"
+    );
     let proc = cp.proc.as_ref().expect("control plane running");
     signal(proc, "-STOP");
     let expiry = not_after(&a).min(not_after(&b));
